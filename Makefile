@@ -1,0 +1,44 @@
+# mfg-vision: `make demo` and `make test` each set up .venv when it is missing or stale.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MFG_HOME ?= $(CURDIR)/.mfg
+export MFG_HOME
+DEMO_DIR := demo-out
+UI_PORT ?= 3000
+
+.PHONY: demo test ui bench clean-home help
+
+help:
+	@echo "make demo   - set up, generate a sample line, onboard it (train, validate, export, register)"
+	@echo "make test   - set up and run the tests"
+	@echo "make ui     - open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
+	@echo "make bench DATA=../shared/datasets/neu_det - NEU benchmark into BENCHMARKS.md"
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	rm -rf $(DEMO_DIR)/sample-line
+	$(BIN)/mfgv sample-line $(DEMO_DIR)/sample-line --seed 7 --images-per-class 60 --image-size 128
+	$(BIN)/mfgv onboard $(DEMO_DIR)/sample-line --task classify --format folders \
+		--line line1 --variant bracket-a --good-class good --report-json $(DEMO_DIR)/report.json
+	@$(BIN)/python -m mfg_assets.demo_summary $(DEMO_DIR)/report.json
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+ui: $(VENV)/.installed
+	$(BIN)/mfgv init
+	DAGSTER_HOME=$(MFG_HOME)/dagster $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+bench: $(VENV)/.installed
+	@test -n "$(DATA)" || { echo "usage: make bench DATA=path/to/neu_det"; exit 1; }
+	$(BIN)/python bench/neu_benchmark.py $(DATA) --write BENCHMARKS.md

@@ -1,0 +1,167 @@
+"""``annotations``: labels for every ingested image, imported from the batch's own label files.
+
+Supported layouts per batch: folder-per-class, ``labels.csv`` (``path,label[,reviewer]``) and COCO
+classification ``annotations.json``. Each reviewer's label is kept as its own row, so reviewer
+agreement can be measured; the blocking checks below stop training on a bad label set.
+"""
+
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfg_assets.common import hash_rows, record_lineage, variant_for
+from mfg_assets.handles import AnnotationSet, ImageSet
+from mfg_assets.ingest import load_image_table
+from mfg_assets.partitions import line_variant_partitions
+from resources.artifact_store import ArtifactStore
+from resources.code_version import code_version
+from resources.lineage import LineageStore
+
+__all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_labels"]
+
+# Blocking: a failing check fails the step, so the dataset and the model are not built in that run.
+CHECK_DESCRIPTIONS = {
+    "every_image_labelled": "every ingested image has a label, and every label names an ingested image",
+    "labels_in_taxonomy": "every label is a class of the variant's taxonomy (great-expectations)",
+    "no_conflicting_duplicates": "no image content appears twice with different labels",
+    "min_images_per_class": "every class has at least the minimum number of images",
+    "reviewer_agreement": "Cohen's kappa between every pair of reviewers is over the threshold",
+}
+
+
+def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str, store: ArtifactStore) -> pd.DataFrame:
+    from resources.labels import LabelImportError, labels_from_coco, labels_from_csv, labels_from_folders
+
+    sidecars = json.loads(batch_row["sidecars"])
+    has_csv, has_coco = "labels.csv" in sidecars, "annotations.json" in sidecars
+    chosen = label_format
+    if label_format == "auto":
+        if has_csv and has_coco:
+            raise LabelImportError(
+                f"batch {batch_row['batch']} has both labels.csv and annotations.json; keep one of them "
+                "or set the variant's label_format"
+            )
+        chosen = "csv" if has_csv else "coco" if has_coco else "folders"
+    if chosen == "folders":
+        return labels_from_folders(rel_paths)
+    sidecar = "labels.csv" if chosen == "csv" else "annotations.json"
+    if sidecar not in sidecars:
+        raise LabelImportError(
+            f"batch {batch_row['batch']}: the variant's label format is {chosen} but the batch has no "
+            f"{sidecar}; deliver it with the batch"
+        )
+    path = store.path(sidecars[sidecar]["relpath"])
+    try:
+        return labels_from_csv(path) if chosen == "csv" else labels_from_coco(path)
+    except LabelImportError as exc:
+        raise LabelImportError(f"batch {batch_row['batch']}, {sidecar}: {exc}") from exc
+
+
+def load_labels(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
+    return lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id])
+
+
+class AnnotationConfig(dg.Config):
+    min_images_per_class: int = Field(5, ge=1, le=100_000, description="fewest images a class may have")
+    min_kappa: float = Field(
+        0.6, ge=-1.0, le=1.0, description="lowest Cohen's kappa allowed between two reviewers"
+    )
+
+
+@dg.asset(
+    partitions_def=line_variant_partitions,
+    group_name="classification",
+    code_version=code_version(),
+    kinds={"parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="annotations", blocking=True, description=description)
+        for name, description in CHECK_DESCRIPTIONS.items()
+    ],
+)
+def annotations(
+    context: dg.AssetExecutionContext,
+    config: AnnotationConfig,
+    raw_images: ImageSet,
+    artifact_store: ArtifactStore,
+    lineage: LineageStore,
+) -> Iterator[dg.Output[AnnotationSet] | dg.AssetCheckResult]:
+    """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
+    from resources.label_quality import run_all
+    from resources.labels import LabelImportError
+
+    spec = variant_for(context, lineage)
+    images = load_image_table(lineage, raw_images.partition)
+    batches = lineage.read_table("image_batches", "partition = ?", [raw_images.partition])
+    frames = []
+    for _, batch_row in batches.iterrows():
+        batch_images = images[images["batch"] == batch_row["batch"]]
+        try:
+            labels = _batch_labels(batch_row, sorted(batch_images["rel_path"]), spec.label_format, artifact_store)
+        except LabelImportError as exc:
+            raise dg.Failure(str(exc)) from exc
+        labels = labels.assign(batch=batch_row["batch"])
+        frames.append(labels)
+    labels = pd.concat(frames, ignore_index=True)
+    by_path = images.drop_duplicates(["batch", "rel_path"]).set_index(["batch", "rel_path"])["sha256"]
+    keys = list(zip(labels["batch"], labels["rel_path"], strict=True))
+    labels["sha256"] = [by_path.get(key, "") for key in keys]
+    content = hash_rows(labels[["sha256", "batch", "rel_path", "label", "reviewer"]].itertuples(index=False))
+    annotation_set_id = f"labels:{content}"
+    labels["annotation_set_id"] = annotation_set_id
+    labels["partition"] = raw_images.partition
+    if lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id]).empty:
+        lineage.append_table("labels", labels, prefix=raw_images.partition)
+    record_lineage(
+        context,
+        lineage,
+        output_id=annotation_set_id,
+        input_ids=[raw_images.id],
+        parameters={"label_format": spec.label_format, "taxonomy": list(spec.classes), **config.model_dump()},
+    )
+    matched = labels[labels["sha256"] != ""]
+    handle = AnnotationSet(
+        id=annotation_set_id,
+        partition=raw_images.partition,
+        image_set_id=raw_images.id,
+        n_labels=len(labels),
+        reviewers=tuple(sorted(set(labels["reviewer"]))),
+        classes_seen=tuple(sorted(set(matched["label"]))),
+    )
+    counts = matched.drop_duplicates("sha256").groupby("label").size().to_dict()
+    yield dg.Output(
+        handle,
+        metadata={
+            "annotation_set_id": annotation_set_id,
+            "n_labels": len(labels),
+            "reviewers": dg.MetadataValue.json(list(handle.reviewers)),
+            "images_per_class": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+        },
+    )
+    outcomes = run_all(
+        images,
+        labels,
+        spec.classes,
+        min_images_per_class=config.min_images_per_class,
+        min_kappa=config.min_kappa,
+    )
+    for name in CHECK_DESCRIPTIONS:
+        outcome = outcomes[name]
+        if not outcome.passed:
+            context.log.error(f"{raw_images.partition}: {name} failed: {outcome.summary}")
+        yield dg.AssetCheckResult(
+            asset_key="annotations",
+            check_name=name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.summary,
+            metadata={
+                **dict(outcome.metrics),
+                "failures": dg.MetadataValue.json(outcome.failures[:200]),
+                "n_failures": len(outcome.failures),
+            },
+        )
+
+

@@ -1,0 +1,163 @@
+"""``dataset_version``: a content-addressed, leakage-free train/val/test split of labelled images.
+
+The id is a hash of the image hashes, their labels, their splits and the split spec, so the same
+data and spec always give the same version and any change gives a new one. Exact duplicates are
+merged at ingest; near-duplicates (pHash within a distance) are grouped and each group goes to one
+split, so no near-copy of a test image is trained on. A blocking check re-verifies that.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from mfg_assets.annotations import load_labels
+from mfg_assets.common import record_lineage, variant_for
+from mfg_assets.handles import AnnotationSet, DatasetVersion
+from mfg_assets.ingest import load_image_table
+from mfg_assets.partitions import line_variant_partitions
+from resources.artifact_store import ArtifactStore
+from resources.code_version import code_version
+from resources.lineage import LineageStore
+
+__all__ = ["SplitConfig", "dataset_version", "load_dataset_items", "load_split_images"]
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitConfig(dg.Config):
+    train_fraction: float = Field(0.6, gt=0.0, lt=1.0, description="share of images for training")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share for validation and threshold calibration")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share for the held-out test report")
+    seed: int = Field(0, ge=0, description="seed of the split; recorded in the dataset version")
+    near_duplicate_max_distance: int = Field(
+        4, ge=0, le=16, description="pHash Hamming distance at or below which two images are near-duplicates"
+    )
+
+
+def load_dataset_items(lineage: LineageStore, dataset_id: str) -> pd.DataFrame:
+    items = lineage.read_table("dataset_items", "dataset_id = ?", [dataset_id])
+    if items.empty:
+        raise LookupError(f"dataset version {dataset_id} has no rows in dataset_items; re-materialize dataset_version")
+    return items.sort_values(["split", "sha256"]).reset_index(drop=True)
+
+
+def load_split_images(
+    lineage: LineageStore,
+    store: ArtifactStore,
+    dataset: DatasetVersion,
+    split: str,
+    size: int,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Images (uint8 N×size×size×3), class indices and rows of one split of a dataset version."""
+    from resources.images import load_rgb_batch
+
+    items = load_dataset_items(lineage, dataset.id)
+    rows = items[items["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"dataset {dataset.id} has no {split} images; add images or change the split fractions")
+    images = load_rgb_batch([store.path(relpath) for relpath in rows["artifact"]], size)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    labels = np.array([index[label] for label in rows["label"]], dtype=np.int64)
+    return images, labels, rows
+
+
+@dg.asset(
+    partitions_def=line_variant_partitions,
+    group_name="classification",
+    code_version=code_version(),
+    kinds={"parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_leakage_across_splits",
+            asset="dataset_version",
+            blocking=True,
+            description="no image or near-duplicate of it appears in two splits",
+        )
+    ],
+)
+def dataset_version(
+    context: dg.AssetExecutionContext,
+    config: SplitConfig,
+    annotations: AnnotationSet,
+    lineage: LineageStore,
+) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
+    """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
+    from resources.label_quality import consensus_labels
+    from resources.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
+
+    spec = variant_for(context, lineage)
+    split_spec = SplitSpec(
+        train_fraction=config.train_fraction,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        near_duplicate_max_distance=config.near_duplicate_max_distance,
+    )
+    images = load_image_table(lineage, annotations.partition)
+    labels = load_labels(lineage, annotations.id)
+    consensus = consensus_labels(labels[labels["sha256"] != ""])
+    first = images.sort_values(["batch", "rel_path"]).drop_duplicates("sha256").set_index("sha256")
+    items = consensus.merge(
+        first[["artifact", "batch", "rel_path", "phash", "camera", "lighting"]],
+        left_on="sha256",
+        right_index=True,
+        how="inner",
+    )
+    items["phash"] = [int(value, 16) for value in items["phash"]]
+    split = grouped_stratified_split(items[["sha256", "label", "phash"]], split_spec)
+    items = items.drop(columns=["phash"]).merge(split, on=["sha256", "label"], how="inner")
+    violations = leakage_violations(items[["sha256", "label", "phash", "split", "group_id"]], config.near_duplicate_max_distance)
+    content = dataset_content_hash(
+        items[["sha256", "label", "split"]],
+        split_spec,
+        extra={"classes": ",".join(spec.classes), "good_class": spec.good_class or ""},
+    )
+    dataset_id = f"dataset:{content}"
+    items = items.assign(dataset_id=dataset_id, partition=annotations.partition, phash=[f"{p:016x}" for p in items["phash"]])
+    if lineage.read_table("dataset_items", "dataset_id = ?", [dataset_id]).empty:
+        lineage.append_table("dataset_items", items, prefix=annotations.partition)
+    counts = {
+        split_name: {cls: int(((items["split"] == split_name) & (items["label"] == cls)).sum()) for cls in spec.classes}
+        for split_name in SPLITS
+    }
+    record_lineage(
+        context,
+        lineage,
+        output_id=dataset_id,
+        input_ids=[annotations.id, annotations.image_set_id],
+        parameters={**config.model_dump(), "classes": list(spec.classes), "good_class": spec.good_class},
+    )
+    handle = DatasetVersion(
+        id=dataset_id,
+        partition=annotations.partition,
+        classes=spec.classes,
+        good_class=spec.good_class,
+        counts=counts,
+        split_spec=split_spec.model_dump(),
+    )
+    yield dg.Output(
+        handle,
+        metadata={
+            "dataset_id": dataset_id,
+            "counts": dg.MetadataValue.json(counts),
+            "n_images": len(items),
+            "n_groups": int(items["group_id"].nunique()),
+            "largest_group": int(items.groupby("group_id").size().max()),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="dataset_version",
+        check_name="no_leakage_across_splits",
+        passed=not violations,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            "no image shared between splits"
+            if not violations
+            else f"{len(violations)} near-duplicate pairs straddle splits (first: {violations[0]}); "
+            "lower near_duplicate_max_distance only if these are truly different parts"
+        ),
+        metadata={"n_violations": len(violations), "violations": dg.MetadataValue.json(violations[:100])},
+    )

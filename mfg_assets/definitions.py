@@ -1,0 +1,48 @@
+"""The composition root: the only place the Dagster ``Definitions`` are built.
+
+Loaded by ``dagster dev`` (workspace.yaml / [tool.dagster]) and by ``mfgv onboard``, so the UI and
+the CLI run the very same assets, checks and resources.
+"""
+
+import dagster as dg
+
+from mfg_assets.annotations import annotations
+from mfg_assets.augment import augmented_set
+from mfg_assets.datasets import dataset_version
+from mfg_assets.export import exported_model
+from mfg_assets.ingest import raw_images
+from mfg_assets.jobs import classify_job
+from mfg_assets.registry import registered_model
+from mfg_assets.training import trained_model
+from mfg_assets.validation import validation_report
+from resources.artifact_store import ArtifactStore
+from resources.landing import LandingZone
+from resources.lineage import LineageStore
+from resources.registry import ModelRegistry
+from resources.settings import apply_offline_switches
+from resources.trainers import ClassificationTrainer
+from sensors.landing import landing_zone_sensor
+
+apply_offline_switches()
+
+defs = dg.Definitions(
+    assets=[
+        raw_images,
+        annotations,
+        dataset_version,
+        augmented_set,
+        trained_model,
+        validation_report,
+        exported_model,
+        registered_model,
+    ],
+    jobs=[classify_job],
+    sensors=[landing_zone_sensor],
+    resources={
+        "artifact_store": ArtifactStore(),
+        "lineage": LineageStore(),
+        "registry": ModelRegistry(),
+        "landing": LandingZone(),
+        "trainer": ClassificationTrainer(),
+    },
+)

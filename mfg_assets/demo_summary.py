@@ -1,0 +1,38 @@
+"""Prints where ``make demo`` left the report, the model and the lineage (``python -m mfg_assets.demo_summary REPORT``)."""
+
+import json
+import sys
+from pathlib import Path
+
+from resources.settings import mfg_home
+
+
+def summarise(report_path: Path) -> str:
+    report = json.loads(report_path.read_text())
+    test = report["test"]
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
+    return "\n".join(
+        [
+            "",
+            f"model version     {report['model_version']}  (registered as candidate)",
+            f"dataset version   {report['dataset_version']}",
+            f"test accuracy     {pct(test['accuracy'])} on {test['n_images']} images",
+            f"false-reject rate {pct(test['false_reject_rate'])}   escape rate {pct(test['escape_rate'])}   "
+            f"threshold {report['threshold']}",
+            f"training          {report['train_seconds']} s   total {report['total_seconds']} s",
+            f"report (HTML)     {report['report_html']}",
+            f"report (JSON)     {report_path.resolve()}",
+            f"ONNX              {report['exports']['onnx']}",
+            f"OpenVINO          {report['exports']['openvino']}",
+            f"lineage           .venv/bin/mfgv lineage {report['model_version']}",
+            f"lineage tables    {mfg_home() / 'mfg.duckdb'} (views: lineage, images, labels, dataset_items, model_registry)",
+            "Dagster UI        make ui   (then open http://127.0.0.1:3000)",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(summarise(Path(sys.argv[1])))

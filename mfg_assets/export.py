@@ -1,0 +1,160 @@
+"""``exported_model``: the trained model as ONNX, OpenVINO IR and INT8 ONNX, in one package.
+
+Normalisation and softmax are inside the exported graph, so a device only resizes to the input
+size. A blocking parity check compares every FP32 runtime against the trained torch model on the
+test images (largest probability difference and decision agreement); the INT8 model is measured for
+test accuracy instead. Latency is measured for torch, ONNX Runtime and OpenVINO on this machine.
+"""
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from mfg_assets.common import record_lineage
+from mfg_assets.datasets import load_split_images
+from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
+from mfg_assets.partitions import line_variant_partitions
+from resources.artifact_store import ArtifactStore, sha256_file
+from resources.code_version import code_version
+from resources.lineage import LineageStore
+
+__all__ = ["ExportConfig", "exported_model"]
+
+PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml", "onnx_int8": "model_int8.onnx"}
+
+
+class ExportConfig(dg.Config):
+    parity_tolerance: float = Field(
+        1e-3, gt=0.0, le=1.0, description="largest allowed probability difference between torch and an export"
+    )
+    int8: bool = Field(True, description="also write a statically quantised INT8 ONNX model")
+    calibration_images: int = Field(32, ge=1, le=1024, description="training images used to calibrate INT8")
+    latency_repeats: int = Field(20, ge=1, le=1000, description="timed single-image runs per runtime")
+
+
+@dg.asset(
+    partitions_def=line_variant_partitions,
+    group_name="classification",
+    code_version=code_version(),
+    kinds={"onnx", "openvino"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "exports_match_trained_model",
+            asset="exported_model",
+            blocking=True,
+            description="ONNX Runtime and OpenVINO reproduce the torch model's probabilities and decisions",
+        )
+    ],
+)
+def exported_model(
+    context: dg.AssetExecutionContext,
+    config: ExportConfig,
+    trained_model: TrainedModel,
+    validation_report: ValidationReport,
+    dataset_version: DatasetVersion,
+    artifact_store: ArtifactStore,
+    lineage: LineageStore,
+) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
+    """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
+    from edge_sync.inference import load_predictor
+    from resources.classification_trainer import load_inference_model
+    from resources.exporter import (
+        ExportFormat,
+        check_parity,
+        export_onnx,
+        export_openvino,
+        measure_latency,
+        quantize_onnx_int8,
+    )
+
+    if validation_report.model_id != trained_model.id:
+        raise dg.Failure(
+            f"validation report {validation_report.id} is about {validation_report.model_id}, not "
+            f"{trained_model.id}; materialize the graph in one run"
+        )
+    size = trained_model.image_size
+    model = load_inference_model(artifact_store.path(trained_model.checkpoint))
+    test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size)
+    with tempfile.TemporaryDirectory(prefix="mfg-export-", dir=artifact_store.root_path()) as tmp:
+        package = Path(tmp)
+        onnx_path = export_onnx(model, size, package / PACKAGE_FILES["onnx"])
+        xml_path = export_openvino(onnx_path, package / PACKAGE_FILES["openvino"])
+        exported = {ExportFormat.ONNX: onnx_path, ExportFormat.OPENVINO: xml_path}
+        parity = check_parity(model, exported, test_images, tolerance=config.parity_tolerance)
+        int8_accuracy = None
+        if config.int8:
+            train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size)
+            calibration = train_images[: config.calibration_images]
+            int8_path = quantize_onnx_int8(onnx_path, calibration, package / PACKAGE_FILES["onnx_int8"])
+            exported[ExportFormat.ONNX_INT8] = int8_path
+            int8_probs = load_predictor(int8_path, ExportFormat.ONNX_INT8).predict(test_images)
+            int8_accuracy = float((int8_probs.argmax(1) == test_labels).mean())
+        latency = measure_latency(model, exported, test_images[: max(1, min(8, len(test_images)))], repeats=config.latency_repeats)
+        files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
+        file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
+        manifest = {
+            "model_id": trained_model.id,
+            "dataset_version": dataset_version.id,
+            "classes": list(trained_model.classes),
+            "good_class": dataset_version.good_class,
+            "threshold": validation_report.threshold,
+            "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size},
+            "output": {"name": "probabilities", "classes": list(trained_model.classes)},
+            "files": files,
+            "sha256": file_hashes,
+            "code_version": code_version(),
+        }
+        (package / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        stored = artifact_store.put_tree(package, kind="packages")
+    export_id = f"export:{stored.sha256}"
+    record_lineage(
+        context,
+        lineage,
+        output_id=export_id,
+        input_ids=[trained_model.id, validation_report.id],
+        parameters=config.model_dump(),
+        input_hashes={trained_model.id: trained_model.checkpoint.sha256},
+    )
+    parity_dict = {
+        "passed": parity.passed,
+        "tolerance": parity.tolerance,
+        "n_images": parity.n_images,
+        "max_abs_diff": max(r.max_abs_diff for r in parity.runtimes),
+        "runtimes": {r.format: {"max_abs_diff": r.max_abs_diff, "decision_agreement": r.decision_agreement} for r in parity.runtimes},
+    }
+    handle = ExportedModel(
+        id=export_id,
+        model_id=trained_model.id,
+        package=stored,
+        files=files,
+        file_sha256=file_hashes,
+        input_size=size,
+        parity_passed=parity.passed,
+        parity=parity_dict,
+        latency_ms={k: float(v) for k, v in latency.items()},
+        int8_test_accuracy=int8_accuracy,
+    )
+    context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; latency ms/image {latency}")
+    yield dg.Output(
+        handle,
+        metadata={
+            "export_id": export_id,
+            "package": dg.MetadataValue.path(str(artifact_store.path(stored))),
+            "parity_max_abs_diff": parity_dict["max_abs_diff"],
+            **{f"latency_ms_{k}": float(v) for k, v in latency.items()},
+            "int8_test_accuracy": int8_accuracy if int8_accuracy is not None else float("nan"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="exported_model",
+        check_name="exports_match_trained_model",
+        passed=parity.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=parity.describe(),
+        metadata={"max_abs_diff": parity_dict["max_abs_diff"], "n_images": parity.n_images},
+    )

@@ -1,0 +1,230 @@
+"""``mfgv onboard``: register a product variant from a dataset and run the graph for it in Dagster.
+
+The dataset is copied into the landing zone as one batch (its id is a hash of its file listing, so
+onboarding the same folder twice adds nothing), the variant's taxonomy is registered, and the
+``classify_job`` runs in-process against the instance the UI reads. The report JSON then gathers
+what a plant engineer asks first: accuracy, false-reject and escape rates, threshold, exports.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resources.landing import MARKER, SIDECAR_FILES
+from resources.settings import mfg_home
+from resources.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
+
+__all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class OnboardError(ValueError):
+    """The dataset or the request cannot be onboarded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class OnboardRequest:
+    data_dir: Path
+    line: str
+    variant: str
+    task: str = "classify"
+    label_format: str = "folders"
+    good_class: str | None = None
+    report_json: Path | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    arch: str | None = None
+    pretrained_weights: str | None = None
+    seed: int = 0
+    min_accuracy: float | None = None
+    extra_run_config: dict[str, Any] | None = None
+
+
+def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
+    """The taxonomy implied by the dataset: class folders, or the labels of the label file."""
+    if label_format == "folders":
+        classes, empty = [], []
+        for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            has_images = any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in folder.rglob("*"))
+            (classes if has_images else empty).append(folder.name)
+        if empty:
+            raise OnboardError(
+                f"{data_dir}: class folder(s) {', '.join(f'{e}/' for e in empty)} hold no images; add images "
+                "of that class or remove the folder"
+            )
+        return tuple(classes)
+    from resources.labels import labels_from_coco, labels_from_csv
+
+    label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
+    if not label_file.exists():
+        raise OnboardError(f"{label_file} does not exist; --format {label_format} needs it in the dataset folder")
+    labels = labels_from_csv(label_file) if label_format == "csv" else labels_from_coco(label_file)
+    return tuple(sorted(set(labels["label"])))
+
+
+def _listing_hash(data_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(data_dir).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _land(data_dir: Path, landing_dir: Path) -> Path:
+    """Copy the dataset into the landing zone as one complete batch (idempotent)."""
+    batch_dir = landing_dir / f"onboard-{_listing_hash(data_dir)}"
+    if (batch_dir / MARKER).exists():
+        return batch_dir
+    staging = batch_dir.with_name(batch_dir.name + ".incoming")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(MARKER, ".*"))
+    if batch_dir.exists():
+        shutil.rmtree(batch_dir)
+    staging.rename(batch_dir)
+    (batch_dir / MARKER).write_text("onboarded by mfgv\n")
+    return batch_dir
+
+
+def _run_config(request: OnboardRequest) -> dict[str, Any]:
+    ops: dict[str, dict[str, Any]] = {
+        "dataset_version": {"config": {"seed": request.seed}},
+        "augmented_set": {"config": {"seed": request.seed}},
+        "trained_model": {"config": {"seed": request.seed}},
+    }
+    if request.image_size is not None:
+        ops["augmented_set"]["config"]["image_size"] = request.image_size
+    for key, value in (("epochs", request.epochs), ("arch", request.arch), ("pretrained_weights", request.pretrained_weights)):
+        if value is not None:
+            ops["trained_model"]["config"][key] = value
+    if request.min_accuracy is not None:
+        ops["validation_report"] = {"config": {"release_min_accuracy": request.min_accuracy}}
+    for op, config in (request.extra_run_config or {}).items():
+        ops.setdefault(op, {"config": {}})["config"].update(config)
+    return {"ops": ops}
+
+
+def _failure_summary(result: Any) -> str:
+    from dagster import DagsterEventType
+
+    lines = []
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            lines.append(f"step {event.step_key} failed: {error.message.strip() if error else 'unknown error'}")
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(f"check {evaluation.check_name} failed: {evaluation.description}")
+    return "\n".join(lines) or "the run failed; open the run in the Dagster UI (make ui) for details"
+
+
+def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Register the variant, land the data, run ``classify_job`` through Dagster, write the report JSON."""
+    started = time.monotonic()
+    from mfg_assets.instance import get_instance
+
+    data_dir = request.data_dir.expanduser().resolve()
+    if not data_dir.is_dir():
+        raise OnboardError(f"{data_dir} is not a folder; pass the dataset folder (one sub-folder per class)")
+    validate_name("line", request.line)
+    validate_name("variant", request.variant)
+    classes = discover_classes(data_dir, request.label_format)
+    if len(classes) < 2:
+        raise OnboardError(
+            f"{data_dir}: found {len(classes)} class ({', '.join(classes) or 'none'}); a classifier needs at "
+            "least two classes, e.g. good parts and one defect type"
+        )
+    if request.good_class is not None and request.good_class not in classes:
+        raise OnboardError(
+            f"--good-class {request.good_class!r} is not a class of {data_dir}; choose one of {', '.join(classes)}"
+        )
+    home = mfg_home()
+    spec = VariantSpec(
+        line=request.line,
+        variant=request.variant,
+        task=request.task,
+        classes=classes,
+        good_class=request.good_class,
+        label_format=request.label_format,
+    )
+    try:
+        existing = load_variant(request.line, request.variant, home)
+    except LookupError:
+        existing = None
+    if existing is not None and existing != spec:
+        raise OnboardError(
+            f"variant {request.line}/{request.variant} is already registered with classes "
+            f"{list(existing.classes)} and good class {existing.good_class!r}; this dataset has {list(classes)} and "
+            f"{request.good_class!r}. Use a new --variant name for a new taxonomy"
+        )
+    save_variant(spec, home)
+    instance = get_instance(home)
+    landing_dir = home / "landing" / request.line / request.variant
+    batch_dir = _land(data_dir, landing_dir)
+    echo(f"landed {data_dir} as batch {batch_dir.name} in {landing_dir}")
+    key = partition_key(request.line, request.variant)
+    from mfg_assets.definitions import defs
+    from mfg_assets.partitions import line_variant_partitions
+
+    if key not in instance.get_dynamic_partitions(line_variant_partitions.name):
+        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    job = defs.resolve_job_def("classify_job")
+    echo(f"running classify_job for partition {key} (Dagster home {instance.root_directory})")
+    result = job.execute_in_process(
+        run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False
+    )
+    if not result.success:
+        raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{_failure_summary(result)}")
+    return _write_report(request, result, started)
+
+
+def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[str, Any]:
+    from resources.artifact_store import ArtifactStore
+
+    store = ArtifactStore()
+    registered = result.output_for_node("registered_model")
+    report_handle = result.output_for_node("validation_report")
+    exported = result.output_for_node("exported_model")
+    trained = result.output_for_node("trained_model")
+    full = json.loads(store.read_bytes(report_handle.json_artifact))
+    package = store.path(exported.package)
+    test = full["test"]
+    report = {
+        "task": request.task,
+        "line": request.line,
+        "variant": request.variant,
+        "model_version": registered.version,
+        "model_id": trained.id,
+        "dataset_version": registered.dataset_id,
+        "run_id": result.run_id,
+        "train_seconds": round(trained.train_seconds, 2),
+        "total_seconds": round(time.monotonic() - started, 2),
+        "test": {
+            "accuracy": test["accuracy"],
+            "false_reject_rate": test["false_reject_rate"],
+            "escape_rate": test["escape_rate"],
+            "per_class": test["per_class"],
+            "confusion_matrix": test["confusion_matrix"],
+            "n_images": test["n_images"],
+        },
+        "threshold": full["threshold"]["threshold"] if full["threshold"] else None,
+        "threshold_calibration": full["threshold"],
+        "exports": {fmt: str(package / rel) for fmt, rel in exported.files.items()},
+        "parity": exported.parity,
+        "latency_ms": exported.latency_ms,
+        "int8_test_accuracy": exported.int8_test_accuracy,
+        "report_html": str(store.path(report_handle.html_artifact)),
+        "report_json_full": str(store.path(report_handle.json_artifact)),
+        "notes": full["notes"],
+    }
+    if request.report_json:
+        request.report_json.parent.mkdir(parents=True, exist_ok=True)
+        request.report_json.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    return report

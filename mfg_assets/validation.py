@@ -1,0 +1,218 @@
+"""``validation_report``: how good the trained model is, in the terms the line cares about.
+
+Test-split accuracy, per-class precision/recall and the confusion matrix; for the good-vs-defect
+decision, the false-reject rate (good parts rejected) and the escape rate (defective parts passed)
+at an operating threshold calibrated on the validation split (default target: zero escapes, then
+the lowest false-reject rate). Written as JSON and as a self-contained HTML page with plots. A
+blocking release check stops export and registration of a model that misses the release criteria.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from mfg_assets.common import record_lineage
+from mfg_assets.datasets import load_split_images
+from mfg_assets.handles import DatasetVersion, TrainedModel, ValidationReport
+from mfg_assets.partitions import line_variant_partitions
+from resources.artifact_store import ArtifactStore
+from resources.code_version import code_version
+from resources.lineage import LineageStore
+from resources.variants import split_partition_key
+
+__all__ = ["ValidationConfig", "build_report", "validation_report"]
+
+
+class ValidationConfig(dg.Config):
+    max_escape_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="calibration target: highest escape rate allowed on the validation split"
+    )
+    release_min_accuracy: float = Field(0.9, ge=0.0, le=1.0, description="release criterion: lowest test accuracy")
+    release_max_escape_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="release criterion: highest test escape rate (ignored without a good class)"
+    )
+    gallery_size: int = Field(12, ge=0, le=100, description="worst errors shown in the HTML gallery")
+
+
+def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold):
+    from resources.metrics import classification_metrics, decision_rates, defect_scores, roc_points
+
+    section = classification_metrics(labels, probabilities, classes)
+    if good_class is not None:
+        scores = defect_scores(probabilities, classes, good_class)
+        is_defect = labels != list(classes).index(good_class)
+        section["decision"] = decision_rates(scores, is_defect, threshold)
+        section["false_reject_rate"] = section["decision"]["false_reject_rate"]
+        section["escape_rate"] = section["decision"]["escape_rate"]
+        section["roc"] = roc_points(scores, is_defect)
+        section["defect_scores"] = [round(float(v), 6) for v in scores]
+        section["is_defect"] = [bool(v) for v in is_defect]
+    else:
+        section["false_reject_rate"] = None
+        section["escape_rate"] = None
+    return section
+
+
+def build_report(
+    *,
+    model: TrainedModel,
+    dataset: DatasetVersion,
+    partition: str,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    config: ValidationConfig,
+    history: list[dict],
+) -> dict:
+    """The report dictionary from validation and test probabilities (pure; no I/O)."""
+    from resources.metrics import calibrate_threshold, defect_scores, worst_errors
+
+    line, variant = split_partition_key(partition)
+    classes, good_class = list(dataset.classes), dataset.good_class
+    notes: list[str] = []
+    calibration = None
+    if good_class is not None:
+        val_scores = defect_scores(val[0], classes, good_class)
+        val_defect = val[1] != classes.index(good_class)
+        calibration = asdict(calibrate_threshold(val_scores, val_defect, max_escape_rate=config.max_escape_rate))
+    else:
+        notes.append(
+            "No class is marked good (--good-class), so every class is a defect type: false-reject and "
+            "escape rates are not computed and no operating threshold is calibrated."
+        )
+    threshold = calibration["threshold"] if calibration else None
+    report = {
+        "task": "classify",
+        "line": line,
+        "variant": variant,
+        "model_id": model.id,
+        "dataset_version": dataset.id,
+        "classes": classes,
+        "good_class": good_class,
+        "threshold": calibration,
+        "val": _split_section(val[0], val[1], classes, good_class, threshold),
+        "test": _split_section(test[0], test[1], classes, good_class, threshold),
+        "worst_errors": worst_errors(test[1], test[0], classes, k=config.gallery_size),
+        "training": {"arch": model.arch, "image_size": model.image_size, "history": history, "train_seconds": model.train_seconds},
+        "config": config.model_dump(),
+        "notes": notes,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    failures = []
+    if report["test"]["accuracy"] < config.release_min_accuracy:
+        failures.append(f"test accuracy {report['test']['accuracy']:.4f} < {config.release_min_accuracy}")
+    escape = report["test"]["escape_rate"]
+    if escape is not None and escape > config.release_max_escape_rate:
+        failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
+    report["release"] = {"passed": not failures, "failures": failures}
+    return report
+
+
+@dg.asset(
+    partitions_def=line_variant_partitions,
+    group_name="classification",
+    code_version=code_version(),
+    kinds={"html"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "meets_release_criteria",
+            asset="validation_report",
+            blocking=True,
+            description="test accuracy and escape rate meet the release criteria",
+        )
+    ],
+)
+def validation_report(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    trained_model: TrainedModel,
+    dataset_version: DatasetVersion,
+    artifact_store: ArtifactStore,
+    lineage: LineageStore,
+) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
+    """Per-class metrics, calibrated FRR/escape rate, ROC and worst errors, as JSON and HTML."""
+    from resources.classification_trainer import load_inference_model, predict_proba
+    from resources.report_html import render_report_html
+
+    model = load_inference_model(artifact_store.path(trained_model.checkpoint))
+    val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", trained_model.image_size)
+    test_images, test_labels, test_rows = load_split_images(
+        lineage, artifact_store, dataset_version, "test", trained_model.image_size
+    )
+    val_probs = predict_proba(model, val_images)
+    test_probs = predict_proba(model, test_images)
+    report = build_report(
+        model=trained_model,
+        dataset=dataset_version,
+        partition=context.partition_key,
+        val=(val_probs, val_labels),
+        test=(test_probs, test_labels),
+        config=config,
+        history=list(trained_model.history),
+    )
+    for error in report["worst_errors"]:
+        row = test_rows.iloc[error["index"]]
+        error["sha256"] = row["sha256"]
+        error["rel_path"] = f"{row['batch']}/{row['rel_path']}"
+    gallery = [test_images[e["index"]] for e in report["worst_errors"]]
+    json_bytes = json.dumps(report, indent=2, sort_keys=True, default=float).encode()
+    json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
+    html_path = artifact_store.root_path() / "tmp" / f"{json_artifact.sha256}.html"
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    render_report_html(report, gallery_images=gallery, out_path=html_path)
+    html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
+    html_path.unlink()
+    report_id = f"report:{json_artifact.sha256}"
+    record_lineage(
+        context,
+        lineage,
+        output_id=report_id,
+        input_ids=[trained_model.id, dataset_version.id],
+        parameters=config.model_dump(),
+    )
+    test = report["test"]
+    handle = ValidationReport(
+        id=report_id,
+        model_id=trained_model.id,
+        dataset_id=dataset_version.id,
+        json_artifact=json_artifact,
+        html_artifact=html_artifact,
+        accuracy=float(test["accuracy"]),
+        false_reject_rate=test["false_reject_rate"],
+        escape_rate=test["escape_rate"],
+        threshold=report["threshold"]["threshold"] if report["threshold"] else None,
+        release_passed=report["release"]["passed"],
+        release_failures=tuple(report["release"]["failures"]),
+    )
+    context.log.info(
+        f"test accuracy {handle.accuracy:.4f}, FRR {handle.false_reject_rate}, escape rate {handle.escape_rate}, "
+        f"threshold {handle.threshold}; report {artifact_store.path(html_artifact)}"
+    )
+    yield dg.Output(
+        handle,
+        metadata={
+            "report_id": report_id,
+            "accuracy": handle.accuracy,
+            "false_reject_rate": handle.false_reject_rate if handle.false_reject_rate is not None else float("nan"),
+            "escape_rate": handle.escape_rate if handle.escape_rate is not None else float("nan"),
+            "threshold": handle.threshold if handle.threshold is not None else float("nan"),
+            "per_class": dg.MetadataValue.json(test["per_class"]),
+            "report_html": dg.MetadataValue.path(str(artifact_store.path(html_artifact))),
+            "report_json": dg.MetadataValue.path(str(artifact_store.path(json_artifact))),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="validation_report",
+        check_name="meets_release_criteria",
+        passed=handle.release_passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="meets the release criteria"
+        if handle.release_passed
+        else "; ".join(handle.release_failures) + " — collect more or better-labelled data, or train longer",
+        metadata={"accuracy": handle.accuracy},
+    )

@@ -1,0 +1,597 @@
+"""Export a trained classifier to the formats edge devices run, and prove the exports are the model.
+
+The trainer hands over a deployable ``torch.nn.Module``: float32 N×3×H×W RGB pixel values 0..255 in,
+softmax probabilities N×C out, normalisation inside. Exporting that module keeps pre- and
+post-processing in the graph, so a device only has to deliver pixels (see ``edge_sync.inference``).
+
+* :func:`export_onnx` writes ONE self-contained ``.onnx`` file (no ``.onnx.data`` side file that could
+  be separated from it in the artifact store), input ``images`` [batch, 3, H, W], output
+  ``probabilities`` [batch, C], batch dynamic.
+* :func:`export_openvino` converts that file to an OpenVINO IR with FP32 weights
+  (``compress_to_fp16=False``: the default FP16 weights moved logits by ~1e-3).
+* :func:`quantize_onnx_int8` makes a static QDQ INT8 ONNX file for ONNX Runtime (and OpenVINO, which
+  reads QDQ too).
+* :func:`check_parity` compares torch with each FP32 runtime on the same uint8 images;
+  :func:`measure_latency` times each at batch size 1.
+
+Parity tolerance (:data:`PARITY_TOLERANCE`, 1e-4 on softmax probabilities), as measured on this
+2-core x86_64 build machine (AVX512, torch 2.14.1, onnxruntime 1.32, openvino 2026.4.1), 16 to 64
+seeded random images, untrained timm models with the classifier scaled ×30 so probabilities are as
+peaked (0.99+) as a trained model's:
+
+==========================  ===============  ==================
+model @ size                ONNX Runtime     OpenVINO FP32 IR
+==========================  ===============  ==================
+resnet10t @ 64 (×1 and ×30)  ≤ 1.2e-7         ≤ 1e-8
+resnet18 @ 224 (×30)        4.2e-7           5.1e-7
+mobilenetv3 / efficientnet  see bench/BENCHMARKS.md (same order: ≤ 1e-6)
+==========================  ===============  ==================
+
+A model with other weights differs by 1e-1 and more, and OpenVINO left in its default bf16 inference
+precision (on AVX512-BF16/AMX CPUs) differed by 1e-4 to 4e-4, which is why the device runtime pins
+``f32``. 1e-4 is two orders of magnitude above the honest FP32 differences (room for other CPUs'
+instruction paths and accumulation orders) and still catches a bf16 or FP16 runtime, wrong weights or
+a wrong normalisation. The argmax must also agree on every image, except where torch itself scores
+the two classes within the tolerance (a tie at this precision, decided by rounding, not by the model).
+"""
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_sync.inference import InferenceError, ModelFormat, load_predictor, preprocess
+from resources.artifact_store import sha256_file
+from resources.settings import apply_offline_switches
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ExportError",
+    "ExportFormat",
+    "FP32_FORMATS",
+    "PARITY_TOLERANCE",
+    "ParityResult",
+    "RuntimeParity",
+    "check_parity",
+    "export_onnx",
+    "export_openvino",
+    "measure_latency",
+    "quantize_onnx_int8",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+ExportFormat = ModelFormat
+"""The platform's name for the formats; the same enum the device runtime uses, so values never drift."""
+
+PARITY_TOLERANCE = 1e-4
+"""Largest accepted |p_torch - p_runtime| on softmax probabilities; measured in the module docstring."""
+
+FP32_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
+"""Formats that must reproduce torch's numbers; INT8 is judged on accuracy, not parity."""
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+_TORCH_BATCH = 32
+
+
+class ExportError(RuntimeError):
+    """An export, conversion or quantisation failed or produced a file that does not fit the contract."""
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+
+def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset: int = 18) -> Path:
+    """Export ``model`` to ONE self-contained ONNX file at ``path`` and validate it with the checker.
+
+    Uses the torch.export-based (dynamo) exporter, torch's default and the supported one (the
+    TorchScript exporter is deprecated), with ``external_data=False`` on both export and save so the
+    weights are embedded; it then checks that no initializer points at external data and that no
+    ``.onnx.data`` file was written. That limits a model to 2 GB, far above an inspection CNN. The
+    example batch is 2, so torch.export cannot specialise the batch dimension to 1. The file is
+    written under a temporary name and renamed, so a reader never sees half a model.
+    """
+    import onnx
+    import torch
+
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ExportError(f"image_size: expected an integer >= 8 pixels, got {image_size!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(
+            f"model: expected the trainer's deployable torch.nn.Module, got {type(model).__name__}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    example = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 255
+    started = time.perf_counter()
+    try:
+        with _eval_mode(model), torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                None,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+        if program is None:
+            raise ExportError(f"{path}: torch.onnx.export returned no program (torch {torch.__version__})")
+        program.save(str(tmp), external_data=False)
+        _require_single_file(tmp, path)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        _check_onnx_io(tmp, path, image_size)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:  # torch.export and onnx raise many unrelated types; translate them all
+        raise ExportError(
+            f"{path}: ONNX export of {type(model).__name__} at {image_size}×{image_size} failed: "
+            f"{type(exc).__name__}: {exc}; check the model is traceable by torch.export "
+            "(no data-dependent Python control flow) and returns a single N×C tensor"
+        ) from exc
+    finally:
+        for leftover in (tmp, Path(f"{tmp}.data")):
+            leftover.unlink(missing_ok=True)
+    logger.info(
+        "exported ONNX %s (%d×%d, opset %d, %.1f MB) in %.1f s",
+        path,
+        image_size,
+        image_size,
+        opset,
+        path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """Convert an ONNX export to an OpenVINO IR (``xml_path`` plus a ``.bin`` beside it), FP32 weights.
+
+    ``save_model`` compresses weights to FP16 unless told not to; that alone moved logits by ~1e-3 on
+    this machine, so ``compress_to_fp16=False`` keeps the IR numerically the validated model. Works
+    for a QDQ INT8 ONNX file too (OpenVINO then runs it in INT8).
+    """
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: ONNX file not found; run export_onnx first")
+    if xml_path.suffix.lower() != ".xml":
+        raise ExportError(
+            f"{xml_path}: an OpenVINO IR path must end in .xml (the .bin is written beside it), got "
+            f"{xml_path.suffix or 'no suffix'}"
+        )
+    apply_offline_switches()
+    import openvino as ov
+
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        converted = ov.convert_model(str(onnx_path))
+        ov.save_model(converted, str(xml_path), compress_to_fp16=False)
+    except Exception as exc:  # openvino raises RuntimeError/OpConversionFailure with the converter's text
+        raise ExportError(
+            f"{onnx_path}: OpenVINO conversion to {xml_path} failed: {exc}; check the ONNX file with "
+            "onnx.checker and that its opset is supported by openvino"
+        ) from exc
+    bin_path = xml_path.with_suffix(".bin")
+    if not bin_path.is_file():
+        raise ExportError(f"{xml_path}: OpenVINO wrote no weights file {bin_path.name} beside it")
+    logger.info(
+        "exported OpenVINO IR %s (+%s, %.1f MB) in %.1f s",
+        xml_path,
+        bin_path.name,
+        bin_path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return xml_path
+
+
+def quantize_onnx_int8(
+    onnx_path: Path,
+    calibration_images: np.ndarray,
+    out_path: Path,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    max_images: int = 32,
+    nodes_to_exclude: tuple[str, ...] = (),
+) -> Path:
+    """Quantise an FP32 ONNX export to a static QDQ INT8 ONNX file for CPU inference.
+
+    Static (calibrated) quantisation, because dynamic quantisation gave no speed-up for CNNs here
+    (it only quantises MatMul/Gemm at run time). QDQ because ONNX Runtime's CPU kernels are optimised
+    for it and OpenVINO reads it too. Weights are per-channel INT8 (ResNet-style conv weights vary a
+    lot between output channels), activations asymmetric UINT8 with MinMax ranges, the ORT
+    recommendation for x86 CPUs with VNNI; pass ``reduce_range=True`` for x86 CPUs without VNNI
+    (7-bit weights avoid integer saturation there). ``quant_pre_process`` first folds BatchNorm into
+    convolutions and infers shapes, so BN is quantised as part of its conv. Up to ``max_images``
+    calibration images (uint8 N×H×W×3, at the model's size, spread evenly over what is given) are used;
+    about 32 is enough for MinMax ranges and keeps calibration to seconds.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: ONNX file not found; run export_onnx first")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ExportError(f"max_images: expected an integer >= 1, got {max_images!r}")
+    try:
+        batch = preprocess(calibration_images)
+    except InferenceError as exc:
+        raise ExportError(f"calibration images for {onnx_path}: {exc}") from exc
+    if batch.shape[0] == 0:
+        raise ExportError(f"calibration images for {onnx_path}: got none; pass about 32 uint8 images")
+    try:
+        # Loading and running one image proves the file is an image classifier at this image size,
+        # with the device runtime's own error message (which says what to resize to) if it is not.
+        load_predictor(onnx_path, ModelFormat.ONNX, num_threads=1).predict(calibration_images[:1])
+    except InferenceError as exc:
+        raise ExportError(f"calibration images for {onnx_path}: {exc}") from exc
+    if batch.shape[0] > max_images:
+        keep = np.linspace(0, batch.shape[0] - 1, max_images).round().astype(int)
+        batch = batch[keep]
+    if batch.shape[0] < 16:
+        logger.warning(
+            "quantising %s with only %d calibration images; about 32 give steadier activation ranges",
+            onnx_path,
+            batch.shape[0],
+        )
+
+    class _Reader(CalibrationDataReader):
+        """Feeds one image at a time, so the calibration session runs at the deployed batch size."""
+
+        def __init__(self, images: np.ndarray) -> None:
+            self._iter: Iterator[np.ndarray] = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            image = next(self._iter, None)
+            return None if image is None else {INPUT_NAME: image[None]}
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    # Temporary files (pre-processed model, augmented calibration model) live in a private folder,
+    # never in the working directory, and go away afterwards.
+    with tempfile.TemporaryDirectory(prefix="mfg-quant-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        tmp_out = Path(work) / "int8.onnx"
+        try:
+            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:  # symbolic shape inference fails on some graphs; the raw graph still quantises
+            logger.warning(
+                "quant_pre_process failed on %s (%s); quantising the graph without BN folding",
+                onnx_path,
+                exc,
+            )
+            prepared = onnx_path
+        try:
+            quantize_static(
+                str(prepared),
+                str(tmp_out),
+                _Reader(batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=list(nodes_to_exclude) or None,
+                use_external_data_format=False,
+            )
+        except Exception as exc:
+            raise ExportError(
+                f"{onnx_path}: static INT8 quantisation failed: {type(exc).__name__}: {exc}; check "
+                "the FP32 file loads with edge_sync.inference.load_predictor"
+            ) from exc
+        _require_single_file(tmp_out, out_path)
+        # Copy next to the target first (the temporary folder may be on another file system), then
+        # rename, so a reader never sees half a model.
+        tmp_final = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(tmp_out, tmp_final)
+        os.replace(tmp_final, out_path)
+    logger.info(
+        "quantised %s → %s (QDQ INT8, per_channel=%s, %d calibration images, %.1f MB) in %.1f s",
+        onnx_path,
+        out_path,
+        per_channel,
+        batch.shape[0],
+        out_path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return out_path
+
+
+@contextlib.contextmanager
+def _eval_mode(model: "torch.nn.Module") -> Iterator[None]:
+    """Run in eval mode (BatchNorm/Dropout frozen) and give the caller its model back as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _require_single_file(written: Path, target: Path) -> None:
+    """Fail if ONNX weights went to a side file: a lone ``.onnx`` would then be unloadable."""
+    import onnx
+
+    side = Path(f"{written}.data")
+    proto = onnx.load(str(written), load_external_data=False)
+    external = [
+        t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if external or side.exists():
+        raise ExportError(
+            f"{target}: expected one self-contained ONNX file, but {len(external)} weights are stored "
+            f"externally (first: {external[:1]}) and side file exists: {side.exists()}; the model may "
+            "exceed ONNX's 2 GB single-file limit"
+        )
+
+
+def _check_onnx_io(written: Path, target: Path, image_size: int) -> None:
+    import onnx
+
+    graph = onnx.load(str(written), load_external_data=False).graph
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    inputs = [(i.name, dims(i)) for i in graph.input]
+    outputs = [(o.name, dims(o)) for o in graph.output]
+    ok_input = (
+        len(inputs) == 1
+        and inputs[0][0] == INPUT_NAME
+        and len(inputs[0][1]) == 4
+        and isinstance(inputs[0][1][0], str)
+        and inputs[0][1][1:] == [3, image_size, image_size]
+    )
+    ok_output = len(outputs) == 1 and outputs[0][0] == OUTPUT_NAME and len(outputs[0][1]) == 2
+    if not (ok_input and ok_output):
+        raise ExportError(
+            f"{target}: expected input {INPUT_NAME} [batch, 3, {image_size}, {image_size}] and output "
+            f"{OUTPUT_NAME} [batch, C], got inputs {inputs} and outputs {outputs}; the model must take "
+            "one N×3×H×W tensor and return one N×C tensor"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# parity
+
+
+@dataclass(frozen=True)
+class RuntimeParity:
+    """How closely one exported runtime reproduces torch on the same images.
+
+    ``decision_agreement`` is the fraction of images whose predicted class matches torch's (a class
+    torch scores within the tolerance of its top one counts as a match: a tie at this precision).
+    ``detail`` explains a structural mismatch (e.g. another number of classes), else is empty.
+    """
+
+    format: str
+    max_abs_diff: float
+    decision_agreement: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Parity of every checked runtime; ``passed`` iff all are within ``tolerance`` and agree on all."""
+
+    runtimes: tuple[RuntimeParity, ...]
+    n_images: int
+    tolerance: float
+    passed: bool
+
+    def failures(self) -> tuple[RuntimeParity, ...]:
+        return tuple(r for r in self.runtimes if not _runtime_passes(r, self.tolerance))
+
+    def describe(self) -> str:
+        """One line per failing runtime (or a summary when all pass), for check metadata and logs."""
+        if self.passed:
+            parts = ", ".join(
+                f"{r.format} max |Δp| {r.max_abs_diff:.1e}" for r in self.runtimes
+            )
+            return (
+                f"parity passed on {self.n_images} images at tolerance {self.tolerance:.0e}: {parts}"
+            )
+        lines = [f"parity FAILED on {self.n_images} images at tolerance {self.tolerance:.0e}:"]
+        for r in self.failures():
+            problems = []
+            if r.detail:
+                problems.append(r.detail)
+            if not r.max_abs_diff <= self.tolerance:
+                problems.append(f"max |Δp| {r.max_abs_diff:.3g} > {self.tolerance:.0e}")
+            if r.decision_agreement != 1.0:
+                differ = round((1.0 - r.decision_agreement) * self.n_images)
+                problems.append(
+                    f"predicted class differs from torch on {differ} of {self.n_images} images "
+                    f"(agreement {r.decision_agreement:.1%})"
+                )
+            lines.append(f"- {r.format}: " + "; ".join(problems))
+        lines.append(
+            "the exported file is not the validated model: re-export from the same checkpoint, and "
+            "check the runtime's precision (OpenVINO FP16/bf16) and the in-graph normalisation"
+        )
+        return "\n".join(lines)
+
+
+def _runtime_passes(runtime: RuntimeParity, tolerance: float) -> bool:
+    return runtime.max_abs_diff <= tolerance and runtime.decision_agreement == 1.0
+
+
+def check_parity(
+    torch_model: "torch.nn.Module",
+    exported: Mapping[ModelFormat, Path],
+    images: np.ndarray,
+    *,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ParityResult:
+    """Compare torch's probabilities with each exported FP32 runtime's on the same uint8 images.
+
+    Both sides see identical input (:func:`edge_sync.inference.preprocess` of the same uint8 array),
+    so any difference is the export's. INT8 entries are skipped (logged): quantisation changes
+    numbers by design and is judged on accuracy instead. A runtime that cannot load raises
+    :class:`~edge_sync.inference.InferenceError`; a wrong class count is a parity failure.
+    """
+    if not (isinstance(tolerance, float | int) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance: expected a finite number >= 0, got {tolerance!r}")
+    checked: dict[ModelFormat, Path] = {}
+    for key, path in exported.items():
+        fmt = ModelFormat(key)
+        if fmt in FP32_FORMATS:
+            checked[fmt] = Path(path)
+        else:
+            logger.info("parity: skipping %s (%s); INT8 is judged on accuracy, not parity", fmt, path)
+    if not checked:
+        raise ValueError(
+            f"check_parity: no FP32 export to compare (got {sorted(str(k) for k in exported)}); pass "
+            f"at least one of {sorted(f.value for f in FP32_FORMATS)}"
+        )
+    batch = preprocess(images)
+    if batch.shape[0] == 0:
+        raise ValueError("check_parity: got 0 images; pass a few dozen validation images")
+    reference = _torch_probabilities(torch_model, batch)
+    top = reference.max(axis=1)
+    runtimes = []
+    for fmt, path in checked.items():
+        predictor = load_predictor(path, fmt)
+        probabilities = np.concatenate(
+            [
+                predictor.predict(images[i : i + _TORCH_BATCH])
+                for i in range(0, images.shape[0], _TORCH_BATCH)
+            ]
+        )
+        if probabilities.shape != reference.shape:
+            runtimes.append(
+                RuntimeParity(
+                    format=fmt.value,
+                    max_abs_diff=math.inf,
+                    decision_agreement=0.0,
+                    detail=f"output shape {probabilities.shape} vs torch {reference.shape}",
+                )
+            )
+            continue
+        max_abs_diff = float(np.abs(probabilities - reference).max())
+        chosen = probabilities.argmax(axis=1)
+        # The runtime's class agrees if torch scores it as high as its own top class, up to tolerance.
+        agrees = reference[np.arange(len(chosen)), chosen] >= top - tolerance
+        runtimes.append(
+            RuntimeParity(
+                format=fmt.value,
+                max_abs_diff=max_abs_diff,
+                decision_agreement=float(agrees.mean()),
+            )
+        )
+    result = ParityResult(
+        runtimes=tuple(runtimes),
+        n_images=int(batch.shape[0]),
+        tolerance=float(tolerance),
+        passed=all(_runtime_passes(r, tolerance) for r in runtimes),
+    )
+    (logger.info if result.passed else logger.warning)("%s", result.describe())
+    return result
+
+
+def _torch_probabilities(model: "torch.nn.Module", batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    outputs = []
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, batch.shape[0], _TORCH_BATCH):
+            chunk = torch.from_numpy(batch[start : start + _TORCH_BATCH])
+            outputs.append(model(chunk).float().numpy())
+    return np.concatenate(outputs)
+
+
+# --------------------------------------------------------------------------------------------------
+# latency
+
+
+def measure_latency(
+    torch_model: "torch.nn.Module",
+    exported: Mapping[ModelFormat, Path],
+    images: np.ndarray,
+    *,
+    repeats: int = 30,
+    warmup: int = 5,
+    num_threads: int = 2,
+) -> dict[str, float]:
+    """Median milliseconds per image at batch size 1, for torch eager and each exported runtime.
+
+    Each timing covers what a device does per image: uint8 pixels in (``preprocess`` included),
+    probabilities out. Runtimes are loaded before timing, with ``num_threads`` threads; torch runs
+    with ``torch.set_num_threads(num_threads)``, and the caller's thread count is restored afterwards.
+    Runtimes run one after another, never concurrently, so they do not compete for cores.
+    """
+    import torch
+
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0), ("num_threads", num_threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    preprocess(images)  # validates dtype and layout before anything is timed
+    if images.shape[0] == 0:
+        raise ValueError("measure_latency: got 0 images; pass at least one")
+    singles = [images[i : i + 1] for i in range(images.shape[0])]
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        with _eval_mode(torch_model), torch.inference_mode():
+
+            def run_torch(image: np.ndarray) -> Any:
+                return torch_model(torch.from_numpy(preprocess(image)))
+
+            results = {"torch": _median_ms(run_torch, singles, repeats, warmup)}
+    finally:
+        torch.set_num_threads(previous_threads)
+    for key, path in exported.items():
+        fmt = ModelFormat(key)
+        predictor = load_predictor(Path(path), fmt, num_threads=num_threads)
+        results[fmt.value] = _median_ms(predictor.predict, singles, repeats, warmup)
+        del predictor
+    logger.info(
+        "latency (median ms/image, batch 1, %d threads): %s",
+        num_threads,
+        ", ".join(f"{k} {v:.2f}" for k, v in results.items()),
+    )
+    return results
+
+
+def _median_ms(
+    run: Callable[[np.ndarray], Any], singles: list[np.ndarray], repeats: int, warmup: int
+) -> float:
+    for i in range(warmup):
+        run(singles[i % len(singles)])
+    timings = []
+    for i in range(repeats):
+        image = singles[i % len(singles)]
+        started = time.perf_counter()
+        run(image)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000.0

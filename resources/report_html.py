@@ -1,0 +1,598 @@
+"""The validation report as one self-contained HTML file.
+
+The report is read by people who decide whether a model goes to a production line, often on a
+plant PC without internet, and it is stored as an artifact that must still render years later.
+So the file carries everything itself: inline CSS, plots and thumbnails as base64 PNG data URIs,
+no scripts, no web fonts, and a Content-Security-Policy that forbids loading anything else.
+All text from the report (class names, versions, notes) is HTML-escaped, because class names
+and notes come from annotation tools and people.
+
+Plots are drawn with matplotlib's object-oriented API on an explicit Agg canvas, never through
+``pyplot``: no display is needed, no global figure state is touched, and the import happens only
+when a report is rendered so that loading the Dagster definitions stays light.
+"""
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["render_report_html"]
+
+logger = logging.getLogger(__name__)
+
+_THUMB_SIDE = 160  # px, longer side of a gallery thumbnail
+_MAX_HISTORY_ROWS = 60  # beyond this the training table is left out; the plot still shows all epochs
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       margin: 0 auto; max-width: 1100px; padding: 1.5em; color: #1d2329; background: #fff;
+       line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 2px solid #dde3ea; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { font-size: 1.05em; margin-top: 1.4em; }
+.sub { color: #5b6670; margin-top: 0; }
+.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 0.6em;
+           background: #f4f7fa; border: 1px solid #dde3ea; border-radius: 6px; padding: 1em; }
+.summary div { padding: 0.2em 0.4em; }
+.summary .k { display: block; font-size: 0.8em; color: #5b6670; text-transform: uppercase;
+              letter-spacing: 0.03em; }
+.summary .v { font-size: 1.25em; font-weight: 600; word-break: break-all; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 0.8em; margin: 0.6em 0; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #dde3ea; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
+th { background: #f4f7fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.plots img { max-width: 100%; border: 1px solid #eef1f4; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.gallery figure { margin: 0; width: 176px; border: 3px solid #c62828; border-radius: 4px;
+                  padding: 4px; font-size: 0.8em; }
+.gallery figure.correct { border-color: #9aa5b1; }
+.gallery img { display: block; width: 160px; height: auto; image-rendering: pixelated; }
+.gallery figcaption { margin-top: 0.3em; word-break: break-all; }
+.muted { color: #5b6670; }
+"""
+
+# Nothing may be fetched: images only from data: URIs, styles only inline, no scripts at all.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+
+
+def _e(value: Any) -> str:
+    """Escape any value for HTML text or attribute context."""
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: Any, missing: str = "not computed") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{float(value) * 100:.2f} %"
+
+
+def _num(value: Any, missing: str = "—") -> str:
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def _value_html(value: Any) -> str:
+    """Render a JSON-able value for a key/value table (nested mappings become nested tables)."""
+    if isinstance(value, Mapping):
+        return _kv_table(value)
+    if isinstance(value, list | tuple):
+        if all(not isinstance(v, Mapping | list | tuple) for v in value):
+            return _e(", ".join(_num(v) for v in value))
+        return f"<code>{_e(json.dumps(value, default=str))}</code>"
+    return _e(_num(value))
+
+
+def _kv_table(data: Mapping[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in data.items())
+    return f"<table>{rows}</table>"
+
+
+def _mpl_text(text: Any, max_chars: int = 0) -> str:
+    """Keep matplotlib from reading ``$...$`` in a class name as mathtext; optionally shorten it.
+
+    Plot labels are shortened so a long class name cannot squeeze the plot; tables keep the full name.
+    """
+    value = str(text)
+    if max_chars and len(value) > max_chars:
+        value = value[: max_chars - 1] + "…"
+    return value.replace("$", r"\$")
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _figure_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    # No Software tag: it would carry matplotlib's web address into the file.
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_e(alt)}">'
+
+
+def _thumbnail_uri(image: np.ndarray, position: int) -> str:
+    """Encode one gallery image as a PNG data URI, scaled so its longer side is ``_THUMB_SIDE``.
+
+    Small inspection crops are enlarged with nearest-neighbour so that pixels stay sharp
+    (a defect may be a few pixels wide); large images are reduced with a smoothing filter.
+    """
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"gallery_images[{position}] must be uint8, got {arr.dtype}; convert it before rendering")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))) or min(arr.shape[:2]) == 0:
+        raise ValueError(f"gallery_images[{position}] must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    h, w = arr.shape[:2]
+    scale = _THUMB_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+    img = img.resize(size, resample)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> str:
+    cm = np.asarray(matrix, dtype=np.int64)
+    k = len(classes)
+    if cm.shape != (k, k):
+        raise ValueError(f"{title}: confusion_matrix has shape {cm.shape} but there are {k} classes {list(classes)}")
+    row_sums = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=np.float64), where=row_sums > 0)
+
+    side = min(12.0, 2.5 + 0.55 * k)
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    labels = [_mpl_text(c, 24) for c in classes]
+    tilt = k > 3 or max(len(label) for label in labels) > 8
+    ax.set_xticks(range(k), labels, rotation=40 if tilt else 0, ha="right" if tilt else "center",
+                  rotation_mode="anchor")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(_mpl_text(title))
+    if k <= 25:
+        size = max(6, 12 - k // 3)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size,
+                        color="white" if share[i, j] > 0.5 else "#1d2329")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class's images")
+    return _figure_uri(fig)
+
+
+def _roc_png(roc: Mapping[str, Any], operating_point: tuple[float, float] | None, threshold: Any,
+             title: str) -> str:
+    fig = _new_figure(5.2, 4.6)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="chance")
+    ax.plot(roc["fpr"], roc["tpr"], color="#1565c0", linewidth=2, label=f"ROC (AUC = {float(roc['auc']):.3f})")
+    if operating_point is not None:
+        fpr, tpr = operating_point
+        ax.plot([fpr], [tpr], marker="o", markersize=9, color="#c62828", linestyle="none",
+                label=f"operating point (threshold {_num(threshold)})")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("false-reject rate (good parts rejected)")
+    ax.set_ylabel("defects caught (1 − escape rate)")
+    ax.set_title(_mpl_text(f"{title}: ROC, AUC = {float(roc['auc']):.3f}"))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _figure_uri(fig)
+
+
+def _histogram_png(scores: np.ndarray, is_defect: np.ndarray, threshold: float | None, title: str) -> str:
+    lo = float(scores.min())
+    hi = float(scores.max())
+    if threshold is not None:
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if 0.0 <= lo and hi <= 1.0:  # probability-based scores: show the whole scale
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, 31)
+
+    fig = _new_figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    good = scores[~is_defect]
+    bad = scores[is_defect]
+    if good.size:
+        ax.hist(good, bins=edges, color="#2e7d32", alpha=0.55, label=f"good ({good.size})")
+    if bad.size:
+        ax.hist(bad, bins=edges, color="#c62828", alpha=0.55, label=f"defective ({bad.size})")
+    if threshold is not None:
+        ax.axvline(threshold, color="#1d2329", linestyle="--", linewidth=1.5,
+                   label=f"threshold {_num(threshold)} (reject ≥)")
+    ax.set_xlabel("defect score (1 − P(good))")
+    ax.set_ylabel("images")
+    ax.set_title(_mpl_text(f"{title}: defect scores"))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _figure_uri(fig)
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([float(h[key]) if h.get(key) is not None else np.nan for h in history], dtype=np.float64)
+
+
+def _training_png(history: Sequence[Mapping[str, Any]]) -> str:
+    epochs = np.array([h.get("epoch", i + 1) for i, h in enumerate(history)], dtype=np.float64)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _new_figure(9.5, 3.6)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for key, color in (("train_loss", "#1565c0"), ("val_loss", "#ef6c00")):
+        values = _series(history, key)
+        if np.any(np.isfinite(values)):
+            ax_loss.plot(epochs, values, marker="o", color=color, label=key.replace("_", " "))
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss per epoch")
+    ax_loss.grid(alpha=0.3)
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=8)
+    acc = _series(history, "val_accuracy")
+    if np.any(np.isfinite(acc)):
+        ax_acc.plot(epochs, acc, marker="o", color="#2e7d32", label="val accuracy")
+        ax_acc.legend(fontsize=8)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_title("validation accuracy per epoch")
+    ax_acc.grid(alpha=0.3)
+    return _figure_uri(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+def _split_rates(split: Mapping[str, Any]) -> tuple[Any, Any]:
+    decision = split.get("decision") or {}
+    frr = split.get("false_reject_rate", decision.get("false_reject_rate"))
+    esc = split.get("escape_rate", decision.get("escape_rate"))
+    return frr, esc
+
+
+def _threshold_value(report: Mapping[str, Any]) -> float | None:
+    thr = report.get("threshold")
+    if isinstance(thr, Mapping) and thr.get("threshold") is not None:
+        return float(thr["threshold"])
+    return None
+
+
+def _summary_section(report: Mapping[str, Any]) -> str:
+    test = report.get("test") or {}
+    val = report.get("val") or {}
+    thr = report.get("threshold") if isinstance(report.get("threshold"), Mapping) else None
+    rates_known = report.get("good_class") is not None
+    frr, esc = _split_rates(test)
+    missing_rate = "not computed" if rates_known else "n/a (no good class)"
+    items = [
+        ("Test accuracy", _pct(test.get("accuracy"), "—")),
+        ("False-reject rate (test)", _pct(frr, missing_rate)),
+        ("Escape rate (test)", _pct(esc, missing_rate)),
+        ("Threshold", _num(thr.get("threshold")) if thr else ("n/a (no good class)" if not rates_known else "—")),
+        ("Model version", _num(report.get("model_version"))),
+        ("Dataset version", _num(report.get("dataset_version"))),
+    ]
+    if thr and thr.get("max_escape_rate") is not None:
+        items.append(("Escape target (validation)", f"≤ {_pct(thr['max_escape_rate'])}"))
+    if test.get("n_images") is not None:
+        items.append(("Test images", _num(test["n_images"])))
+    if val.get("accuracy") is not None:
+        items.append(("Validation accuracy", _pct(val["accuracy"])))
+    if rates_known:
+        items.append(("Good class", _num(report.get("good_class"))))
+    cells = "".join(f'<div><span class="k">{_e(k)}</span><span class="v">{_e(v)}</span></div>' for k, v in items)
+    return f'<div class="summary">{cells}</div>'
+
+
+def _notes_section(report: Mapping[str, Any]) -> str:
+    parts = []
+    if report.get("good_class") is None:
+        parts.append(
+            '<p class="note">False-reject and escape rates, the threshold, the ROC curve and the '
+            "defect-score histograms are not computed because no class is marked good "
+            "(<code>good_class</code> is not set). Mark the class of good parts to get them.</p>"
+        )
+    thr = report.get("threshold")
+    _, test_escape = _split_rates(report.get("test") or {})
+    if isinstance(thr, Mapping) and thr.get("max_escape_rate") is not None and test_escape is not None:
+        if float(test_escape) > float(thr["max_escape_rate"]):
+            parts.append(
+                f'<p class="note">The escape rate on the test set ({_e(_pct(test_escape))}) is above the '
+                f"target the threshold was calibrated for ({_e(_pct(thr['max_escape_rate']))}).</p>"
+            )
+    notes = report.get("notes") or []
+    if notes:
+        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+        parts.append(f"<h2>Notes</h2><ul>{items}</ul>")
+    return "".join(parts)
+
+
+def _threshold_section(report: Mapping[str, Any]) -> str:
+    thr = report.get("threshold")
+    if not isinstance(thr, Mapping):
+        return ""
+    labels = {
+        "threshold": "threshold (reject when score ≥)",
+        "max_escape_rate": "escape-rate target",
+        "escape_rate": "escape rate on validation",
+        "false_reject_rate": "false-reject rate on validation",
+        "n_good": "good images (validation)",
+        "n_defect": "defective images (validation)",
+        "method": "method",
+    }
+    rows = []
+    for key, value in thr.items():
+        shown = _pct(value) if key.endswith("_rate") else _num(value)
+        rows.append(f"<tr><th>{_e(labels.get(key, key))}</th><td>{_e(shown)}</td></tr>")
+    return "<h2>Operating threshold</h2>" + f"<table>{''.join(rows)}</table>"
+
+
+def _per_class_table(per_class: Mapping[str, Mapping[str, Any]], good_class: Any) -> str:
+    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+    rows = []
+    for name, m in per_class.items():
+        label = _e(name) + (' <span class="muted">(good)</span>' if name == good_class else "")
+        rows.append(
+            f"<tr><td>{label}</td>"
+            f'<td class="num">{_e(_pct(m.get("precision"), "—"))}</td>'
+            f'<td class="num">{_e(_pct(m.get("recall"), "—"))}</td>'
+            f'<td class="num">{_e(_pct(m.get("f1"), "—"))}</td>'
+            f'<td class="num">{_e(_num(m.get("support")))}</td></tr>'
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _decision_table(decision: Mapping[str, Any]) -> str:
+    order = [
+        ("threshold", "threshold"), ("n_good", "good images"), ("n_defect", "defective images"),
+        ("false_rejects", "good parts rejected"), ("escapes", "defective parts passed"),
+        ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"),
+        ("escape_rate", "escape rate"),
+    ]
+    rows = []
+    for key, label in order:
+        if key in decision:
+            value = decision[key]
+            shown = _pct(value) if key.endswith("_rate") else _num(value)
+            rows.append(f"<tr><th>{_e(label)}</th><td>{_e(shown)}</td></tr>")
+    note = f'<p class="note">{_e(decision["note"])}</p>' if decision.get("note") else ""
+    return f"<table>{''.join(rows)}</table>{note}"
+
+
+def _split_section(title: str, split: Any, report: Mapping[str, Any], caption: str = "") -> str:
+    if not isinstance(split, Mapping) or not split:
+        return ""
+    good_class = report.get("good_class")
+    classes = list(split.get("classes") or report.get("classes") or [])
+    threshold = _threshold_value(report)
+    out = [f"<h2>{_e(title)}</h2>"]
+    if caption:
+        out.append(f'<p class="muted">{_e(caption)}</p>')
+    if split.get("accuracy") is not None:
+        n = f" on {_num(split['n_images'])} images" if split.get("n_images") is not None else ""
+        out.append(f"<p>Accuracy <b>{_e(_pct(split['accuracy']))}</b>{_e(n)}.</p>")
+
+    plots = []
+    if split.get("confusion_matrix") is not None and classes:
+        plots.append(_img(_confusion_png(split["confusion_matrix"], classes, f"{title}: confusion matrix"),
+                          f"{title} confusion matrix"))
+
+    roc = split.get("roc")
+    if good_class is not None and isinstance(roc, Mapping):
+        if roc.get("auc") is not None and roc.get("fpr"):
+            frr, esc = _split_rates(split)
+            point = (float(frr), 1.0 - float(esc)) if frr is not None and esc is not None else None
+            decision = split.get("decision") or {}
+            plots.append(_img(_roc_png(roc, point, decision.get("threshold", threshold), title), f"{title} ROC curve"))
+        else:
+            reason = roc.get("note") or "ROC curve undefined for this set"
+            out.append(f'<p class="note">{_e(reason)}</p>')
+
+    scores = split.get("defect_scores")
+    labels = split.get("is_defect")
+    if good_class is not None and scores is not None and labels is not None:
+        s = np.asarray(scores, dtype=np.float64)
+        d = np.asarray(labels).astype(bool)
+        if s.shape != d.shape or s.ndim != 1:
+            raise ValueError(f"{title}: defect_scores {s.shape} and is_defect {d.shape} must be 1-D of equal length")
+        if s.size:
+            decision = split.get("decision") or {}
+            thr = decision.get("threshold", threshold)
+            plots.append(_img(_histogram_png(s, d, None if thr is None else float(thr), title),
+                              f"{title} defect-score histogram"))
+    if plots:
+        out.append(f'<div class="plots">{"".join(plots)}</div>')
+
+    if split.get("per_class"):
+        out.append("<h3>Per class</h3>" + _per_class_table(split["per_class"], good_class))
+    if good_class is not None and isinstance(split.get("decision"), Mapping):
+        out.append("<h3>Reject / pass decision</h3>" + _decision_table(split["decision"]))
+    return "".join(out)
+
+
+def _gallery_section(report: Mapping[str, Any], images: Sequence[np.ndarray]) -> str:
+    errors = report.get("worst_errors")
+    if not errors:
+        return ""
+    out = ["<h2>Worst errors</h2>",
+           '<p class="muted">Misclassified images, most confident wrong prediction first (red frame); '
+           "when there are fewer errors than slots, the least confident correct predictions follow "
+           "(grey frame).</p>"]
+    if not images:
+        out.append('<p class="note">No images were supplied for the gallery; captions only.</p>')
+    figures = []
+    for i, err in enumerate(errors):
+        correct = bool(err.get("correct", False))
+        conf = err.get("confidence")
+        caption = (
+            f"#{_e(_num(err.get('index')))}<br>true: <b>{_e(err.get('true', '?'))}</b><br>"
+            f"predicted: <b>{_e(err.get('predicted', '?'))}</b><br>"
+            f"confidence: {_e(_pct(conf, '—'))}"
+            + ("<br><span class=\"muted\">correct (low confidence)</span>" if correct else "")
+        )
+        img = ""
+        if images:
+            img = _img(_thumbnail_uri(images[i], i),
+                       f"image {_num(err.get('index'))}: true {err.get('true')}, predicted {err.get('predicted')}")
+        css = ' class="correct"' if correct else ""
+        figures.append(f"<figure{css}>{img}<figcaption>{caption}</figcaption></figure>")
+    out.append(f'<div class="gallery">{"".join(figures)}</div>')
+    return "".join(out)
+
+
+def _training_section(report: Mapping[str, Any]) -> str:
+    training = report.get("training")
+    if not isinstance(training, Mapping) or not training:
+        return ""
+    out = ["<h2>Training</h2>"]
+    if training.get("train_seconds") is not None:
+        out.append(f"<p>Training took {_e(_num(training['train_seconds']))} s.</p>")
+    history = [h for h in (training.get("history") or []) if isinstance(h, Mapping)]
+    if history:
+        out.append(f'<div class="plots">{_img(_training_png(history), "training curves")}</div>')
+        if len(history) <= _MAX_HISTORY_ROWS:
+            keys = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds"]
+            head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
+            rows = "".join(
+                "<tr>" + "".join(f'<td class="num">{_e(_num(h.get(k)))}</td>' for k in keys) + "</tr>"
+                for h in history
+            )
+            out.append(f"<table><tr>{head}</tr>{rows}</table>")
+    extra = {k: v for k, v in training.items() if k not in ("history", "train_seconds")}
+    if extra:
+        out.append(_kv_table(extra))
+    return "".join(out)
+
+
+def _kv_section(title: str, data: Any) -> str:
+    if not isinstance(data, Mapping) or not data:
+        return ""
+    return f"<h2>{_e(title)}</h2>{_kv_table(data)}"
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def render_report_html(
+    report: Mapping[str, Any], *, gallery_images: Sequence[np.ndarray] = (), out_path: Path
+) -> Path:
+    """Write the validation report to ``out_path`` as one self-contained HTML file.
+
+    ``report`` is the JSON-able validation report; sections that are absent (``val``,
+    ``training``, ``exports``, ``parity``, ``latency_ms``, ``notes``, ...) are left out. A split
+    (``test`` / ``val``) may also carry ``defect_scores`` and ``is_defect`` lists, which are needed
+    for the defect-score histogram; without them the histogram is not drawn.
+    ``gallery_images[i]`` is the uint8 image of ``report["worst_errors"][i]``; pass none for a
+    captions-only gallery. The file is written to a temporary name and renamed, so a reader
+    never sees half a report.
+    """
+    if not isinstance(report, Mapping):
+        raise TypeError(f"report must be a mapping (the validation report dict), got {type(report).__name__}")
+    images = list(gallery_images)
+    errors = report.get("worst_errors") or []
+    if images and len(images) != len(errors):
+        raise ValueError(
+            f"gallery_images has {len(images)} images but report['worst_errors'] has {len(errors)} entries; "
+            "pass one image per entry, in the same order, or none"
+        )
+    out_path = Path(out_path)
+
+    where = " / ".join(str(report[k]) for k in ("line", "variant") if report.get(k))
+    title = "Validation report" + (f" — {where}" if where else "")
+    task = report.get("task")
+    subtitle = " · ".join(
+        p for p in (
+            f"task: {task}" if task else "",
+            f"classes: {', '.join(map(str, report.get('classes') or []))}" if report.get("classes") else "",
+        ) if p
+    )
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{_e(subtitle)}</p>' if subtitle else "",
+        _summary_section(report),
+        _notes_section(report),
+        _threshold_section(report),
+        _split_section("Test set", report.get("test"), report),
+        _split_section(
+            "Validation set", report.get("val"), report,
+            "The threshold was calibrated on this set, so its reject/pass rates are optimistic; "
+            "judge the model on the test set.",
+        ),
+        _gallery_section(report, images),
+        _training_section(report),
+        _kv_section("Exports", report.get("exports")),
+        _kv_section("Export parity", report.get("parity")),
+        _kv_section("Latency (ms)", report.get("latency_ms")),
+    ]
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</body></html>\n"
+    )
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("wrote validation report %s (%d bytes)", out_path, len(page.encode("utf-8")))
+    return out_path

@@ -1,0 +1,38 @@
+"""Trainer resources: one per task. The engines live in their own modules (``classification_trainer``);
+a resource holds the machine-level settings (threads) and is what assets annotate, so tests can
+swap in a lighter one."""
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from resources.classification_trainer import EpochRecord, TrainResult, TrainSettings
+
+__all__ = ["ClassificationTrainer"]
+
+
+class ClassificationTrainer(dg.ConfigurableResource):
+    """Trains timm image classifiers on the CPU (or a GPU when torch sees one)."""
+
+    num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads used for training")
+
+    def train(
+        self,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        val_images: np.ndarray,
+        val_labels: np.ndarray,
+        classes: Sequence[str],
+        settings: "TrainSettings",
+        on_epoch: "Callable[[EpochRecord], None] | None" = None,
+    ) -> "TrainResult":
+        from resources.classification_trainer import train_classifier
+
+        settings = settings.model_copy(update={"num_threads": self.num_threads})
+        return train_classifier(
+            train_images, train_labels, val_images, val_labels, classes, settings, on_epoch=on_epoch
+        )

@@ -1,0 +1,101 @@
+"""Append-only Parquet tables with DuckDB views over them: the platform's single writer path.
+
+DuckDB allows one writer per file, and Dagster runs steps in several processes. So rows are never
+updated in place: every write is a new Parquet file (written to a temporary name, then renamed, so
+a reader never sees half a file), and the DuckDB file ``MFG_HOME/mfg.duckdb`` only holds views over
+those files. Opening the DuckDB file is serialised across processes with an exclusive ``flock``, and
+read-modify-write sequences (such as allocating the next model version) run inside that lock.
+"""
+
+import fcntl
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["Warehouse", "TABLE_NAME"]
+
+TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Warehouse:
+    """The Parquet tables and the DuckDB file under one ``MFG_HOME``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.tables_dir = home / "tables"
+        self.duckdb_path = home / "mfg.duckdb"
+        self._lock_path = home / "mfg.duckdb.lock"
+
+    def _table_dir(self, table: str) -> Path:
+        if not TABLE_NAME.match(table):
+            raise ValueError(f"table name {table!r} must match {TABLE_NAME.pattern}")
+        return self.tables_dir / table
+
+    def append(self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str = "") -> Path:
+        """Write ``rows`` as a new Parquet file of ``table``; returns its path."""
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        if frame.empty:
+            raise ValueError(f"refusing to append an empty frame to table {table}")
+        directory = self._table_dir(table)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{prefix}{'-' if prefix else ''}{uuid.uuid4().hex}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".tmp")
+        os.close(fd)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        target = directory / name
+        os.replace(tmp, target)
+        return target
+
+    def has_table(self, table: str) -> bool:
+        directory = self._table_dir(table)
+        return directory.exists() and any(directory.glob("*.parquet"))
+
+    def read(self, table: str, where: str = "", params: list | None = None) -> pd.DataFrame:
+        """Rows of ``table`` (all files), optionally filtered with a SQL ``where`` clause."""
+        if not self.has_table(table):
+            return pd.DataFrame()
+        sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "")
+        return self.query(sql, params)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An exclusive connection to the DuckDB file with fresh views over every table."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                connection = duckdb.connect(str(self.duckdb_path))
+                try:
+                    self._refresh_views(connection)
+                    yield connection
+                finally:
+                    connection.close()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect() as connection:
+            return connection.execute(sql, params or []).fetchdf()
+
+    def _refresh_views(self, connection: duckdb.DuckDBPyConnection) -> None:
+        if not self.tables_dir.exists():
+            return
+        for directory in sorted(self.tables_dir.iterdir()):
+            if not directory.is_dir() or not TABLE_NAME.match(directory.name):
+                continue
+            if not any(directory.glob("*.parquet")):
+                continue
+            pattern = str(directory / "*.parquet").replace("'", "''")
+            connection.execute(
+                f"CREATE OR REPLACE VIEW {directory.name} AS "
+                f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+            )

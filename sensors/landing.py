@@ -1,0 +1,48 @@
+"""``landing_zone_sensor``: new complete batches in the landing zone become partition runs."""
+
+import json
+
+import dagster as dg
+
+from mfg_assets.jobs import classify_job
+from mfg_assets.partitions import line_variant_partitions
+from resources.landing import LandingZone, find_complete_batches, invalid_folders
+from resources.lineage import LineageStore
+from sensors.policy import BatchRef, plan_landing_runs
+
+__all__ = ["landing_zone_sensor"]
+
+
+@dg.sensor(
+    job=classify_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers new line/variant partitions and requests a run for each one with new complete batches.",
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, lineage: LineageStore) -> dg.SensorResult:
+    root = landing.root_path()
+    seen = {k: int(v) for k, v in json.loads(context.cursor or "{}").items()}
+    batches = [BatchRef(b.line, b.variant, b.batch, b.marker_mtime_ns) for b in find_complete_batches(root)]
+    ingested_rows = lineage.read_table("image_batches")
+    ingested: dict[str, set[str]] = {}
+    for partition, batch in zip(ingested_rows.get("partition", []), ingested_rows.get("batch", []), strict=True):
+        ingested.setdefault(partition, set()).add(batch)
+    variants_dir = lineage.home_path() / "variants"
+    registered = {f"{p.parent.name}.{p.stem}" for p in variants_dir.glob("*/*.json")}
+    plan = plan_landing_runs(batches, seen=seen, ingested=ingested, registered_partitions=registered)
+    for folder in invalid_folders(root):
+        context.log.warning(f"{folder}: line/variant/batch names may only use letters, digits, - and _; rename it")
+    for batch_id in plan.unregistered:
+        context.log.warning(
+            f"batch {batch_id} waits: its variant is not registered; run `mfgv onboard` for it first"
+        )
+    existing = set(context.instance.get_dynamic_partitions(line_variant_partitions.name))
+    new_partitions = sorted({r.partition for r in plan.requests} - existing)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=r.run_key, partition_key=r.partition, tags={"batches": ",".join(r.batches)})
+            for r in plan.requests
+        ],
+        dynamic_partitions_requests=[line_variant_partitions.build_add_request(new_partitions)] if new_partitions else [],
+        cursor=json.dumps(plan.seen, sort_keys=True),
+    )

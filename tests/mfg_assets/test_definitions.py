@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import dagster as dg
+
+from mfg_assets.definitions import defs
+
+EXPECTED_ASSETS = {
+    "raw_images",
+    "annotations",
+    "dataset_version",
+    "augmented_set",
+    "trained_model",
+    "validation_report",
+    "exported_model",
+    "registered_model",
+}
+EXPECTED_BLOCKING_CHECKS = {
+    ("annotations", "every_image_labelled"),
+    ("annotations", "labels_in_taxonomy"),
+    ("annotations", "no_conflicting_duplicates"),
+    ("annotations", "min_images_per_class"),
+    ("annotations", "reviewer_agreement"),
+    ("dataset_version", "no_leakage_across_splits"),
+    ("validation_report", "meets_release_criteria"),
+    ("exported_model", "exports_match_trained_model"),
+}
+
+
+def test_definitions_load_with_the_expected_assets_and_checks() -> None:
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == EXPECTED_BLOCKING_CHECKS
+    for key in graph.asset_check_keys:
+        assert graph.get_check_spec(key).blocking, key
+    assert defs.resolve_job_def("classify_job") is not None
+    assert defs.resolve_sensor_def("landing_zone_sensor") is not None
+
+
+def test_loading_definitions_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys; import mfg_assets.definitions; "
+        "heavy = [m for m in ('torch', 'timm', 'albumentations', 'great_expectations', 'openvino', 'onnxruntime') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,195 @@
+"""timm classifier training on tiny synthetic images: learns, round-trips, is reproducible."""
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from resources.classification_trainer import (
+    EpochRecord,
+    TrainResult,
+    TrainSettings,
+    load_inference_model,
+    predict_proba,
+    train_classifier,
+)
+
+SIZE = 32
+CLASSES = ("dark", "bright")
+# timm's smallest CNN; the real default arch is measured on NEU in bench/neu_recipe_search.py.
+TINY = TrainSettings(
+    arch="test_resnet",
+    image_size=SIZE,
+    epochs=2,
+    batch_size=16,
+    learning_rate=1e-2,
+    weight_decay=0.0,
+    seed=0,
+    label_smoothing=0.0,
+    online_augmentation=True,
+)
+
+
+def tiny(**changes: object) -> TrainSettings:
+    """TINY with some fields changed, validated (``model_copy(update=...)`` would skip validation)."""
+    return TrainSettings.model_validate({**TINY.model_dump(), **changes})
+
+
+def squares(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grey noisy backgrounds with a dark (class 0) or bright (class 1) square at a random place."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(120, 15, size=(count, SIZE, SIZE, 3)).clip(0, 255).astype(np.uint8)
+    labels = np.arange(count, dtype=np.int64) % 2
+    for i, label in enumerate(labels):
+        y, x = rng.integers(0, SIZE - 14, size=2)
+        images[i, y : y + 14, x : x + 14] = 230 if label else 15
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    train_images, train_labels = squares(64, seed=1)
+    val_images, val_labels = squares(32, seed=2)
+    return {"train_images": train_images, "train_labels": train_labels, "val_images": val_images, "val_labels": val_labels}
+
+
+@pytest.fixture(scope="module")
+def trained(data: dict[str, np.ndarray]) -> tuple[TrainResult, list[EpochRecord]]:
+    """One training run shared by the tests that only read its result (training is the slow part)."""
+    seen: list[EpochRecord] = []
+    result = train_classifier(
+        data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES, TINY, seen.append
+    )
+    return result, seen
+
+
+def test_learns_better_than_chance(trained: tuple[TrainResult, list[EpochRecord]]) -> None:
+    result, _ = trained
+    assert result.history[result.best_epoch - 1].val_accuracy > 0.75
+    assert result.train_seconds > 0
+
+
+def test_on_epoch_is_called_once_per_epoch(trained: tuple[TrainResult, list[EpochRecord]]) -> None:
+    result, seen = trained
+    assert [r.epoch for r in seen] == [1, 2]
+    assert seen == result.history
+    assert all(r.seconds > 0 and np.isfinite(r.train_loss) and np.isfinite(r.val_loss) for r in seen)
+
+
+def test_checkpoint_round_trips_with_identical_predictions(
+    trained: tuple[TrainResult, list[EpochRecord]], data: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    result, _ = trained
+    from_bytes = load_inference_model(result.checkpoint)
+    path = tmp_path / "model.pt"
+    path.write_bytes(result.checkpoint)
+    from_file = load_inference_model(path)
+    first = predict_proba(from_bytes, data["val_images"])
+    second = predict_proba(from_file, data["val_images"], batch_size=5)
+    assert first.shape == (32, 2) and first.dtype == np.float32
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
+    assert from_bytes.classes == list(CLASSES) and from_bytes.image_size == SIZE
+    # The best epoch's weights are what was saved: its validation accuracy is reproduced exactly.
+    accuracy = float((first.argmax(1) == data["val_labels"]).mean())
+    assert accuracy == pytest.approx(result.history[result.best_epoch - 1].val_accuracy)
+
+
+def test_inference_module_takes_raw_pixels(trained: tuple[TrainResult, list[EpochRecord]], data: dict[str, np.ndarray]) -> None:
+    """The exported module normalises inside: float 0..255 NCHW in, probabilities out."""
+    import torch
+
+    result, _ = trained
+    model = load_inference_model(result.checkpoint)
+    pixels = torch.from_numpy(data["val_images"][:4]).permute(0, 3, 1, 2).float()
+    with torch.inference_mode():
+        probabilities = model(pixels)
+    np.testing.assert_allclose(probabilities.numpy(), predict_proba(model, data["val_images"][:4]), atol=1e-6)
+
+
+def test_same_seed_gives_identical_weights(data: dict[str, np.ndarray]) -> None:
+    import torch
+
+    settings = tiny(epochs=1)
+    args = (data["train_images"][:32], data["train_labels"][:32], data["val_images"][:8], data["val_labels"][:8], CLASSES)
+    first = torch.load(io.BytesIO(train_classifier(*args, settings).checkpoint), weights_only=True)
+    second = torch.load(io.BytesIO(train_classifier(*args, settings).checkpoint), weights_only=True)
+    assert first["state_dict"].keys() == second["state_dict"].keys()
+    for key, value in first["state_dict"].items():
+        assert torch.equal(value, second["state_dict"][key]), key
+
+
+def test_missing_pretrained_file_says_it_must_be_local(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-weights.pth"
+    settings = tiny(pretrained_weights=str(missing))
+    with pytest.raises(FileNotFoundError, match="no-such-weights.pth.*local file"):
+        train_classifier(
+            data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES, settings
+        )
+
+
+def test_pretrained_weights_load_without_the_head(
+    data: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Weights from a model with another class count load everything but the classifier head."""
+    import timm
+    import torch
+
+    weights = tmp_path / "backbone.pth"
+    torch.save({"state_dict": timm.create_model("test_resnet", pretrained=False, num_classes=5).state_dict()}, weights)
+    settings = tiny(epochs=1, pretrained_weights=str(weights))
+    with caplog.at_level(logging.INFO, logger="resources.classification_trainer"):
+        result = train_classifier(
+            data["train_images"][:16], data["train_labels"][:16], data["val_images"][:8], data["val_labels"][:8],
+            CLASSES, settings,
+        )
+    assert "skipped for shape mismatch" in caplog.text and "fc.weight" in caplog.text
+    assert predict_proba(load_inference_model(result.checkpoint), data["val_images"][:2]).shape == (2, 2)
+
+
+def test_class_without_training_images_is_rejected(data: dict[str, np.ndarray]) -> None:
+    only_dark = data["train_labels"] == 0
+    with pytest.raises(ValueError, match="no images of class.*bright"):
+        train_classifier(
+            data["train_images"][only_dark], data["train_labels"][only_dark], data["val_images"], data["val_labels"],
+            CLASSES, TINY,
+        )
+
+
+def test_images_at_the_wrong_size_are_rejected(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="settings.image_size=48"):
+        train_classifier(
+            data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES,
+            tiny(image_size=48),
+        )
+
+
+def test_unknown_arch_is_rejected(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="not a timm model"):
+        train_classifier(
+            data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES,
+            tiny(arch="resnet_does_not_exist"),
+        )
+
+
+def test_settings_are_frozen_bounded_and_closed() -> None:
+    with pytest.raises(ValidationError):
+        TrainSettings(epochs=0)
+    with pytest.raises(ValidationError):
+        TrainSettings(learning_rate=-1.0)
+    with pytest.raises(ValidationError):
+        TrainSettings(optimiser="sgd")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        TINY.epochs = 5  # type: ignore[misc]
+    assert all(field.description for field in TrainSettings.model_fields.values())
+    assert TrainSettings().pretrained_weights is None
+
+
+def test_not_a_checkpoint_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_inference_model(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_inference_model(b"not a checkpoint")

@@ -1,0 +1,50 @@
+"""The landing sensor, tick by tick: first tick, nothing new, new data."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from resources.landing import LandingZone
+from resources.lineage import LineageStore
+from resources.variants import VariantSpec, save_variant
+from sensors.landing import landing_zone_sensor
+
+
+def _land(home: Path, batch: str) -> None:
+    folder = home / "landing" / "line1" / "a" / batch / "good"
+    folder.mkdir(parents=True)
+    (folder / "x.png").write_bytes(b"not read by the sensor")
+    (folder.parent / "_READY").write_text("")
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"landing": LandingZone(), "lineage": LineageStore()},
+    )
+    return landing_zone_sensor(context)
+
+
+def test_sensor_walks_first_tick_nothing_new_and_new_data(mfg_home: Path) -> None:
+    save_variant(VariantSpec(line="line1", variant="a", classes=("good", "bad"), good_class="good"), mfg_home)
+    with dg.instance_for_test() as instance:
+        empty = _tick(instance, None)
+        assert empty.run_requests == []
+
+        _land(mfg_home, "b1")
+        (mfg_home / "landing" / "line1" / "a" / "half-copied").mkdir()  # no marker yet: ignored
+        first = _tick(instance, empty.cursor)
+        assert [r.partition_key for r in first.run_requests] == ["line1.a"]
+        assert first.dynamic_partitions_requests[0].partition_keys == ["line1.a"]
+        assert "line1/a/b1" in json.loads(first.cursor)
+
+        again = _tick(instance, first.cursor)
+        assert again.run_requests == []
+
+        _land(mfg_home, "b2")
+        second = _tick(instance, again.cursor)
+        assert len(second.run_requests) == 1
+        assert second.run_requests[0].run_key.startswith("line1.a:b2@")
+        assert second.run_requests[0].tags["batches"] == "b2"
