@@ -64,6 +64,8 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         pretrained_weights=args.pretrained_weights,
         seed=args.seed,
         min_accuracy=args.min_accuracy,
+        max_test_escape_rate=args.max_test_escape_rate,
+        min_images_per_class=args.min_images_per_class,
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
@@ -123,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file; nothing is downloaded")
     onboard.add_argument("--seed", type=int, default=0, help="seed of split, augmentation and training")
     onboard.add_argument("--min-accuracy", type=float, default=None, help="release criterion: lowest test accuracy")
+    onboard.add_argument(
+        "--max-test-escape-rate", type=float, default=None, help="release criterion: highest test escape rate"
+    )
+    onboard.add_argument(
+        "--min-images-per-class", type=int, default=None, help="annotation check: fewest images a class may have"
+    )
     onboard.set_defaults(func=_cmd_onboard)
 
     lineage = commands.add_parser("lineage", help="print a model version's lineage back to every image and label")

@@ -43,6 +43,8 @@ class OnboardRequest:
     pretrained_weights: str | None = None
     seed: int = 0
     min_accuracy: float | None = None
+    max_test_escape_rate: float | None = None
+    min_images_per_class: int | None = None
     extra_run_config: dict[str, Any] | None = None
 
 
@@ -103,8 +105,15 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
     for key, value in (("epochs", request.epochs), ("arch", request.arch), ("pretrained_weights", request.pretrained_weights)):
         if value is not None:
             ops["trained_model"]["config"][key] = value
+    release: dict[str, Any] = {}
     if request.min_accuracy is not None:
-        ops["validation_report"] = {"config": {"release_min_accuracy": request.min_accuracy}}
+        release["release_min_accuracy"] = request.min_accuracy
+    if request.max_test_escape_rate is not None:
+        release["release_max_escape_rate"] = request.max_test_escape_rate
+    if release:
+        ops["validation_report"] = {"config": release}
+    if request.min_images_per_class is not None:
+        ops["annotations"] = {"config": {"min_images_per_class": request.min_images_per_class}}
     for op, config in (request.extra_run_config or {}).items():
         ops.setdefault(op, {"config": {}})["config"].update(config)
     return {"ops": ops}

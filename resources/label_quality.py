@@ -456,8 +456,11 @@ def min_images_per_class(consensus: pd.DataFrame, classes: Sequence[str], minimu
             f"({listed}); label more images of those classes or remove unused classes from the variant"
         )
     if len(present) < 2:
-        which = f"only {present[0]!r} is present" if present else "no class is present"
-        parts.append(f"{which}: a classifier needs at least two classes; add images of another class")
+        which = f"only {present[0]!r} is present" if present else "no class of the taxonomy is present"
+        parts.append(
+            f"{which}: a classifier needs at least two classes; add labelled images of at least two "
+            f"classes"
+        )
         failures.append({"class": None, "images": int(sum(per_class.values())), "minimum": minimum,
                          "problem": "fewer than two classes present"})
     metrics: dict[str, float | int] = {f"images_{_metric_key(c)}": n for c, n in per_class.items()}
@@ -496,11 +499,11 @@ def reviewer_agreement(labels: pd.DataFrame, min_kappa: float) -> CheckOutcome:
     valid = labels.loc[labels["sha256"].notna() & labels["label"].notna() & labels["reviewer"].notna()]
     reviewers = sorted(valid["reviewer"].astype(str).unique())
     if len(reviewers) <= 1:
-        who = f" ({reviewers[0]})" if reviewers else ""
+        who = f"single reviewer ({reviewers[0]})" if reviewers else "no reviewed labels"
         return CheckOutcome(
             name="reviewer_agreement",
             passed=True,
-            summary=f"single reviewer{who}, agreement not measurable",
+            summary=f"{who}, agreement not measurable",
             failures=[],
             metrics={"n_reviewers": len(reviewers)},
         )

@@ -1,0 +1,90 @@
+"""The real graph on a tiny generated line: ingest, labels, split, augmentation, real training (one
+epoch), validation, real ONNX/OpenVINO/INT8 export with the parity check, registration, lineage —
+through the ``mfgv`` command a user runs, against a Dagster instance under MFG_HOME."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources.lineage import LineageStore
+from resources.registry import ModelRegistry
+
+pytestmark = pytest.mark.e2e
+
+MFGV = [sys.executable, "-m", "mfg_assets.cli"]
+FAST = ["--epochs", "1", "--image-size", "32", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
+
+
+def _mfgv(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MFG_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([*MFGV, *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, tiny_line: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    done = _mfgv(
+        mfg_home, "onboard", str(tiny_line), "--task", "classify", "--format", "folders", "--line", "line1",
+        "--variant", "bracket-a", "--good-class", "good", "--report-json", str(report_path), *FAST,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(report_path.read_text())
+    for key in ("task", "line", "variant", "model_version", "dataset_version", "train_seconds", "total_seconds",
+                "threshold", "exports", "parity", "report_html"):
+        assert key in report, key
+    assert report["model_version"] == "line1-bracket-a-v1"
+    assert 0.0 <= report["test"]["accuracy"] <= 1.0
+    assert set(report["test"]["per_class"]) == {"good", "scratch", "dent", "stain", "missing_hole"}
+    assert report["test"]["false_reject_rate"] is not None and report["test"]["escape_rate"] is not None
+    assert report["parity"]["passed"] is True
+    assert report["parity"]["max_abs_diff"] <= report["parity"]["tolerance"]
+    for fmt in ("onnx", "openvino", "onnx_int8"):
+        assert Path(report["exports"][fmt]).is_file(), fmt
+    assert Path(report["exports"]["openvino"]).with_suffix(".bin").is_file()
+    html = Path(report["report_html"]).read_text()
+    assert "data:image/png;base64," in html
+    assert report["model_id"] in html
+
+    version = ModelRegistry().get("line1-bracket-a-v1")
+    assert version.status.value == "candidate"
+    assert version.dataset_version == report["dataset_version"]
+
+    lineage = _mfgv(mfg_home, "lineage", "line1-bracket-a-v1")
+    assert lineage.returncode == 0, lineage.stderr
+    items = LineageStore().read_table("dataset_items", "dataset_id = ?", [report["dataset_version"]])
+    assert len(items) == 60
+    for sha in items["sha256"]:
+        assert sha in lineage.stdout
+    for asset in ("registered_model", "exported_model", "validation_report", "trained_model", "augmented_set",
+                  "dataset_version", "annotations", "raw_images"):
+        assert f"{asset}:" in lineage.stdout, asset
+
+    with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+        runs = instance.get_run_records()
+        assert len(runs) == 1 and runs[0].dagster_run.job_name == "classify_job"
+        event = instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
+        assert event is not None and event.dagster_event.partition == "line1.bracket-a"
+
+    # A second batch of the same variant lands (with a corrupt file): it extends the data.
+    batch = mfg_home / "landing" / "line1" / "bracket-a" / "b2"
+    shutil.copytree(tiny_line / "good", batch / "good", ignore=shutil.ignore_patterns("*_0000[0-5].png"))
+    generated = sorted((batch / "good").iterdir())[0]
+    variant = generated.read_bytes()
+    (batch / "good" / "extra.png").write_bytes(variant[: len(variant) // 2])  # truncated
+    (batch / "_READY").write_text("")
+    rerun = _mfgv(mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "bracket-a",
+                  "--good-class", "good", *FAST)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    images = LineageStore().read_table("images", "partition = ?", ["line1.bracket-a"])
+    assert set(images["batch"]) >= {"b2"} and len(set(images["batch"])) == 2
+    assert images["sha256"].nunique() == 60  # b2 only repeats images: deduplicated, nothing lost
+    quarantine = LineageStore().read_table("quarantine")
+    assert list(quarantine["rel_path"]) == ["good/extra.png"]
+    assert quarantine["reason"].iloc[0] == "truncated"
+    assert (mfg_home / "quarantine" / "line1" / "bracket-a" / "b2" / "good" / "extra.png").exists()
