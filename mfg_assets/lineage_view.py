@@ -22,11 +22,19 @@ def render_lineage(model_version: str, *, show_items: bool = True, store: Lineag
     store = store or LineageStore()
     root = store.trace(model_version)
     dataset_ids: list[str] = []
+    label_set_ids: list[str] = []
+    shown: set[str] = set()
 
     def walk(node: LineageNode, depth: int) -> Iterator[str]:
+        if node.output_id in shown:  # the graph is a DAG: print each node once
+            yield "  " * depth + f"{node.asset}: {node.output_id}  (see above)"
+            return
+        shown.add(node.output_id)
         yield "  " * depth + _describe(node)
-        if node.output_id.startswith("dataset:") and node.output_id not in dataset_ids:
+        if node.output_id.startswith("dataset:"):
             dataset_ids.append(node.output_id)
+        if node.output_id.startswith("labels:"):
+            label_set_ids.append(node.output_id)
         for child in node.inputs:
             yield from walk(child, depth + 1)
         if node.asset == "raw_images":
@@ -44,3 +52,9 @@ def render_lineage(model_version: str, *, show_items: bool = True, store: Lineag
             yield "  images (sha256  split  label  batch/path):"
             for row in items.sort_values(["split", "label", "sha256"]).itertuples():
                 yield f"    {row.sha256}  {row.split:5s}  {row.label}  {row.batch}/{row.rel_path}"
+    if show_items:
+        for label_set_id in label_set_ids:
+            labels = store.read_table("labels", "annotation_set_id = ?", [label_set_id])
+            yield f"{label_set_id}: {len(labels)} labels (sha256  reviewer  label  source  batch/path):"
+            for row in labels.sort_values(["sha256", "reviewer"]).itertuples():
+                yield f"    {row.sha256}  {row.reviewer}  {row.label}  {row.source}  {row.batch}/{row.rel_path}"

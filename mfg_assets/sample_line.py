@@ -448,15 +448,15 @@ def _draw_defect(
             kind="scratch",
             centre=centre,
             angle=angle,
-            length=float(rng.uniform(0.55, 1.0) * a),
-            width=float(rng.uniform(0.008, 0.013)),
+            length=float(rng.uniform(0.7, 1.2) * a),
+            width=float(rng.uniform(0.011, 0.016)),
             contrast=float(contrast),
             bend=float(rng.uniform(-0.12, 0.12)),
             blobs=empty,
             hole=-1,
         )
     if class_name == "dent":
-        radius = float(rng.uniform(0.38, 0.55) * b)
+        radius = float(rng.uniform(0.42, 0.6) * b)
         centre = _defect_centre(rng, geometry, 0.6 * radius)
         return _Defect(
             kind="dent",

@@ -228,7 +228,10 @@ def quantize_onnx_int8(
     lot between output channels), activations asymmetric UINT8 with MinMax ranges, the ORT
     recommendation for x86 CPUs with VNNI; pass ``reduce_range=True`` for x86 CPUs without VNNI
     (7-bit weights avoid integer saturation there). ``quant_pre_process`` first folds BatchNorm into
-    convolutions and infers shapes, so BN is quantised as part of its conv. Up to ``max_images``
+    convolutions and infers shapes, so BN is quantised as part of its conv. The final Softmax stays in
+    float: quantised, its UINT8 output rounded probabilities to steps of 1/255 (0.0039), too coarse
+    for reject thresholds, for no measurable speed gain. ``nodes_to_exclude`` keeps more nodes
+    in float (e.g. the first conv and the classifier, see ``bench/int8_speed.py``). Up to ``max_images``
     calibration images (uint8 N×H×W×3, at the model's size, spread evenly over what is given) are used;
     about 32 is enough for MinMax ranges and keeps calibration to seconds.
     """
@@ -305,7 +308,7 @@ def quantize_onnx_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=list(nodes_to_exclude) or None,
+                nodes_to_exclude=[*_softmax_nodes(prepared), *nodes_to_exclude],
                 use_external_data_format=False,
             )
         except Exception as exc:
@@ -340,6 +343,14 @@ def _eval_mode(model: "torch.nn.Module") -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def _softmax_nodes(model_path: Path) -> list[str]:
+    """Names of the Softmax nodes, kept in float so probabilities are not rounded to 1/255 steps."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Softmax"]
 
 
 def _require_single_file(written: Path, target: Path) -> None:
