@@ -1,8 +1,9 @@
 """A synthetic but realistic inspection dataset of one part on a production line.
 
 Tests, demos and benchmarks need labelled images that behave like a camera on a line does, without
-shipping customer data or downloading anything. Each image shows a stamped metal plate with five holes
-(four corner holes and a larger centre hole) lying on a textured conveyor belt, seen from above.
+shipping customer data or downloading anything. Each image shows a stamped metal plate with five
+holes (four corner holes and a larger centre hole) and a locating notch in one end, lying on a
+textured conveyor belt, seen from above.
 
 What varies, because it varies on real lines and a model must not learn it as a defect:
 
@@ -12,14 +13,15 @@ What varies, because it varies on real lines and a model must not learn it as a 
 * sensor noise, slight defocus blur, the belt's texture;
 * dust and oil specks, on good parts too, so that a speck alone never means a defect.
 
-Defects (drawn in the part's own coordinates so they move with it, away from holes and edges):
-``scratch`` a thin bright or dark, slightly curved line; ``dent`` a shaded elliptical depression lit
-from the scene's light direction; ``stain`` a soft dark (in colour: brownish) blob; ``missing_hole``
-one of the five holes not punched. Their sizes, positions and orientations vary, but each is large
-enough for a small CNN to learn at 64 to 128 pixels.
+Defects are drawn in the part's own coordinates, so they move with it: ``scratch`` a thin bright or
+dark, slightly curved line; ``dent`` a shaded elliptical depression lit from the scene's light
+direction; ``stain`` a soft dark (in colour: brownish) blob; ``missing_hole`` one of the five holes
+not punched. Their sizes, positions and orientations vary, but each is large enough for a small
+CNN to learn at 64 to 128 pixels.
 
-Everything is deterministic for a seed: an image depends only on (seed, class, camera, shift, index),
-so the same call writes byte-identical files, and the same seed gives the same scenes at any size.
+Everything is deterministic for a seed: an image depends only on (seed, class, camera, shift,
+index), so the same call writes byte-identical files, and a seed gives the same scenes at any size
+and in grey or colour (only the sensor noise differs).
 
 Layout (folder per class)::
 
@@ -116,7 +118,7 @@ class _Defect:
 
 @dataclass(frozen=True)
 class _Scene:
-    """Everything random about one image except its sensor noise; sizes are fractions of the image."""
+    """All that is random about an image except its noise; lengths are fractions of its size."""
 
     centre: tuple[float, float]
     angle: float
@@ -181,6 +183,7 @@ def generate_sample_line(
             relpath = f"{class_name}/{camera}_{shift}_{index:05d}.png"
             _write_png(out_dir / relpath, pixels)
             rows.append((relpath, camera, shift, scene.lighting_tag))
+        logger.debug("sample line: %s done (%d images)", class_name, images_per_class)
 
     _write_metadata(out_dir / METADATA_FILE, rows, shift_names, start, seed)
     counts = {name: images_per_class for name in class_names}
@@ -271,8 +274,9 @@ def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.is_dir():
         existing = next((p for p in sorted(out_dir.rglob("*")) if not p.is_dir()), None)
         if existing is not None:
+            example = existing.relative_to(out_dir).as_posix()
             raise FileExistsError(
-                f"{out_dir}: already holds files (e.g. {existing.relative_to(out_dir).as_posix()}); "
+                f"{out_dir}: already holds files (e.g. {example}); "
                 "choose an empty or new folder, or delete the old sample line first"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,7 +308,8 @@ def _image_rngs(
 
 def _camera_spec(seed: int, camera: str) -> _Camera:
     """Each camera is mounted, focused and tuned a little differently, as on a real line."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_key("camera"), _key(camera))))
+    sequence = np.random.SeedSequence(seed, spawn_key=(_key("camera"), _key(camera)))
+    rng = np.random.default_rng(sequence)
     return _Camera(
         gain=float(rng.uniform(0.92, 1.08)),
         rotation_deg=float(rng.uniform(-3.0, 3.0)),
@@ -408,7 +413,8 @@ def _draw_specks(
 def _hole_layout(a: float, b: float) -> list[tuple[float, float, float]]:
     """Hole centres and radii in the part's frame (same units as a and b)."""
     cu, cv, cr = a - 0.55 * b, 0.55 * b, _CORNER_HOLE_R * b
-    return [(-cu, -cv, cr), (cu, -cv, cr), (-cu, cv, cr), (cu, cv, cr), (0.0, 0.0, _CENTRE_HOLE_R * b)]
+    corners = [(-cu, -cv, cr), (cu, -cv, cr), (-cu, cv, cr), (cu, cv, cr)]
+    return [*corners, (0.0, 0.0, _CENTRE_HOLE_R * b)]
 
 
 def _defect_centre(
@@ -476,7 +482,8 @@ def _draw_defect(
         for _ in range(int(rng.integers(2, 5))):
             offset = rng.normal(0.0, 0.35 * radius, 2)
             sigma = radius * rng.uniform(0.45, 0.8)
-            blobs.append((float(offset[0]), float(offset[1]), float(sigma), float(rng.uniform(0.6, 1.0))))
+            weight = rng.uniform(0.6, 1.0)
+            blobs.append((float(offset[0]), float(offset[1]), float(sigma), float(weight)))
         return _Defect(
             kind="stain",
             centre=centre,
@@ -488,7 +495,9 @@ def _draw_defect(
             blobs=tuple(blobs),
             hole=-1,
         )
-    raise ValueError(f"unknown sample-line class {class_name!r}; supported: {', '.join(DEFAULT_CLASSES)}")
+    raise ValueError(
+        f"unknown sample-line class {class_name!r}; supported: {', '.join(DEFAULT_CLASSES)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,7 +538,9 @@ def _tint(field: np.ndarray, rgb: np.ndarray, colour: bool) -> np.ndarray:
     return field[..., None] * base
 
 
-def _plate_coverage(u: np.ndarray, v: np.ndarray, a: float, b: float, defect: _Defect | None) -> np.ndarray:
+def _plate_coverage(
+    u: np.ndarray, v: np.ndarray, a: float, b: float, defect: _Defect | None
+) -> np.ndarray:
     """Anti-aliased coverage (0..1) of the rounded plate minus its punched holes."""
     radius = 0.2 * b
     qx, qy = np.abs(u) - (a - radius), np.abs(v) - (b - radius)
@@ -548,8 +559,9 @@ def _plate_coverage(u: np.ndarray, v: np.ndarray, a: float, b: float, defect: _D
 def _belt(
     scene: _Scene, size: int, xx: np.ndarray, yy: np.ndarray, light: np.ndarray, part: np.ndarray
 ) -> np.ndarray:
-    """The conveyor: woven texture, slow blotches, and the part's shadow cast away from the light."""
-    blotches = ndimage.zoom(scene.belt_grid, size / scene.belt_grid.shape[0], order=1, grid_mode=True, mode="nearest")
+    """The conveyor: woven texture, slow blotches, and the shadow the part casts."""
+    zoom = size / scene.belt_grid.shape[0]
+    blotches = ndimage.zoom(scene.belt_grid, zoom, order=1, grid_mode=True, mode="nearest")
     blotches = blotches[:size, :size]
     weave = np.sin(2 * math.pi * yy / (size / 21.0) + scene.belt_phase) * np.sin(
         2 * math.pi * xx / (size / 9.0)
@@ -656,7 +668,8 @@ def _apply_stain(
     for ou, ov, sigma, weight in defect.blobs:
         bu = defect.centre[0] + cos * ou - sin * ov
         bv = defect.centre[1] + sin * ou + cos * ov
-        density += weight * np.exp(-((u - bu * s) ** 2 + (v - bv * s) ** 2) / (2.0 * (sigma * s) ** 2))
+        squared = (u - bu * s) ** 2 + (v - bv * s) ** 2
+        density += weight * np.exp(-squared / (2.0 * (sigma * s) ** 2))
     alpha = (defect.contrast * np.clip(density, 0.0, 1.0))[..., None]
     residue = _tint(np.ones_like(u), _STAIN_RGB, colour) * 0.4
     return plate * (1.0 - alpha) + residue * alpha

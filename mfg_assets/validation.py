@@ -90,6 +90,8 @@ def build_report(
         "line": line,
         "variant": variant,
         "model_id": model.id,
+        # the registry number is given after the release check; until then the model is its content id
+        "model_version": model.id,
         "dataset_version": dataset.id,
         "classes": classes,
         "good_class": good_class,

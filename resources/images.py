@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagehash
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -61,7 +62,13 @@ _FORMAT_OF_EXTENSION: dict[str, frozenset[str]] = {
     ".tif": frozenset({"TIFF"}),
     ".tiff": frozenset({"TIFF"}),
 }
-_EXTENSION_OF_FORMAT: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
+_EXTENSION_OF_FORMAT: dict[str, str] = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
 _ACCEPTED_MODES: frozenset[str] = frozenset({"L", "RGB", "RGBA", "P", "LA"})
 _HIGH_DEPTH_MODES: frozenset[str] = frozenset({"I", "F"})
 _BYTES_LABEL = Path("<bytes>")
@@ -84,8 +91,8 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
 class ImageRejected(Exception):
     """A file that cannot be used as an image, with a reason code and a message naming the fix.
 
-    ``reason`` is one of ``REJECTION_REASONS`` (for quarantine folders and counts); ``detail`` is the
-    human text. ``str(exc)`` is ``"<path>: <detail>"``.
+    ``reason`` is one of ``REJECTION_REASONS`` (for quarantine folders and counts); ``detail`` is
+    the human text. ``str(exc)`` is ``"<path>: <detail>"``.
     """
 
     def __init__(self, path: Path, reason: str, detail: str) -> None:
@@ -131,7 +138,7 @@ def inspect_image(path: Path, *, max_pixels: int = 40_000_000) -> ImageFacts:
         )
     data = path.read_bytes()
     if not data:
-        raise ImageRejected(path, "zero_byte", "the file is empty (0 bytes); copy it again from the camera")
+        raise _empty(path)
     image = _open(data, path)
     _check_format(image, path, extension)
     _check_size(image, path, max_pixels)
@@ -189,8 +196,6 @@ def perceptual_hash(source: Path | bytes | np.ndarray) -> int:
     Bit order matches imagehash's hex string, so ``f"{h:016x}"`` round-trips through
     ``imagehash.hex_to_hash``. Grey and RGB copies of the same picture hash the same.
     """
-    import imagehash  # imports scipy.fftpack; kept out of module import for fast definition loading
-
     if isinstance(source, np.ndarray):
         image = _image_from_array(source)
     else:
@@ -225,6 +230,8 @@ def near_duplicate_groups(hashes: Sequence[int], max_distance: int) -> list[int]
 
 def _hamming_components(values: np.ndarray, max_distance: int) -> np.ndarray:
     """Component label (the index of its first member) per value, linking values within distance.
+
+    scipy.sparse is imported here, not at module level: only the split needs it.
 
     Rows are compared in blocks against later values only, and after each block the components
     found so far are collapsed to one edge per value, so memory stays bounded by the block size.
@@ -266,7 +273,7 @@ def _decoded(source: Path | bytes) -> Image.Image:
     else:
         raise TypeError(f"image source must be a Path or bytes, got {type(source).__name__}")
     if not data:
-        raise ImageRejected(label, "zero_byte", "the file is empty (0 bytes); copy it again from the camera")
+        raise _empty(label)
     image = _open(data, label)
     _check_mode(image, label)
     _load(image, label)
@@ -285,7 +292,9 @@ def _open(data: bytes, path: Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(path, "too_large", f"{exc}; crop or downscale it; or raise max_pixels") from exc
+        raise ImageRejected(
+            path, "too_large", f"{exc}; crop or downscale; or raise max_pixels"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected(
             path, "undecodable", "not an image or corrupt; re-export it from the camera"
@@ -312,6 +321,12 @@ def _verify_png(data: bytes, path: Path) -> None:
         Image.open(io.BytesIO(data)).verify()
     except _DECODE_ERRORS as exc:
         raise _decode_failure(path, exc) from exc
+
+
+def _empty(path: Path) -> ImageRejected:
+    return ImageRejected(
+        path, "zero_byte", "the file is empty (0 bytes); copy it again from the camera"
+    )
 
 
 def _decode_failure(path: Path, exc: BaseException) -> ImageRejected:
@@ -355,8 +370,8 @@ def _check_size(image: Image.Image, path: Path, max_pixels: int) -> None:
         raise ImageRejected(
             path,
             "too_large",
-            f"{image.width}x{image.height} = {pixels:,} pixels is more than max_pixels={max_pixels:,}; "
-            "crop or downscale; or raise max_pixels",
+            f"{image.width}x{image.height} = {pixels:,} pixels is more than "
+            f"max_pixels={max_pixels:,}; crop or downscale; or raise max_pixels",
         )
 
 
@@ -415,14 +430,18 @@ def _check_distance(max_distance: int) -> None:
     if isinstance(max_distance, bool) or not isinstance(max_distance, int | np.integer):
         raise ValueError(f"max_distance must be an integer number of bits, got {max_distance!r}")
     if not 0 <= max_distance <= _HASH_BITS:
-        raise ValueError(f"max_distance must be between 0 and {_HASH_BITS} bits, got {max_distance}")
+        raise ValueError(
+            f"max_distance must be between 0 and {_HASH_BITS} bits, got {max_distance}"
+        )
 
 
 def _hash_array(hashes: Sequence[int]) -> np.ndarray:
     """Hashes as uint64; each must be a 64-bit unsigned integer (what perceptual_hash returns)."""
     for index, value in enumerate(hashes):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**_HASH_BITS:
+        integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not integral or not 0 <= value < 2**_HASH_BITS:
             raise ValueError(
-                f"hash #{index} ({value!r}) is not an unsigned 64-bit integer; pass perceptual_hash() values"
+                f"hash #{index} ({value!r}) is not an unsigned 64-bit integer; "
+                "pass perceptual_hash() values"
             )
     return np.array([int(value) for value in hashes], dtype=np.uint64)
