@@ -84,7 +84,6 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
     KeyError,
     ZeroDivisionError,
-    MemoryError,
 )
 
 
@@ -231,11 +230,10 @@ def near_duplicate_groups(hashes: Sequence[int], max_distance: int) -> list[int]
 def _hamming_components(values: np.ndarray, max_distance: int) -> np.ndarray:
     """Component label (the index of its first member) per value, linking values within distance.
 
-    scipy.sparse is imported here, not at module level: only the split needs it.
-
     Rows are compared in blocks against later values only, and after each block the components
     found so far are collapsed to one edge per value, so memory stays bounded by the block size.
     """
+    # Imported here, not at module level: only the dataset split needs scipy.sparse.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -293,7 +291,10 @@ def _open(data: bytes, path: Path) -> Image.Image:
             return Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(
-            path, "too_large", f"{exc}; crop or downscale; or raise max_pixels"
+            path,
+            "too_large",
+            f"Pillow refused it as a possible decompression bomb ({exc}); crop or downscale; "
+            "or raise max_pixels (and PIL.Image.MAX_IMAGE_PIXELS, which also applies)",
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected(
