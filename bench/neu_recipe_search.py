@@ -87,7 +87,9 @@ def estimate(root: Path, candidates: list[str], subset: int, batch_size: int, th
         settings = TrainSettings(
             arch=arch, image_size=size, epochs=2, batch_size=batch_size, num_threads=threads, seed=0
         )
-        result = train_classifier(images[sub_train], labels[sub_train], images[sub_val], labels[sub_val], classes, settings)
+        result = train_classifier(
+            images[sub_train], labels[sub_train], images[sub_val], labels[sub_val], classes, settings
+        )
         # The second epoch is the steady state (the first pays allocator and kernel warm-up).
         per_image = result.history[-1].seconds / (len(sub_train) + len(sub_val) / 3)
         row = {

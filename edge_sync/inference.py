@@ -169,19 +169,19 @@ class _BasePredictor:
         self.input_hw = (_static_dim(shape[2]), _static_dim(shape[3]))
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            height, width = images.shape[1], images.shape[2]
-            want_h, want_w = self.input_hw
-            if (want_h is not None and height != want_h) or (want_w is not None and width != want_w):
-                raise InferenceError(
-                    f"{self.path}: model expects {_describe_hw(self.input_hw)}×3 images, got "
-                    f"{height}×{width}×{images.shape[3]} (batch shape {images.shape}); resize to "
-                    f"{_describe_hw(self.input_hw)} before predict"
-                )
         try:
-            return preprocess(images)
+            batch = preprocess(images)
         except InferenceError as exc:
             raise InferenceError(f"{self.path}: {exc}") from exc
+        height, width = batch.shape[2], batch.shape[3]
+        want_h, want_w = self.input_hw
+        if (want_h is not None and height != want_h) or (want_w is not None and width != want_w):
+            raise InferenceError(
+                f"{self.path}: model expects {_describe_hw(self.input_hw)}×3 images, got "
+                f"{height}×{width}×3 (batch shape {images.shape}); resize to "
+                f"{_describe_hw(self.input_hw)} before predict"
+            )
+        return batch
 
     def _check_output(self, probabilities: Any, n_images: int) -> np.ndarray:
         out = np.asarray(probabilities, dtype=np.float32)

@@ -21,6 +21,7 @@ from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, Vali
 from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore, sha256_file
 from resources.code_version import code_version
+from resources.exporter import PARITY_TOLERANCE
 from resources.lineage import LineageStore
 
 __all__ = ["ExportConfig", "exported_model"]
@@ -30,7 +31,10 @@ PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml", "onnx_i
 
 class ExportConfig(dg.Config):
     parity_tolerance: float = Field(
-        1e-3, gt=0.0, le=1.0, description="largest allowed probability difference between torch and an export"
+        PARITY_TOLERANCE,
+        gt=0.0,
+        le=1.0,
+        description="largest allowed probability difference between torch and an FP32 export (1e-4 catches bf16/FP16 drift)",
     )
     int8: bool = Field(True, description="also write a statically quantised INT8 ONNX model")
     calibration_images: int = Field(32, ge=1, le=1024, description="training images used to calibrate INT8")

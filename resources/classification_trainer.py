@@ -70,11 +70,17 @@ class TrainSettings(BaseModel):
     epochs: int = Field(default=30, ge=1, le=1000, description="Passes over the training set.")
     batch_size: int = Field(default=32, ge=2, le=1024, description="Images per optimisation step.")
     learning_rate: float = Field(
-        default=3e-3, gt=0.0, le=1.0, description="Peak learning rate of AdamW under a one-cycle (warm-up, cosine) schedule."
+        default=3e-3,
+        gt=0.0,
+        le=1.0,
+        description="Peak learning rate of AdamW under a one-cycle (warm-up, cosine) schedule.",
     )
     weight_decay: float = Field(default=0.05, ge=0.0, le=1.0, description="AdamW decoupled weight decay.")
     seed: int = Field(
-        default=0, ge=0, le=2**32 - 1, description="Seeds weight init, shuffling and augmentation (torch, numpy, random)."
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds weight init, shuffling and augmentation (torch, numpy, random).",
     )
     pretrained_weights: str | None = Field(
         default=None,
@@ -545,7 +551,9 @@ def load_inference_model(checkpoint: bytes | Path) -> "torch.nn.Module":
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and runtime errors all mean "not a checkpoint"
-        raise ValueError(f"checkpoint {name} could not be read by torch.load ({exc}); is it a TrainResult.checkpoint?") from exc
+        raise ValueError(
+            f"checkpoint {name} could not be read by torch.load ({exc}); pass a TrainResult.checkpoint or its file"
+        ) from exc
     if not isinstance(payload, dict) or any(key not in payload for key in CHECKPOINT_KEYS):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(

@@ -137,13 +137,16 @@ def test_wrong_image_size_names_file_and_size(exported, fmt: ModelFormat) -> Non
     assert "48×48" in message and f"resize to {SIZE}×{SIZE}" in message
 
 
-def test_wrong_channel_count_names_file(exported) -> None:
+@pytest.mark.parametrize(
+    "shape", [(1, SIZE, SIZE, 1), (1, 3, SIZE, SIZE)], ids=["grey", "channels-first"]
+)
+@pytest.mark.parametrize("fmt", [ModelFormat.ONNX, ModelFormat.OPENVINO])
+def test_wrong_channel_layout_names_file(exported, fmt: ModelFormat, shape: tuple[int, ...]) -> None:
     _, paths = exported
-    predictor = load_predictor(paths[ModelFormat.ONNX], ModelFormat.ONNX)
-    grey = np.zeros((1, SIZE, SIZE, 1), np.uint8)
-    with pytest.raises(InferenceError, match="3 RGB channels") as caught:
-        predictor.predict(grey)
-    assert str(paths[ModelFormat.ONNX]) in str(caught.value)
+    predictor = load_predictor(paths[fmt], fmt)
+    with pytest.raises(InferenceError, match="3 RGB channels last") as caught:
+        predictor.predict(np.zeros(shape, np.uint8))
+    assert str(paths[fmt]) in str(caught.value)
 
 
 # ---------------------------------------------------------------------------- refusals at load

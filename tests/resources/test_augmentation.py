@@ -29,8 +29,9 @@ def test_same_seed_gives_identical_copies(images: np.ndarray, labels: np.ndarray
 
 
 def test_different_seed_gives_different_copies(images: np.ndarray, labels: np.ndarray) -> None:
-    first, _, _ = augment_images(images, labels, preset="manufacturing", copies_per_image=2, balance_classes=False, seed=1)
-    second, _, _ = augment_images(images, labels, preset="manufacturing", copies_per_image=2, balance_classes=False, seed=2)
+    common = {"preset": "manufacturing", "copies_per_image": 2, "balance_classes": False}
+    first, _, _ = augment_images(images, labels, **common, seed=1)
+    second, _, _ = augment_images(images, labels, **common, seed=2)
     assert not np.array_equal(first, second)
 
 
@@ -103,7 +104,8 @@ def test_bad_inputs_are_rejected(bad_images: np.ndarray, bad_labels: np.ndarray,
 def test_describe_pipeline_is_json_and_names_the_transforms() -> None:
     spec = describe_pipeline("manufacturing")
     text = json.dumps(spec)
-    for name in ("Affine", "RandomBrightnessContrast", "Illumination", "GaussNoise", "CoarseDropout", "ImageCompression"):
+    expected = ("Affine", "RandomBrightnessContrast", "Illumination", "GaussNoise", "CoarseDropout", "ImageCompression")
+    for name in expected:
         assert name in text
     assert set(PRESETS) == {"manufacturing", "none"}
     assert json.dumps(describe_pipeline("none"))

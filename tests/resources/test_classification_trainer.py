@@ -53,7 +53,12 @@ def squares(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def data() -> dict[str, np.ndarray]:
     train_images, train_labels = squares(64, seed=1)
     val_images, val_labels = squares(32, seed=2)
-    return {"train_images": train_images, "train_labels": train_labels, "val_images": val_images, "val_labels": val_labels}
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "val_images": val_images,
+        "val_labels": val_labels,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,9 @@ def test_checkpoint_round_trips_with_identical_predictions(
     assert accuracy == pytest.approx(result.history[result.best_epoch - 1].val_accuracy)
 
 
-def test_inference_module_takes_raw_pixels(trained: tuple[TrainResult, list[EpochRecord]], data: dict[str, np.ndarray]) -> None:
+def test_inference_module_takes_raw_pixels(
+    trained: tuple[TrainResult, list[EpochRecord]], data: dict[str, np.ndarray]
+) -> None:
     """The exported module normalises inside: float 0..255 NCHW in, probabilities out."""
     import torch
 
@@ -114,9 +121,9 @@ def test_same_seed_gives_identical_weights(data: dict[str, np.ndarray]) -> None:
     import torch
 
     settings = tiny(epochs=1)
-    args = (data["train_images"][:32], data["train_labels"][:32], data["val_images"][:8], data["val_labels"][:8], CLASSES)
-    first = torch.load(io.BytesIO(train_classifier(*args, settings).checkpoint), weights_only=True)
-    second = torch.load(io.BytesIO(train_classifier(*args, settings).checkpoint), weights_only=True)
+    args = (data["train_images"][:32], data["train_labels"][:32], data["val_images"][:8], data["val_labels"][:8])
+    first = torch.load(io.BytesIO(train_classifier(*args, CLASSES, settings).checkpoint), weights_only=True)
+    second = torch.load(io.BytesIO(train_classifier(*args, CLASSES, settings).checkpoint), weights_only=True)
     assert first["state_dict"].keys() == second["state_dict"].keys()
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
