@@ -12,12 +12,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfg_assets.common import hash_rows, record_lineage, variant_for
+from mfg_assets.common import blocking_check_result, classification_asset, hash_rows, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, ImageSet
 from mfg_assets.ingest import load_image_table
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
 from resources.lineage import LineageStore
 
 __all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_labels"]
@@ -71,16 +69,7 @@ class AnnotationConfig(dg.Config):
     )
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"parquet"},
-    check_specs=[
-        dg.AssetCheckSpec(name, asset="annotations", blocking=True, description=description)
-        for name, description in CHECK_DESCRIPTIONS.items()
-    ],
-)
+@classification_asset("annotations", kinds={"parquet"}, checks=CHECK_DESCRIPTIONS)
 def annotations(
     context: dg.AssetExecutionContext,
     config: AnnotationConfig,
@@ -151,11 +140,10 @@ def annotations(
         outcome = outcomes[name]
         if not outcome.passed:
             context.log.error(f"{raw_images.partition}: {name} failed: {outcome.summary}")
-        yield dg.AssetCheckResult(
-            asset_key="annotations",
-            check_name=name,
+        yield blocking_check_result(
+            "annotations",
+            name,
             passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
             description=outcome.summary,
             metadata={
                 **dict(outcome.metrics),

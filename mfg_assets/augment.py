@@ -11,12 +11,10 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import record_lineage
+from mfg_assets.common import classification_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
 from resources.lineage import LineageStore
 
 __all__ = ["AugmentConfig", "augmented_set", "load_augmented_arrays"]
@@ -35,12 +33,7 @@ def load_augmented_arrays(store: ArtifactStore, augmented: AugmentedSet) -> dict
         return {name: arrays[name] for name in arrays.files}
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"albumentations"},
-)
+@classification_asset("augmented_set", kinds={"albumentations"})
 def augmented_set(
     context: dg.AssetExecutionContext,
     config: AugmentConfig,

@@ -7,10 +7,12 @@ from typing import Any
 
 import dagster as dg
 
+from resources.code_version import code_version
+
 from resources.lineage import LineageStore
 from resources.variants import VariantSpec, load_variant, split_partition_key
 
-__all__ = ["hash_rows", "record_lineage", "variant_for"]
+__all__ = ["blocking_check_result", "classification_asset", "hash_rows", "record_lineage", "variant_for"]
 
 
 def variant_for(context: dg.AssetExecutionContext, lineage: LineageStore) -> VariantSpec:
@@ -47,3 +49,35 @@ def record_lineage(
         input_hashes=input_hashes,
     )
     context.log.info(f"lineage: {output_id} <- {', '.join(input_ids) or '(landing zone)'}")
+
+
+def classification_asset(name: str, *, kinds: set[str], checks: Mapping[str, str] | None = None):
+    """``dg.asset`` for a stage of the classification graph: one partition per line/variant, the
+    platform's code version, and blocking checks (``check name -> description``) evaluated in the
+    asset's own step, so a failing check stops everything downstream in that run."""
+    from mfg_assets.partitions import line_variant_partitions
+
+    return dg.asset(
+        name=name,
+        partitions_def=line_variant_partitions,
+        group_name="classification",
+        code_version=code_version(),
+        kinds=kinds,
+        check_specs=[
+            dg.AssetCheckSpec(check, asset=name, blocking=True, description=description)
+            for check, description in (checks or {}).items()
+        ],
+    )
+
+
+def blocking_check_result(
+    asset: str, check: str, *, passed: bool, description: str, metadata: Mapping[str, Any] | None = None
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=check,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=dict(metadata or {}),
+    )

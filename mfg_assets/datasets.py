@@ -14,17 +14,16 @@ import pandas as pd
 from pydantic import Field
 
 from mfg_assets.annotations import load_labels
-from mfg_assets.common import record_lineage, variant_for
+from mfg_assets.common import blocking_check_result, classification_asset, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
 from resources.lineage import LineageStore
 
 __all__ = ["SplitConfig", "dataset_version", "load_dataset_items", "load_split_images"]
 
 SPLITS = ("train", "val", "test")
+LEAKAGE_CHECK = {"no_leakage_across_splits": "no image or near-duplicate of it appears in two splits"}
 
 
 class SplitConfig(dg.Config):
@@ -64,20 +63,7 @@ def load_split_images(
     return images, labels, rows
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"parquet"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "no_leakage_across_splits",
-            asset="dataset_version",
-            blocking=True,
-            description="no image or near-duplicate of it appears in two splits",
-        )
-    ],
-)
+@classification_asset("dataset_version", kinds={"parquet"}, checks=LEAKAGE_CHECK)
 def dataset_version(
     context: dg.AssetExecutionContext,
     config: SplitConfig,
@@ -148,11 +134,10 @@ def dataset_version(
             "largest_group": int(items.groupby("group_id").size().max()),
         },
     )
-    yield dg.AssetCheckResult(
-        asset_key="dataset_version",
-        check_name="no_leakage_across_splits",
+    yield blocking_check_result(
+        "dataset_version",
+        "no_leakage_across_splits",
         passed=not violations,
-        severity=dg.AssetCheckSeverity.ERROR,
         description=(
             "no image shared between splits"
             if not violations

@@ -15,10 +15,9 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import record_lineage
+from mfg_assets.common import blocking_check_result, classification_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore, sha256_file
 from resources.code_version import code_version
 from resources.exporter import PARITY_TOLERANCE
@@ -26,6 +25,9 @@ from resources.lineage import LineageStore
 
 __all__ = ["ExportConfig", "exported_model"]
 
+PARITY_CHECK = {
+    "exports_match_trained_model": "ONNX Runtime and OpenVINO reproduce the torch model's probabilities and decisions"
+}
 PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml", "onnx_int8": "model_int8.onnx"}
 
 
@@ -41,20 +43,7 @@ class ExportConfig(dg.Config):
     latency_repeats: int = Field(20, ge=1, le=1000, description="timed single-image runs per runtime")
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"onnx", "openvino"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "exports_match_trained_model",
-            asset="exported_model",
-            blocking=True,
-            description="ONNX Runtime and OpenVINO reproduce the torch model's probabilities and decisions",
-        )
-    ],
-)
+@classification_asset("exported_model", kinds={"onnx", "openvino"}, checks=PARITY_CHECK)
 def exported_model(
     context: dg.AssetExecutionContext,
     config: ExportConfig,
@@ -154,11 +143,10 @@ def exported_model(
             "int8_test_accuracy": int8_accuracy if int8_accuracy is not None else float("nan"),
         },
     )
-    yield dg.AssetCheckResult(
-        asset_key="exported_model",
-        check_name="exports_match_trained_model",
+    yield blocking_check_result(
+        "exported_model",
+        "exports_match_trained_model",
         passed=parity.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
         description=parity.describe(),
         metadata={"max_abs_diff": parity_dict["max_abs_diff"], "n_images": parity.n_images},
     )

@@ -17,11 +17,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfg_assets.common import hash_rows, record_lineage
+from mfg_assets.common import classification_asset, hash_rows, record_lineage
 from mfg_assets.handles import ImageSet
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
 from resources.landing import SIDECAR_FILES, LandingBatch, LandingZone
 from resources.lineage import LineageStore
 from resources.variants import split_partition_key
@@ -156,12 +154,7 @@ def load_image_table(lineage: LineageStore, partition: str) -> pd.DataFrame:
     return lineage.read_table("images", "partition = ?", [partition])
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"parquet"},
-)
+@classification_asset("raw_images", kinds={"parquet"})
 def raw_images(
     context: dg.AssetExecutionContext,
     config: IngestConfig,

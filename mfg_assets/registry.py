@@ -6,9 +6,8 @@ check gets here (both checks are blocking). Approval and deployment are later, a
 
 import dagster as dg
 
-from mfg_assets.common import record_lineage
+from mfg_assets.common import classification_asset, record_lineage
 from mfg_assets.handles import DatasetVersion, ExportedModel, RegisteredModel, TrainedModel, ValidationReport
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
 from resources.code_version import code_version
 from resources.lineage import LineageStore
@@ -18,12 +17,7 @@ from resources.variants import split_partition_key
 __all__ = ["registered_model"]
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"duckdb"},
-)
+@classification_asset("registered_model", kinds={"duckdb"})
 def registered_model(
     context: dg.AssetExecutionContext,
     trained_model: TrainedModel,

@@ -12,12 +12,10 @@ import numpy as np
 from pydantic import Field
 
 from mfg_assets.augment import load_augmented_arrays
-from mfg_assets.common import record_lineage
+from mfg_assets.common import classification_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
 from resources.lineage import LineageStore
 from resources.trainers import ClassificationTrainer
 
@@ -38,12 +36,7 @@ class TrainConfig(dg.Config):
     )
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"pytorch"},
-)
+@classification_asset("trained_model", kinds={"pytorch"})
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainConfig,

@@ -16,16 +16,17 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import record_lineage
+from mfg_assets.common import blocking_check_result, classification_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, TrainedModel, ValidationReport
-from mfg_assets.partitions import line_variant_partitions
 from resources.artifact_store import ArtifactStore
 from resources.code_version import code_version
 from resources.lineage import LineageStore
 from resources.variants import split_partition_key
 
 __all__ = ["ValidationConfig", "build_report", "validation_report"]
+
+RELEASE_CHECK = {"meets_release_criteria": "test accuracy and escape rate meet the release criteria"}
 
 
 class ValidationConfig(dg.Config):
@@ -115,20 +116,7 @@ def build_report(
     return report
 
 
-@dg.asset(
-    partitions_def=line_variant_partitions,
-    group_name="classification",
-    code_version=code_version(),
-    kinds={"html"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "meets_release_criteria",
-            asset="validation_report",
-            blocking=True,
-            description="test accuracy and escape rate meet the release criteria",
-        )
-    ],
-)
+@classification_asset("validation_report", kinds={"html"}, checks=RELEASE_CHECK)
 def validation_report(
     context: dg.AssetExecutionContext,
     config: ValidationConfig,
@@ -208,11 +196,10 @@ def validation_report(
             "report_json": dg.MetadataValue.path(str(artifact_store.path(json_artifact))),
         },
     )
-    yield dg.AssetCheckResult(
-        asset_key="validation_report",
-        check_name="meets_release_criteria",
+    yield blocking_check_result(
+        "validation_report",
+        "meets_release_criteria",
         passed=handle.release_passed,
-        severity=dg.AssetCheckSeverity.ERROR,
         description="meets the release criteria"
         if handle.release_passed
         else "; ".join(handle.release_failures) + " — collect more or better-labelled data, or train longer",
