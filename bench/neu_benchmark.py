@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--arch", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment-copies", type=int, default=0, help="offline augmented copies per image")
     parser.add_argument("--latency-repeats", type=int, default=100)
     parser.add_argument("--keep", type=Path, default=None, help="keep MFG_HOME here instead of a temporary folder")
     args = parser.parse_args()
@@ -108,6 +109,7 @@ def main() -> int:
             image_size=args.image_size,
             arch=args.arch,
             seed=args.seed,
+            augment_copies=args.augment_copies,
             min_accuracy=0.0,
             report_json=scratch / "report.json",
         ),
@@ -122,6 +124,7 @@ def main() -> int:
         "command": " ".join([".venv/bin/python", "bench/neu_benchmark.py", *sys.argv[1:]]),
         "images": counts,
         "latency_repeats": args.latency_repeats,
+        "augment_copies": args.augment_copies,
         "test_accuracy": report["test"]["accuracy"],
         "test_images": report["test"]["n_images"],
         "int8_test_accuracy": report["int8_test_accuracy"],
@@ -163,7 +166,7 @@ def write_markdown(path: Path, result: dict, report: dict) -> None:
 - Command: `{result['command']}`
 - Data: NEU-DET, {sum(result['images'].values())} images, {len(result['images'])} classes; seeded stratified
   60/20/20 split grouped by near-duplicate pHash ({result['test_images']} test images); trained from scratch.
-- Training settings: `{json.dumps(result['training'])}`; augmentation: manufacturing preset, 2 copies per image
+- Training settings: `{json.dumps(result['training'])}`; offline augmentation copies per image: {result['augment_copies']}, plus the trainer's online flips/shifts
 
 | figure | value | target |
 | --- | --- | --- |

@@ -66,6 +66,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         min_accuracy=args.min_accuracy,
         max_test_escape_rate=args.max_test_escape_rate,
         min_images_per_class=args.min_images_per_class,
+        augment_copies=args.augment_copies,
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     onboard.add_argument("--report-json", default=None, help="write the validation report summary here")
     onboard.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
     onboard.add_argument("--image-size", type=int, default=None, help="training/inference size in pixels")
+    onboard.add_argument(
+        "--augment-copies", type=int, default=None, help="augmented copies per training image (default 2)"
+    )
     onboard.add_argument("--arch", default=None, help="timm architecture (default: the trainer's)")
     onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file; nothing is downloaded")
     onboard.add_argument("--seed", type=int, default=0, help="seed of split, augmentation and training")

@@ -45,6 +45,7 @@ class OnboardRequest:
     min_accuracy: float | None = None
     max_test_escape_rate: float | None = None
     min_images_per_class: int | None = None
+    augment_copies: int | None = None
     extra_run_config: dict[str, Any] | None = None
 
 
@@ -102,6 +103,8 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
     }
     if request.image_size is not None:
         ops["augmented_set"]["config"]["image_size"] = request.image_size
+    if request.augment_copies is not None:
+        ops["augmented_set"]["config"]["copies_per_image"] = request.augment_copies
     for key, value in (("epochs", request.epochs), ("arch", request.arch), ("pretrained_weights", request.pretrained_weights)):
         if value is not None:
             ops["trained_model"]["config"][key] = value
