@@ -3,11 +3,11 @@
 Target: test accuracy >= 99.5 % on a stratified, seeded 60/20/20 split of NEU-DET's 1,800 images
 (6 classes x 300, class = file-name prefix), trained from scratch (no pretrained weights) in at most
 10 minutes on a 2-core CPU. The defaults of ``resources.classification_trainer.TrainSettings`` are
-the recipe this script found; ``bench/BENCHMARKS.md`` holds the figures.
+the recipe this script found, and that class's docstring records the measured figures.
 
 Two modes, so that the shared CPU is spent on a few full runs only:
 
-    # seconds per epoch of several arch@size candidates, from one epoch on a small subset
+    # seconds per full epoch of arch@size candidates, scaled from a 2nd epoch on a 192-image subset
     python bench/neu_recipe_search.py ../shared/datasets/neu_det --estimate resnet10t@128 resnet18@128
 
     # one full run of a recipe; prints a JSON line with accuracy and times

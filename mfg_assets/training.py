@@ -17,20 +17,26 @@ from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
+from resources.classification_trainer import TrainSettings
 from resources.trainers import ClassificationTrainer
 
 __all__ = ["TrainConfig", "trained_model"]
 
 
+def _default(name: str):
+    """TrainConfig's defaults are the trainer's measured ones (see TrainSettings), never a second copy."""
+    return TrainSettings.model_fields[name].default
+
+
 class TrainConfig(dg.Config):
-    arch: str = Field("resnet10t", description="timm architecture name, trained from scratch unless pretrained_weights is set")
-    epochs: int = Field(30, ge=1, le=1000, description="training epochs")
-    batch_size: int = Field(32, ge=1, le=1024, description="images per optimisation step")
-    learning_rate: float = Field(2e-3, gt=0.0, le=1.0, description="peak learning rate")
-    weight_decay: float = Field(0.05, ge=0.0, le=1.0, description="AdamW weight decay")
-    label_smoothing: float = Field(0.05, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
-    online_augmentation: bool = Field(True, description="cheap random flips/shifts on the fly during training")
-    seed: int = Field(0, ge=0, description="seed of weight init and data order; recorded")
+    arch: str = Field(_default("arch"), description="timm architecture, trained from scratch unless pretrained_weights is set")
+    epochs: int = Field(_default("epochs"), ge=1, le=1000, description="training epochs")
+    batch_size: int = Field(_default("batch_size"), ge=2, le=1024, description="images per optimisation step")
+    learning_rate: float = Field(_default("learning_rate"), gt=0.0, le=1.0, description="peak learning rate (one-cycle)")
+    weight_decay: float = Field(_default("weight_decay"), ge=0.0, le=1.0, description="AdamW weight decay")
+    label_smoothing: float = Field(_default("label_smoothing"), ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    online_augmentation: bool = Field(_default("online_augmentation"), description="random flips/shifts on the fly")
+    seed: int = Field(_default("seed"), ge=0, description="seed of weight init and data order; recorded")
     pretrained_weights: str | None = Field(
         None, description="optional LOCAL file of pretrained weights; nothing is ever downloaded"
     )
@@ -47,7 +53,7 @@ def trained_model(
     lineage: LineageStore,
 ) -> dg.Output[TrainedModel]:
     """A classifier over the variant's taxonomy, checkpoint stored by hash."""
-    from resources.classification_trainer import EpochRecord, TrainSettings
+    from resources.classification_trainer import EpochRecord
 
     if augmented_set.dataset_id != dataset_version.id:
         raise dg.Failure(
