@@ -55,7 +55,7 @@ def exported_model(
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
     """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
     from edge_sync.inference import load_predictor
-    from resources.classification_trainer import load_inference_model
+    from resources.classification_trainer import load_inference_model, predict_proba
     from resources.exporter import (
         ExportFormat,
         check_parity,
@@ -88,6 +88,13 @@ def exported_model(
             int8_probs = load_predictor(int8_path, ExportFormat.ONNX_INT8).predict(test_images)
             int8_accuracy = float((int8_probs.argmax(1) == test_labels).mean())
         latency = measure_latency(model, exported, test_images[: max(1, min(8, len(test_images)))], repeats=config.latency_repeats)
+        # The device's self-test: it must reproduce these torch probabilities before activating the model.
+        selftest_images = test_images[: min(8, len(test_images))]
+        np.savez(
+            package / "selftest.npz",
+            images=selftest_images,
+            probabilities=predict_proba(model, selftest_images).astype(np.float32),
+        )
         files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
         file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
         manifest = {

@@ -47,6 +47,9 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     for fmt in ("onnx", "openvino", "onnx_int8"):
         assert Path(report["exports"][fmt]).is_file(), fmt
     assert Path(report["exports"]["openvino"]).with_suffix(".bin").is_file()
+    package = Path(report["exports"]["onnx"]).parent
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert set(manifest["sha256"]) >= {"model.onnx", "openvino/model.xml", "openvino/model.bin", "selftest.npz"}
     html = Path(report["report_html"]).read_text()
     assert "data:image/png;base64," in html
     assert report["model_id"] in html
