@@ -222,7 +222,10 @@ def _port(value: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a state folder over HTTP until interrupted (SIGINT/SIGTERM); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m edge_sync.server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_sync.server",
+        description="Serve manifests, package files and metric uploads to edge devices from a state folder.",
+    )
     parser.add_argument("--state-dir", required=True, type=Path, help="server state folder (created if missing)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", default=DEFAULT_PORT, type=_port, help=f"TCP port (default: {DEFAULT_PORT})")

@@ -183,6 +183,13 @@ class ServerState:
             self._write_devices(devices)
         logger.info("device %s canary=%s", device_id, canary)
 
+    def canary_devices(self, line: str) -> list[str]:
+        """The ids of the devices registered on ``line`` and flagged canary, sorted: the default
+        targets of a canary deployment."""
+        _check_name("line", line)
+        devices = self._read_devices(use_cache=True)
+        return sorted(d for d, record in devices.items() if record["line"] == line and record["canary"])
+
     def authenticate(self, token: str) -> DeviceRecord:
         """The device holding ``token``, compared by sha256 in constant time against every device."""
         if not isinstance(token, str) or not token:
@@ -222,7 +229,12 @@ class ServerState:
         with self._locked():
             self._install_package(manifest, package_dir)
             ring_path = self._ring_path(line, ring)
-            if self._read_ring(ring_path) == signed:
+            try:
+                current = self._read_ring(ring_path)
+            except CorruptState as exc:  # publishing is the repair: replace it, but say so
+                logger.warning("replacing the unreadable %s deployment of line %s: %s", ring, line, exc)
+                current = None
+            if current == signed:
                 logger.info("deployment %s is already the %s of line %s; nothing to do", manifest.deployment_id, ring, line)
                 return
             self._append_history(
@@ -517,7 +529,10 @@ class ServerState:
         except FileNotFoundError:
             return {}
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CorruptState(f"{path}: not a package index ({exc!r}); publish the deployment again") from exc
+            raise CorruptState(
+                f"{path}: not a package index ({exc!r}); move the folder {path.parent} aside and publish the "
+                "deployments of this model version again"
+            ) from exc
 
     def _install_package(self, manifest: DeploymentManifest, package_dir: Path) -> None:
         """Copy and verify every file, then move them in, then update the index (caller holds the lock)."""

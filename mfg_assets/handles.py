@@ -14,6 +14,7 @@ __all__ = [
     "AnnotationSet",
     "AugmentedSet",
     "DatasetVersion",
+    "DeploymentRecord",
     "ExportedModel",
     "ImageSet",
     "RegisteredModel",
@@ -112,3 +113,16 @@ class RegisteredModel(_Handle):
     report_id: str
     dataset_id: str
     status: str
+
+
+class DeploymentRecord(_Handle):
+    """What was deployed where; also a row of the ``deployments`` table."""
+
+    deployment_id: str
+    line: str
+    variant: str
+    model_version: str
+    ring: str  # canary | fleet
+    model_format: str
+    devices: tuple[str, ...]  # the canary ring's devices; empty for fleet
+    deployed_at: str

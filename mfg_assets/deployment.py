@@ -1,0 +1,157 @@
+"""``deployment``: a registered model published to a line's edge devices, canary ring first.
+
+The asset builds the deployment manifest (model version, files with sha256, input spec, threshold,
+dataset version), signs it with the platform's ed25519 key and publishes it with the package into
+the sync server's state; devices pull it, verify it and activate it. It also records the baseline
+the edge-health sensor compares the line against: the defect-score histogram on the test split and
+the brightness histogram of the training images.
+"""
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from mfg_assets.common import classification_asset, record_lineage
+from mfg_assets.datasets import load_split_images
+from mfg_assets.handles import DatasetVersion, DeploymentRecord, ExportedModel, RegisteredModel, ValidationReport
+from resources.artifact_store import ArtifactStore
+from resources.edge import EdgeSync
+from resources.lineage import LineageStore
+from resources.variants import split_partition_key
+
+__all__ = ["DeploymentConfig", "deployment", "baseline_histograms"]
+
+FORMATS = ("onnx", "openvino", "onnx_int8")
+
+
+class DeploymentConfig(dg.Config):
+    ring: str = Field("canary", description="canary (only the line's canary devices) or fleet (every device)")
+    model_format: str = Field("onnx", description=f"which exported file devices run: one of {', '.join(FORMATS)}")
+    canary_devices: list[str] = Field(
+        default_factory=list, description="devices of the canary ring; empty: the line's devices flagged canary"
+    )
+
+
+def baseline_histograms(report: dict, train_images: np.ndarray) -> tuple[list[int], list[int]]:
+    """Test-split defect-score histogram and training brightness histogram, in the device's bins."""
+    from edge_sync.contract import INPUT_BINS, SCORE_BINS
+
+    scores = report["test"].get("defect_scores")
+    if scores is None:  # no good class: the device scores 1 - max probability
+        scores = []
+    score_hist, _ = np.histogram(np.asarray(scores, dtype=float), bins=SCORE_BINS, range=(0.0, 1.0))
+    brightness = train_images.reshape(len(train_images), -1).mean(axis=1)
+    bright_hist, _ = np.histogram(brightness, bins=INPUT_BINS, range=(0.0, 255.0))
+    return score_hist.astype(int).tolist(), bright_hist.astype(int).tolist()
+
+
+@classification_asset("deployment", kinds={"edge"})
+def deployment(
+    context: dg.AssetExecutionContext,
+    config: DeploymentConfig,
+    registered_model: RegisteredModel,
+    exported_model: ExportedModel,
+    validation_report: ValidationReport,
+    dataset_version: DatasetVersion,
+    edge: EdgeSync,
+    artifact_store: ArtifactStore,
+    lineage: LineageStore,
+) -> dg.Output[DeploymentRecord]:
+    """Signs and publishes the registered model for the line's devices (canary ring by default)."""
+    from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring
+
+    if config.ring not in ("canary", "fleet"):
+        raise dg.Failure(f"ring {config.ring!r} is unknown; choose canary or fleet")
+    if config.model_format not in exported_model.files:
+        raise dg.Failure(
+            f"{registered_model.version} has no {config.model_format} export; choose one of {', '.join(exported_model.files)}"
+        )
+    if registered_model.export_id != exported_model.id:
+        raise dg.Failure(
+            f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
+            "re-run classify_job before deploying"
+        )
+    line, variant = split_partition_key(context.partition_key)
+    state = edge.server_state()
+    devices = list(config.canary_devices)
+    if config.ring == "canary" and not devices:
+        devices = state.canary_devices(line)
+        if not devices:
+            raise dg.Failure(
+                f"line {line} has no canary device: flag one with `mfgv edge-device add DEVICE --line {line} --canary`, "
+                "or deploy with ring=fleet"
+            )
+    package = artifact_store.path(exported_model.package)
+    now = datetime.now(UTC)
+    deployment_id = f"{registered_model.version}-{config.ring}-{now:%Y%m%dT%H%M%S}"
+    manifest = DeploymentManifest(
+        deployment_id=deployment_id,
+        line=line,
+        model_version=registered_model.version,
+        model_format=config.model_format,
+        model_path=exported_model.files[config.model_format],
+        files=tuple(
+            ModelFile(path=path, sha256=digest, n_bytes=(package / path).stat().st_size)
+            for path, digest in sorted(exported_model.file_sha256.items())
+        ),
+        input=InputSpec(height=exported_model.input_size, width=exported_model.input_size),
+        classes=dataset_version.classes,
+        good_class=dataset_version.good_class,
+        threshold=validation_report.threshold,
+        dataset_version=dataset_version.id,
+        ring=Ring(config.ring),
+        devices=tuple(devices) if config.ring == "canary" else (),
+        created_at=now,
+    )
+    signed = edge.sign(manifest)
+    state.publish(signed, package)
+    report = json.loads(artifact_store.read_bytes(validation_report.json_artifact))
+    train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", exported_model.input_size)
+    score_hist, bright_hist = baseline_histograms(report, train_images)
+    record = DeploymentRecord(
+        deployment_id=deployment_id,
+        line=line,
+        variant=variant,
+        model_version=registered_model.version,
+        ring=config.ring,
+        model_format=config.model_format,
+        devices=tuple(devices) if config.ring == "canary" else (),
+        deployed_at=now.isoformat(),
+    )
+    lineage.append_table(
+        "deployments",
+        [
+            {
+                **record.model_dump(),
+                "devices": json.dumps(list(record.devices)),
+                "partition": context.partition_key,
+                "baseline_scores": json.dumps(score_hist),
+                "baseline_brightness": json.dumps(bright_hist),
+                "signature_key_id": signed.key_id,
+                "run_id": context.run_id,
+            }
+        ],
+        prefix=deployment_id,
+    )
+    record_lineage(
+        context,
+        lineage,
+        output_id=f"deployment:{deployment_id}",
+        input_ids=[registered_model.version, exported_model.id],
+        parameters=config.model_dump(),
+        input_hashes={exported_model.id: exported_model.package.sha256},
+    )
+    context.log.info(f"published {registered_model.version} to line {line} ({config.ring}: {devices or 'all devices'})")
+    return dg.Output(
+        record,
+        metadata={
+            "deployment_id": deployment_id,
+            "model_version": registered_model.version,
+            "ring": config.ring,
+            "devices": dg.MetadataValue.json(list(record.devices)),
+            "model_format": config.model_format,
+        },
+    )
