@@ -260,6 +260,13 @@ class ServerState:
             )
         logger.info("published %s (model %s) as the %s of line %s", manifest.deployment_id, version, ring, line)
 
+    def package_dir(self, model_version: str) -> Path:
+        """The folder holding a published version's verified files (to re-publish it, e.g. on rollback)."""
+        folder = self._package_dir(model_version)
+        if not folder.is_dir():
+            raise NotFound(f"model version {model_version} was never published to this server")
+        return folder
+
     def clear_canary(self, line: str) -> None:
         """End the line's canary ring: canary devices fall back to the fleet deployment.
 

@@ -96,6 +96,42 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_edge_server(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import run_server
+
+    return run_server(args.host, args.port)
+
+
+def _cmd_edge_device(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import add_device
+
+    token, public_key = add_device(args.device_id, args.line, canary=args.canary)
+    print(f"device {args.device_id} on line {args.line}{' (canary)' if args.canary else ''}")
+    print(f"token (shown once; the server keeps only its hash): {token}")
+    print(f"platform public key for the device: {public_key}")
+    return 0
+
+
+def _cmd_edge_agent(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import run_agent
+
+    return run_agent(args.agent_args)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import deploy
+
+    deploy(args.line, args.variant, ring=args.ring, model_format=args.format)
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import rollback
+
+    print(rollback(args.line, args.to))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfgv", description="mfg-vision: visual-inspection models for production lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
@@ -146,10 +182,48 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--line", default=None)
     models.add_argument("--variant", default=None)
     models.set_defaults(func=_cmd_models)
+
+    server = commands.add_parser("edge-server", help="run the edge sync server (HTTP) on MFG_HOME/edge")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8700)
+    server.set_defaults(func=_cmd_edge_server)
+
+    device = commands.add_parser("edge-device", help="edge-device add ID --line L: register a device, print its token")
+    device.add_argument("action", choices=["add"])
+    device.add_argument("device_id")
+    device.add_argument("--line", required=True)
+    device.add_argument("--canary", action="store_true", help="the device receives canary deployments first")
+    device.set_defaults(func=_cmd_edge_device)
+
+    agent = commands.add_parser(
+        "edge-agent",
+        help="run an edge agent (flags: --device ID --server URL --camera-dir DIR --token T [--state-dir] [--once])",
+        add_help=False,
+    )
+    agent.add_argument("agent_args", nargs=argparse.REMAINDER)
+    agent.set_defaults(func=_cmd_edge_agent)
+
+    deploy = commands.add_parser("deploy", help="publish the registered model of a line/variant to its devices")
+    deploy.add_argument("--line", required=True)
+    deploy.add_argument("--variant", required=True)
+    deploy.add_argument("--ring", default="canary", choices=["canary", "fleet"])
+    deploy.add_argument("--format", default="onnx", choices=["onnx", "openvino", "onnx_int8"])
+    deploy.set_defaults(func=_cmd_deploy)
+
+    rollback = commands.add_parser("rollback", help="end a line's canary, or put its fleet back on an earlier version")
+    rollback.add_argument("--line", required=True)
+    rollback.add_argument("--to", default=None, help="model version to run (default: the previous one)")
+    rollback.set_defaults(func=_cmd_rollback)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["edge-agent"]:  # the agent parses its own flags (edge_sync stays free of this CLI)
+        apply_offline_switches()
+        from mfg_assets.edge_commands import run_agent
+
+        return run_agent(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     apply_offline_switches()

@@ -9,13 +9,15 @@ import dagster as dg
 from mfg_assets.annotations import annotations
 from mfg_assets.augment import augmented_set
 from mfg_assets.datasets import dataset_version
+from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
 from mfg_assets.ingest import raw_images
-from mfg_assets.jobs import classify_job
+from mfg_assets.jobs import classify_job, deploy_job
 from mfg_assets.registry import registered_model
 from mfg_assets.training import trained_model
 from mfg_assets.validation import validation_report
 from resources.artifact_store import ArtifactStore
+from resources.edge import EdgeSync
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
@@ -35,8 +37,9 @@ defs = dg.Definitions(
         validation_report,
         exported_model,
         registered_model,
+        deployment,
     ],
-    jobs=[classify_job],
+    jobs=[classify_job, deploy_job],
     sensors=[landing_zone_sensor],
     resources={
         "artifact_store": ArtifactStore(),
@@ -44,5 +47,6 @@ defs = dg.Definitions(
         "registry": ModelRegistry(),
         "landing": LandingZone(),
         "trainer": ClassificationTrainer(),
+        "edge": EdgeSync(),
     },
 )

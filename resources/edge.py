@@ -13,7 +13,7 @@ import dagster as dg
 
 from resources.settings import mfg_home
 
-__all__ = ["EdgeSync"]
+__all__ = ["EdgeSync", "rollback_line"]
 
 
 class EdgeSync(dg.ConfigurableResource):
@@ -57,3 +57,54 @@ class EdgeSync(dg.ConfigurableResource):
 
         private, _ = self.ensure_keys()
         return sign_manifest(manifest, load_private_key(private))
+
+
+def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> str:
+    """Roll a line back; returns what was done, in words.
+
+    Without ``to_version``: an active canary ring is ended (its devices fall back to the fleet
+    model); with no canary, the fleet goes back to the version it ran before the current one. With
+    ``to_version``: the fleet runs that version (it must have been published to this line before).
+    The re-published manifest is signed anew, with ring fleet, and recorded in the history.
+    """
+    from datetime import UTC, datetime
+
+    from edge_sync.contract import DeploymentManifest, Ring
+
+    state = edge.server_state()
+    live = state.deployments(line)
+    if to_version is None and Ring.CANARY.value in live:
+        canary = DeploymentManifest.model_validate_json(live[Ring.CANARY.value].manifest_json)
+        state.clear_canary(line)
+        return f"ended canary {canary.deployment_id} ({canary.model_version}); canary devices run the fleet model again"
+    published = [r for r in state.history(line) if r.get("event") == "publish"]
+    if not published:
+        raise LookupError(f"line {line} has no deployment history on {state.root}; nothing to roll back")
+    current_fleet = (
+        DeploymentManifest.model_validate_json(live[Ring.FLEET.value].manifest_json).model_version
+        if Ring.FLEET.value in live
+        else None
+    )
+    if to_version is None:
+        earlier = [r for r in published if r["ring"] == Ring.FLEET.value and r["model_version"] != current_fleet]
+        if not earlier:
+            raise LookupError(f"line {line} has no earlier fleet version than {current_fleet}; pass --to VERSION")
+        to_version = earlier[-1]["model_version"]
+    candidates = [r for r in published if r["model_version"] == to_version]
+    if not candidates:
+        versions = sorted({r["model_version"] for r in published})
+        raise LookupError(f"{to_version} was never deployed to line {line}; deployed versions: {', '.join(versions)}")
+    old = DeploymentManifest.model_validate_json(candidates[-1]["signed_manifest"]["manifest_json"])
+    now = datetime.now(UTC)
+    manifest = old.model_copy(
+        update={
+            "deployment_id": f"{to_version}-rollback-{now:%Y%m%dT%H%M%S}",
+            "ring": Ring.FLEET,
+            "devices": (),
+            "created_at": now,
+        }
+    )
+    state.publish(edge.sign(DeploymentManifest.model_validate(manifest.model_dump())), state.package_dir(to_version))
+    if Ring.CANARY.value in live:
+        state.clear_canary(line)
+    return f"line {line}: fleet rolled back from {current_fleet} to {to_version} ({manifest.deployment_id})"

@@ -14,6 +14,7 @@ EXPECTED_ASSETS = {
     "validation_report",
     "exported_model",
     "registered_model",
+    "deployment",
 }
 EXPECTED_BLOCKING_CHECKS = {
     ("annotations", "every_image_labelled"),
@@ -36,6 +37,7 @@ def test_definitions_load_with_the_expected_assets_and_checks() -> None:
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
     assert defs.resolve_job_def("classify_job") is not None
+    assert defs.resolve_job_def("deploy_job") is not None
     assert defs.resolve_sensor_def("landing_zone_sensor") is not None
 
 

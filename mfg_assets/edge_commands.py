@@ -1,0 +1,65 @@
+"""The edge commands of ``mfgv``: run the sync server, register devices, run an agent, deploy, roll back.
+
+They share the platform's state under ``MFG_HOME``: the sync server's folder ``MFG_HOME/edge`` and
+the signing key under ``MFG_HOME/keys`` (devices get the ``.pub.pem`` file).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from resources.edge import EdgeSync, rollback_line
+from resources.variants import partition_key
+
+__all__ = ["add_device", "deploy", "run_agent", "run_server", "rollback"]
+
+
+def run_server(host: str, port: int) -> int:
+    from edge_sync.server import main as server_main
+
+    edge = EdgeSync()
+    edge.ensure_keys()
+    return server_main(["--state-dir", str(edge.state_path()), "--host", host, "--port", str(port)])
+
+
+def add_device(device_id: str, line: str, *, canary: bool) -> tuple[str, str]:
+    """Register a device; returns its token (shown once, stored hashed) and the public key path."""
+    edge = EdgeSync()
+    _, public = edge.ensure_keys()
+    token = edge.server_state().register_device(device_id, line, canary=canary)
+    return token, str(public)
+
+
+def run_agent(argv: list[str]) -> int:
+    from edge_sync.agent import main as agent_main
+
+    if "--public-key" not in argv:
+        _, public = EdgeSync().ensure_keys()
+        argv = [*argv, "--public-key", str(public)]
+    return agent_main(argv)
+
+
+def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``deploy_job`` for the line/variant through Dagster (the run shows in the UI)."""
+    from mfg_assets.definitions import defs
+    from mfg_assets.instance import get_instance
+    from mfg_assets.onboard import OnboardError, _failure_summary
+
+    instance = get_instance()
+    key = partition_key(line, variant)
+    if key not in instance.get_dynamic_partitions("line_variant"):
+        raise OnboardError(f"{line}/{variant} was never onboarded here; run `mfgv onboard` first")
+    result = defs.resolve_job_def("deploy_job").execute_in_process(
+        run_config={"ops": {"deployment": {"config": {"ring": ring, "model_format": model_format}}}},
+        instance=instance,
+        partition_key=key,
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise OnboardError(f"deploy run {result.run_id} for {key} failed:\n{_failure_summary(result)}")
+    record = result.output_for_node("deployment")
+    echo(f"deployed {record.model_version} to line {line} as {record.ring} ({record.deployment_id})")
+    return record.model_dump()
+
+
+def rollback(line: str, to_version: str | None) -> str:
+    return rollback_line(EdgeSync(), line, to_version)
