@@ -91,3 +91,62 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert list(quarantine["rel_path"]) == ["good/extra.png"]
     assert quarantine["reason"].iloc[0] == "truncated"
     assert (mfg_home / "quarantine" / "line1" / "bracket-a" / "b2" / "good" / "extra.png").exists()
+
+    # The registered model goes to the edge: a real sync server, a real agent, signed and verified.
+    _edge_round_trip(mfg_home, tiny_line, tmp_path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from edge_sync.server_state import ServerState
+
+    canary = _mfgv(home, "edge-device", "add", "cam-canary", "--line", "line1", "--canary")
+    assert canary.returncode == 0, canary.stderr
+    token = next(line.split()[-1] for line in canary.stdout.splitlines() if line.startswith("token"))
+    deployed = _mfgv(home, "deploy", "--line", "line1", "--variant", "bracket-a", "--ring", "canary")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "canary" in ServerState(home / "edge").deployments("line1")
+
+    port = _free_port()
+    env = {**os.environ, "MFG_HOME": str(home)}
+    server = subprocess.Popen([*MFGV, "edge-server", "--port", str(port)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError(f"edge server did not start: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        camera = tmp_path / "camera"
+        shutil.copytree(line_dir / "good", camera)
+        agent = _mfgv(home, "edge-agent", "--device", "cam-canary", "--server", f"http://127.0.0.1:{port}",
+                      "--camera-dir", str(camera), "--token", token, "--state-dir", str(tmp_path / "agent"),
+                      "--once", "--window-seconds", "0.01")
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        active = json.loads((tmp_path / "agent" / "active.json").read_text())
+        assert "line1-bracket-a-v1" in json.dumps(active)
+        windows = ServerState(home / "edge").windows("line1")
+        assert sum(w["inspected"] for w in windows) == 12
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
+
+    rolled = _mfgv(home, "rollback", "--line", "line1")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "ended canary" in rolled.stdout
+    assert "canary" not in ServerState(home / "edge").deployments("line1")
