@@ -138,10 +138,15 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
                       "--camera-dir", str(camera), "--token", token, "--state-dir", str(tmp_path / "agent"),
                       "--once", "--window-seconds", "0.01")
         assert agent.returncode == 0, agent.stderr[-3000:]
+        time.sleep(0.2)  # the window (0.01 s) is now due: a second pass, as after a restart, closes and uploads it
+        agent = _mfgv(home, "edge-agent", "--device", "cam-canary", "--server", f"http://127.0.0.1:{port}",
+                      "--camera-dir", str(camera), "--token", token, "--state-dir", str(tmp_path / "agent"),
+                      "--once", "--window-seconds", "0.01")
+        assert agent.returncode == 0, agent.stderr[-3000:]
         active = json.loads((tmp_path / "agent" / "active.json").read_text())
         assert "line1-bracket-a-v1" in json.dumps(active)
         windows = ServerState(home / "edge").windows("line1")
-        assert sum(w["inspected"] for w in windows) == 12
+        assert sum(w["inspected"] for w in windows) == 12, agent.stderr[-3000:]
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
