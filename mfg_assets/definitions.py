@@ -12,8 +12,10 @@ from mfg_assets.datasets import dataset_version
 from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
 from mfg_assets.ingest import raw_images
-from mfg_assets.jobs import classify_job, deploy_job
+from mfg_assets.edge_metrics import edge_metrics
+from mfg_assets.jobs import classify_job, deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.registry import registered_model
+from mfg_assets.rollback import rollback_job
 from mfg_assets.training import trained_model
 from mfg_assets.validation import validation_report
 from resources.artifact_store import ArtifactStore
@@ -23,6 +25,7 @@ from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
 from resources.settings import apply_offline_switches
 from resources.trainers import ClassificationTrainer
+from sensors.edge import edge_housekeeping_schedule, edge_loop_sensor
 from sensors.landing import landing_zone_sensor
 
 apply_offline_switches()
@@ -38,9 +41,11 @@ defs = dg.Definitions(
         exported_model,
         registered_model,
         deployment,
+        edge_metrics,
     ],
-    jobs=[classify_job, deploy_job],
-    sensors=[landing_zone_sensor],
+    jobs=[classify_job, deploy_job, retrain_job, edge_metrics_job, rollback_job],
+    sensors=[landing_zone_sensor, edge_loop_sensor],
+    schedules=[edge_housekeeping_schedule],
     resources={
         "artifact_store": ArtifactStore(),
         "lineage": LineageStore(),

@@ -108,6 +108,11 @@ def deployment(
     )
     signed = edge.sign(manifest)
     state.publish(signed, package)
+    live_canary = state.deployments(line).get("canary")
+    if config.ring == "fleet" and live_canary is not None:
+        canary_version = DeploymentManifest.model_validate_json(live_canary.manifest_json).model_version
+        if canary_version == registered_model.version:  # a promotion: the canary ring has done its job
+            state.clear_canary(line)
     report = json.loads(artifact_store.read_bytes(validation_report.json_artifact))
     train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", exported_model.input_size)
     score_hist, bright_hist = baseline_histograms(report, train_images)

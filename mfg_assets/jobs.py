@@ -4,7 +4,7 @@ import dagster as dg
 
 from mfg_assets.partitions import line_variant_partitions
 
-__all__ = ["classify_job", "deploy_job", "CLASSIFY_ASSETS"]
+__all__ = ["CLASSIFY_ASSETS", "classify_job", "deploy_job", "edge_metrics_job", "retrain_job"]
 
 CLASSIFY_ASSETS = (
     "raw_images",
@@ -31,4 +31,18 @@ deploy_job = dg.define_asset_job(
     partitions_def=line_variant_partitions,
     description="Sign and publish the line/variant's registered model to its edge devices (canary ring by default).",
     tags={"task": "deploy"},
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.assets(*CLASSIFY_ASSETS, "deployment"),
+    partitions_def=line_variant_partitions,
+    description="Retrain on the variant's current data, validate, export, register and deploy to the canary ring.",
+    tags={"task": "retrain"},
+)
+
+edge_metrics_job = dg.define_asset_job(
+    "edge_metrics_job",
+    selection=dg.AssetSelection.assets("edge_metrics"),
+    description="Land the metric windows devices uploaded.",
 )

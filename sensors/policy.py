@@ -8,10 +8,13 @@ __all__ = [
     "BatchRef",
     "HealthThresholds",
     "HealthVerdict",
+    "EdgeAction",
     "LandingPlan",
+    "LiveDeployment",
     "PartitionRequest",
     "WindowTotals",
     "assess_health",
+    "plan_edge_actions",
     "plan_landing_runs",
     "population_stability_index",
     "sum_windows",
@@ -206,3 +209,79 @@ def assess_health(
         if psi > thresholds.max_brightness_psi:
             reasons.append(f"input brightness shifted (PSI {psi:.2f} > {thresholds.max_brightness_psi})")
     return HealthVerdict("degraded" if reasons else "healthy", tuple(reasons), metrics)
+
+
+@dataclass(frozen=True)
+class LiveDeployment:
+    """A deployment that is live now on a line's ring, with the baseline it is judged against."""
+
+    deployment_id: str
+    partition: str
+    line: str
+    model_version: str
+    ring: str  # canary | fleet
+    deployed_at: str  # ISO time; only windows received after it count
+    baseline_scores: tuple[int, ...]
+    baseline_brightness: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EdgeAction:
+    kind: str  # "retrain" | "promote" | "rollback"
+    partition: str
+    line: str
+    model_version: str
+    deployment_id: str
+    run_key: str
+    reasons: tuple[str, ...]
+
+
+def plan_edge_actions(
+    live: Iterable[LiveDeployment],
+    windows: Iterable[Mapping],
+    thresholds: HealthThresholds = HealthThresholds(),
+) -> tuple[list[EdgeAction], dict[str, HealthVerdict]]:
+    """What the loop does next for each live deployment, from the windows its devices uploaded.
+
+    Fleet degraded → retrain (one request per deployment: the run key names it). Canary healthy
+    with enough evidence → promote to the fleet; canary degraded → roll it back. Windows count only
+    when they are of the deployment's model version, its line, and received after it went live.
+    """
+    rows = list(windows)
+    actions: list[EdgeAction] = []
+    verdicts: dict[str, HealthVerdict] = {}
+    for deployment in live:
+        mine = [
+            w
+            for w in rows
+            if w["line"] == deployment.line
+            and w["model_version"] == deployment.model_version
+            and str(w["received_at"]) >= deployment.deployed_at
+        ]
+        verdict = assess_health(
+            sum_windows(mine),
+            baseline_scores=deployment.baseline_scores,
+            baseline_brightness=deployment.baseline_brightness,
+            thresholds=thresholds,
+        )
+        verdicts[deployment.deployment_id] = verdict
+        kind = None
+        if deployment.ring == "fleet" and verdict.action == "degraded":
+            kind = "retrain"
+        elif deployment.ring == "canary" and verdict.action == "healthy":
+            kind = "promote"
+        elif deployment.ring == "canary" and verdict.action == "degraded":
+            kind = "rollback"
+        if kind:
+            actions.append(
+                EdgeAction(
+                    kind=kind,
+                    partition=deployment.partition,
+                    line=deployment.line,
+                    model_version=deployment.model_version,
+                    deployment_id=deployment.deployment_id,
+                    run_key=f"{kind}:{deployment.deployment_id}",
+                    reasons=verdict.reasons or ("canary window healthy",),
+                )
+            )
+    return actions, verdicts

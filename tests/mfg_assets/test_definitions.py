@@ -15,6 +15,7 @@ EXPECTED_ASSETS = {
     "exported_model",
     "registered_model",
     "deployment",
+    "edge_metrics",
 }
 EXPECTED_BLOCKING_CHECKS = {
     ("annotations", "every_image_labelled"),
@@ -39,6 +40,10 @@ def test_definitions_load_with_the_expected_assets_and_checks() -> None:
     assert defs.resolve_job_def("classify_job") is not None
     assert defs.resolve_job_def("deploy_job") is not None
     assert defs.resolve_sensor_def("landing_zone_sensor") is not None
+    assert defs.resolve_sensor_def("edge_loop_sensor") is not None
+    assert defs.resolve_schedule_def("edge_housekeeping_schedule") is not None
+    for job in ("retrain_job", "edge_metrics_job", "rollback_job"):
+        assert defs.resolve_job_def(job) is not None
 
 
 def test_loading_definitions_does_not_import_heavy_libraries() -> None:

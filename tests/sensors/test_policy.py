@@ -73,3 +73,43 @@ def test_health_waits_for_evidence_then_flags_drift_and_rates() -> None:
     assert verdict.action == "degraded"
     assert any("false-reject" in r for r in verdict.reasons)
     assert any("brightness" in r for r in verdict.reasons)
+
+
+def _live(ring: str, version: str = "l1-a-v2") -> "LiveDeployment":
+    from sensors.policy import LiveDeployment
+
+    return LiveDeployment(
+        deployment_id=f"{version}-{ring}", partition="l1.a", line="l1", model_version=version, ring=ring,
+        deployed_at="2026-11-27T10:00:00+00:00", baseline_scores=(40, 30, 20, 10), baseline_brightness=(10, 20, 30, 40),
+    )
+
+
+def _edge_window(version: str, received_at: str, **counts) -> dict:
+    return {"line": "l1", "model_version": version, "received_at": received_at,
+            **_window(score_histogram=[40, 30, 20, 10], input_brightness_histogram=[10, 20, 30, 40], **counts)}
+
+
+def test_edge_actions_promote_a_healthy_canary_and_retrain_a_degraded_fleet() -> None:
+    from sensors.policy import plan_edge_actions
+
+    healthy = _edge_window("l1-a-v2", "2026-11-27T10:05:00+00:00", inspected=150, rejected=5, confirmed_defects=5)
+    before = _edge_window("l1-a-v1", "2026-11-27T09:00:00+00:00", inspected=500, false_rejects=200)
+    drifted = _edge_window("l1-a-v1", "2026-11-27T10:05:00+00:00", inspected=150, rejected=60, false_rejects=60)
+    actions, verdicts = plan_edge_actions([_live("canary"), _live("fleet", "l1-a-v1")], [healthy, before, drifted])
+    assert [(a.kind, a.model_version, a.run_key) for a in actions] == [
+        ("promote", "l1-a-v2", "promote:l1-a-v2-canary"),
+        ("retrain", "l1-a-v1", "retrain:l1-a-v1-fleet"),
+    ]
+    assert verdicts["l1-a-v1-fleet"].metrics["inspected"] == 150  # windows before the deployment do not count
+
+
+def test_a_degraded_canary_is_rolled_back_and_a_quiet_one_waits() -> None:
+    from sensors.policy import plan_edge_actions
+
+    bad = _edge_window("l1-a-v2", "2026-11-27T10:05:00+00:00", inspected=150, rejected=30, confirmed_defects=10,
+                       escapes_found=3)
+    actions, _ = plan_edge_actions([_live("canary")], [bad])
+    assert [a.kind for a in actions] == ["rollback"]
+    assert any("escape" in r for r in actions[0].reasons)
+    quiet, verdicts = plan_edge_actions([_live("canary")], [])
+    assert quiet == [] and verdicts["l1-a-v2-canary"].action == "wait"

@@ -1,0 +1,54 @@
+"""``edge_metrics``: the metric windows devices uploaded, landed in the warehouse.
+
+The sync server stores each window once (idempotent by device and window id); this asset copies
+the windows it has not seen yet into the append-only ``edge_windows`` table, so the health sensor,
+DuckDB queries and the audit trail read one place. A schedule materializes it every few minutes.
+"""
+
+import json
+
+import dagster as dg
+
+from resources.code_version import code_version
+from resources.edge import EdgeSync
+from resources.lineage import LineageStore
+
+__all__ = ["edge_metrics", "load_edge_windows"]
+
+HISTOGRAM_COLUMNS = ("score_histogram", "input_brightness_histogram")
+
+
+def load_edge_windows(lineage: LineageStore, line: str | None = None):
+    """The landed windows (histograms decoded back to lists), optionally of one line."""
+    rows = lineage.read_table("edge_windows", "line = ?", [line]) if line else lineage.read_table("edge_windows")
+    for column in HISTOGRAM_COLUMNS:
+        if column in rows:
+            rows[column] = [json.loads(value) for value in rows[column]]
+    return rows
+
+
+@dg.asset(group_name="edge", code_version=code_version(), kinds={"parquet"})
+def edge_metrics(context: dg.AssetExecutionContext, edge: EdgeSync, lineage: LineageStore) -> dg.MaterializeResult:
+    """New metric windows from the sync server, appended to the ``edge_windows`` table."""
+    landed = lineage.read_table("edge_windows")
+    seen = set(zip(landed["device_id"], landed["window_id"], strict=True)) if not landed.empty else set()
+    fresh = [w for w in edge.server_state().windows() if (w["device_id"], w["window_id"]) not in seen]
+    rows = []
+    for window in fresh:
+        row = {key: (json.dumps(value) if key in HISTOGRAM_COLUMNS else value) for key, value in window.items()}
+        rows.append({k: (str(v) if k.endswith("_at") else v) for k, v in row.items()})
+    if rows:
+        lineage.append_table("edge_windows", rows, prefix="windows")
+    context.log.info(f"landed {len(rows)} new metric windows ({len(seen)} before)")
+    per_line: dict[str, dict[str, int]] = {}
+    for window in fresh:
+        totals = per_line.setdefault(window["line"], {"inspected": 0, "rejected": 0})
+        totals["inspected"] += int(window["inspected"])
+        totals["rejected"] += int(window["rejected"])
+    return dg.MaterializeResult(
+        metadata={
+            "new_windows": len(rows),
+            "total_windows": len(seen) + len(rows),
+            "new_counts_per_line": dg.MetadataValue.json(per_line),
+        }
+    )
