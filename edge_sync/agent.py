@@ -73,7 +73,7 @@ from edge_sync.contract import (
     load_public_key,
     verify_manifest,
 )
-from edge_sync.inference import InferenceError, ModelFormat, Predictor, load_predictor
+from edge_sync.inference import PIL_DECODE_ERRORS, InferenceError, ModelFormat, Predictor, load_predictor
 
 __all__ = [
     "ACTIVE_FILE",
@@ -138,17 +138,6 @@ _HASH_CHUNK = 1 << 20
 _TICK_SECONDS = 1.0  # how often run() looks for new images and due windows
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Errors Pillow raises from its plugins on malformed data (it does not wrap them all in OSError).
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    IndexError,
-    TypeError,
-    KeyError,
-    ZeroDivisionError,
-)
 
 
 def utc_now() -> datetime:
@@ -1292,7 +1281,7 @@ def _decode_image(path: Path, spec: InputSpec) -> tuple[np.ndarray, float]:
         raise _UnusableImage("too_large", f"Pillow refused it as a possible decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise _UnusableImage("undecodable", "not an image or corrupt; check the camera export") from exc
-    except _DECODE_ERRORS as exc:
+    except PIL_DECODE_ERRORS as exc:
         raise _UnusableImage(
             "undecodable", f"cannot decode ({type(exc).__name__}: {exc}); truncated or corrupt"
         ) from exc

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "PIL_DECODE_ERRORS",
     "InferenceError",
     "ModelFormat",
     "Predictor",
@@ -42,6 +43,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+# Errors Pillow raises from its plugins on malformed data (it does not wrap them all in OSError);
+# shared by the device (camera images) and the platform (ingest) so both treat the same files as bad.
+PIL_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    ZeroDivisionError,
+)
 
 class ModelFormat(StrEnum):
     """The exported formats a device can run; the value is what manifests and metadata store."""

@@ -23,6 +23,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from edge_sync.inference import PIL_DECODE_ERRORS
+
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "REJECTION_REASONS",
@@ -74,17 +76,6 @@ _HIGH_DEPTH_MODES: frozenset[str] = frozenset({"I", "F"})
 _BYTES_LABEL = Path("<bytes>")
 _HASH_BITS = 64
 _BLOCK_CELLS = 4_000_000  # pairwise distances computed at once (about 40 MB of temporaries)
-# Errors Pillow raises from plugins on malformed data (it does not wrap them all in OSError).
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    IndexError,
-    TypeError,
-    KeyError,
-    ZeroDivisionError,
-)
 
 
 class ImageRejected(Exception):
@@ -300,7 +291,7 @@ def _open(data: bytes, path: Path) -> Image.Image:
         raise ImageRejected(
             path, "undecodable", "not an image or corrupt; re-export it from the camera"
         ) from exc
-    except _DECODE_ERRORS as exc:
+    except PIL_DECODE_ERRORS as exc:
         raise _decode_failure(path, exc) from exc
 
 
@@ -308,7 +299,7 @@ def _load(image: Image.Image, path: Path) -> None:
     """Decode every pixel, which is the only way to find data that ends early or is corrupt."""
     try:
         image.load()
-    except _DECODE_ERRORS as exc:
+    except PIL_DECODE_ERRORS as exc:
         raise _decode_failure(path, exc) from exc
 
 
@@ -320,7 +311,7 @@ def _verify_png(data: bytes, path: Path) -> None:
     """
     try:
         Image.open(io.BytesIO(data)).verify()
-    except _DECODE_ERRORS as exc:
+    except PIL_DECODE_ERRORS as exc:
         raise _decode_failure(path, exc) from exc
 
 

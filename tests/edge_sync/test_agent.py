@@ -26,6 +26,8 @@ from urllib.parse import unquote
 import httpx
 import numpy as np
 import pytest
+
+from tests.deployable import deployable_model
 from PIL import Image
 
 import edge_sync.agent as agent_module
@@ -79,27 +81,13 @@ def _smooth_images(n: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    import timm
     import torch
 
     from edge_sync.inference import preprocess
     from resources.exporter import export_onnx
 
-    class Deployable(torch.nn.Module):
-        """The trainer's contract: 0..255 RGB in, normalisation inside, softmax out."""
-
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net((images - self.mean) / self.std), dim=1)
-
     folder = tmp_path_factory.mktemp("package")
-    torch.manual_seed(0)
-    model = Deployable(timm.create_model("resnet10t", pretrained=False, num_classes=len(CLASSES))).eval()
+    model = deployable_model(0, len(CLASSES))
     model_path = export_onnx(model, SIZE, folder / "model.onnx")
     images = _smooth_images(8, seed=1)
     with torch.inference_mode():

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.deployable import deployable_model
+
 from edge_sync.inference import (
     InferenceError,
     ModelFormat,
@@ -26,22 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _deployable(seed: int):
-    """A model honouring the trainer's contract: 0..255 RGB in, normalise inside, softmax out."""
-    import timm
-    import torch
-
-    class Deployable(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net((images - self.mean) / self.std), dim=1)
-
-    torch.manual_seed(seed)
-    return Deployable(timm.create_model("resnet10t", pretrained=False, num_classes=N_CLASSES)).eval()
+    return deployable_model(seed, N_CLASSES)
 
 
 def _images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
