@@ -49,7 +49,10 @@ def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Calla
     if key not in instance.get_dynamic_partitions("line_variant"):
         raise OnboardError(f"{line}/{variant} was never onboarded here; run `mfgv onboard` first")
     result = defs.resolve_job_def("deploy_job").execute_in_process(
-        run_config={"ops": {"deployment": {"config": {"ring": ring, "model_format": model_format}}}},
+        run_config={
+            "ops": {"deployment": {"config": {"ring": ring, "model_format": model_format}}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        },
         instance=instance,
         partition_key=key,
         raise_on_error=False,

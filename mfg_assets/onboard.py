@@ -119,7 +119,8 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
         ops["annotations"] = {"config": {"min_images_per_class": request.min_images_per_class}}
     for op, config in (request.extra_run_config or {}).items():
         ops.setdefault(op, {"config": {}})["config"].update(config)
-    return {"ops": ops}
+    # INFO, not Dagster's DEBUG event stream: a line per phase and per epoch is what a user follows.
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _failure_summary(result: Any) -> str:
