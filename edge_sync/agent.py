@@ -12,7 +12,9 @@ One agent runs on each inspection device beside a line camera. Its loop (:meth:`
 2. **inspect**: decide every new image in the camera folder, append the decision to
    ``decisions.jsonl`` and move the image to ``processed/``; files that are not usable images go to
    ``rejected_input/`` with a reason, and the loop goes on.
-3. **feedback**: count operator verdicts appended to ``feedback.csv`` (each image/verdict once).
+3. **feedback**: count operator verdicts appended to ``feedback.csv`` (each image/verdict once) and
+   queue each labelled image (a copy plus a JSON sidecar) in ``feedback_outbox/``; :meth:`EdgeAgent.flush_feedback`
+   uploads them to ``POST /v1/feedback`` so operator-labelled images join the training data.
 4. **windows**: counts, a defect-score histogram and an input-brightness histogram per window;
    a closed window is written to ``outbox/`` (atomically) *before* any upload, and deleted only once
    the server acknowledged it, so server downtime loses nothing and a retry is idempotent.
@@ -25,7 +27,9 @@ State on disk (``state_dir``)::
     agent_state.json             the open metric window, window sequence, feedback cursor
     decisions.jsonl              one line per inspected image
     outbox/<window_id>.json      closed windows waiting for upload (outbox/rejected/: refused ones)
-    feedback_rejected.csv        operator lines that could not be understood
+    feedback_rejected.csv        operator lines that could not be understood (raw, to fix and append again)
+    feedback_problems.log        why a feedback line was rejected or its image could not be labelled
+    feedback_outbox/<sha256>.*   labelled images + <sha256>.json sidecars waiting for upload (rejected/: refused)
 
 Cameras must write images atomically (write a dot-file or ``*.tmp``/``*.part`` and rename it), as
 such names are not picked up; a half-written file under its final name would be sent to
@@ -36,6 +40,7 @@ device installs it alone.
 """
 
 import argparse
+import base64
 import csv
 import errno
 import hashlib
@@ -77,6 +82,7 @@ from edge_sync.inference import PIL_DECODE_ERRORS, InferenceError, ModelFormat, 
 
 __all__ = [
     "ACTIVE_FILE",
+    "FEEDBACK_OUTBOX_DIR",
     "FP32_SELFTEST_TOLERANCE",
     "INT8_MIN_AGREEMENT",
     "SELFTEST_FILE",
@@ -126,6 +132,9 @@ _STATE_FILE = "agent_state.json"
 _DECISIONS_FILE = "decisions.jsonl"
 _FEEDBACK_FILE = "feedback.csv"
 _FEEDBACK_REJECTED_FILE = "feedback_rejected.csv"
+_FEEDBACK_PROBLEMS_FILE = "feedback_problems.log"
+FEEDBACK_OUTBOX_DIR = "feedback_outbox"
+"""Folder under ``state_dir`` holding labelled feedback images and their sidecars until the server has them."""
 _OUTBOX_DIR = "outbox"
 _PROCESSED_DIR = "processed"
 _REJECTED_INPUT_DIR = "rejected_input"
@@ -301,6 +310,9 @@ class _AgentState(BaseModel):
     feedback_offset: int = 0
     feedback_line: int = 0
     feedback_seen: list[tuple[str, str]] = Field(default_factory=list)
+    # (image, verdict) pairs whose image was queued with a label: a later line that adds a label to an
+    # already counted pair queues the image without counting the verdict twice.
+    feedback_labelled: list[tuple[str, str]] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -347,6 +359,7 @@ class EdgeAgent:
         self._state_dir = config.state_dir
         self._models_dir = config.state_dir / "models"
         self._outbox = config.state_dir / _OUTBOX_DIR
+        self._feedback_outbox = config.state_dir / FEEDBACK_OUTBOX_DIR
         # signed-manifest digest -> (version, why), for refusals that would repeat identically
         self._refused: dict[str, tuple[str | None, str]] = {}
         self._waiting_logged = False
@@ -366,7 +379,7 @@ class EdgeAgent:
             ) from exc
         except ContractError as exc:
             raise AgentError(str(exc)) from exc
-        for folder in (self._models_dir, self._outbox):
+        for folder in (self._models_dir, self._outbox, self._feedback_outbox):
             folder.mkdir(parents=True, exist_ok=True)
         self._state = self._read_state()
         self._record = self._read_active_record()
@@ -443,12 +456,15 @@ class EdgeAgent:
         if sync:
             step("sync", self.sync_once)
         outbox_before = self._outbox_count()
+        feedback_before = self._feedback_outbox_count()
         step("inspection", self.inspect_pending)
         step("feedback", self.apply_feedback)
         step("window", self.close_window_if_due)
         closed_any = self._outbox_count() > outbox_before
         if sync or closed_any:
             step("upload", self.flush_outbox)
+        if sync or self._feedback_outbox_count() > feedback_before:
+            step("feedback upload", self.flush_feedback)
         return ok
 
     # ---------------------------------------------------------------------------------- sync
@@ -960,12 +976,19 @@ class EdgeAgent:
     def apply_feedback(self) -> int:
         """Count new operator lines of ``feedback.csv`` into the open window; returns how many counted.
 
-        Lines are ``image,verdict`` with verdict one of :data:`VERDICTS`; an optional ``image,verdict``
-        header and blank lines are skipped. Each (image, verdict) pair counts once, however often it is
-        appended. A line that cannot be understood is logged as an error naming it and copied to
-        ``feedback_rejected.csv`` for the operator to fix and append again. A last line without its
-        newline is left for the next call (the operator tool may still be writing it). Nothing is read
-        while no model is active, because counts belong to a model version's window.
+        Lines are ``image,verdict[,label]`` with verdict one of :data:`VERDICTS`; an optional header
+        and blank lines are skipped. Each (image, verdict) pair counts once, however often it is
+        appended. A line that cannot be understood (or whose label is not a class of the active model)
+        is logged as an error naming it, copied to ``feedback_rejected.csv`` for the operator to fix
+        and append again, and its reason appended to ``feedback_problems.log``. A last line without
+        its newline is left for the next call (the operator tool may still be writing it). Nothing is
+        read while no model is active, because counts belong to a model version's window.
+
+        Each counted line is also labelled (see :meth:`_feedback_label`) and its image, taken from
+        ``camera_dir/processed/``, is queued in ``feedback_outbox/`` for :meth:`flush_feedback`. An
+        image that cannot be labelled or found is logged and not queued; its verdict still counts,
+        because the window's counts do not depend on the image. A later line with a label for an
+        already counted pair queues the image without counting it again.
         """
         with self._lock:
             path = self._state_dir / _FEEDBACK_FILE
@@ -984,33 +1007,144 @@ class EdgeAgent:
             if not complete:
                 return 0
             seen = {tuple(pair) for pair in state.feedback_seen}
+            labelled = {tuple(pair) for pair in state.feedback_labelled}
+            decisions: dict[str, dict[str, Any]] | None = None  # read once, only when needed
             counted = 0
-            for raw in complete.splitlines(keepends=True):
-                state.feedback_line += 1
-                problem, pair = _parse_feedback_line(raw)
-                if problem is not None:
-                    logger.error(
-                        "%s line %d (%r): %s; copied to %s, fix it and append it again",
-                        path,
-                        state.feedback_line,
-                        raw.decode("utf-8", "replace").rstrip("\r\n"),
-                        problem,
-                        _FEEDBACK_REJECTED_FILE,
-                    )
-                    with (self._state_dir / _FEEDBACK_REJECTED_FILE).open("ab") as rejected:
-                        rejected.write(raw)
-                    continue
-                if pair is None or pair in seen:
-                    continue
-                image, verdict = pair
-                window = self._ensure_window(active)
-                setattr(window, VERDICTS[verdict], getattr(window, VERDICTS[verdict]) + 1)
-                seen.add(pair)
-                state.feedback_seen.append(pair)
-                counted += 1
-            state.feedback_offset += len(complete)
-            self._save_state()
+            try:
+                for raw in complete.splitlines(keepends=True):
+                    state.feedback_line += 1
+                    problem, item = _parse_feedback_line(raw)
+                    if problem is None and item is not None:
+                        problem = _check_label(item, active.manifest)
+                    if problem is not None:
+                        self._reject_feedback_line(path, state.feedback_line, raw, problem)
+                        continue
+                    if item is None:
+                        continue
+                    image, verdict, label = item
+                    pair = (image, verdict)
+                    if pair in seen and (label is None or pair in labelled):
+                        continue
+                    if pair not in seen:
+                        window = self._ensure_window(active)
+                        setattr(window, VERDICTS[verdict], getattr(window, VERDICTS[verdict]) + 1)
+                        seen.add(pair)
+                        state.feedback_seen.append(pair)
+                        counted += 1
+                    if pair in labelled:
+                        continue
+                    if decisions is None:
+                        decisions = self._read_decisions()
+                    if self._queue_feedback(active, image, verdict, label, decisions.get(image), state.feedback_line):
+                        labelled.add(pair)
+                        state.feedback_labelled.append(pair)
+            finally:
+                state.feedback_offset += len(complete)
+                self._save_state()
             return counted
+
+    def _reject_feedback_line(self, path: Path, line_no: int, raw: bytes, problem: str) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        logger.error(
+            "%s line %d (%r): %s; copied to %s, fix it and append it again",
+            path,
+            line_no,
+            text,
+            problem,
+            _FEEDBACK_REJECTED_FILE,
+        )
+        with (self._state_dir / _FEEDBACK_REJECTED_FILE).open("ab") as rejected:
+            rejected.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        self._note_feedback_problem(line_no, text, problem)
+
+    def _note_feedback_problem(self, line_no: int, text: str, problem: str) -> None:
+        with (self._state_dir / _FEEDBACK_PROBLEMS_FILE).open("a", encoding="utf-8") as log:
+            log.write(f"{self._now().isoformat()}\tline {line_no}\t{text}\t{problem}\n")
+
+    def _read_decisions(self) -> dict[str, dict[str, Any]]:
+        """The last decision per image name in ``decisions.jsonl`` (a torn last line is skipped)."""
+        found: dict[str, dict[str, Any]] = {}
+        path = self._state_dir / _DECISIONS_FILE
+        if not path.is_file():
+            return found
+        with path.open("r", encoding="utf-8") as handle:
+            for number, text in enumerate(handle, start=1):
+                try:
+                    record = json.loads(text)
+                    found[record["image"]] = record
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    logger.warning("%s line %d is not a decision (%s); skipped", path, number, exc)
+        return found
+
+    def _feedback_label(
+        self, manifest: DeploymentManifest, image: str, verdict: str, label: str | None, decision: dict[str, Any] | None
+    ) -> tuple[str | None, str]:
+        """(label, "") for the image, or (None, why it cannot be labelled)."""
+        if label is not None:
+            return label, ""
+        if verdict == "false_reject":
+            if manifest.good_class is None:
+                return None, "the model has no good class; append 'image,false_reject,<class>' to label it"
+            return manifest.good_class, ""
+        if verdict == "escape":
+            return None, (
+                f"an escape needs the defect class; append '{image},escape,<class>' with one of "
+                f"{[c for c in manifest.classes if c != manifest.good_class]}"
+            )
+        if decision is None:
+            return None, (
+                f"no decision for {image} in {_DECISIONS_FILE}, so its predicted class is unknown; append "
+                f"'{image},confirmed_defect,<class>' to label it"
+            )
+        predicted = str(decision.get("predicted_class"))
+        if predicted not in manifest.classes or predicted == manifest.good_class:
+            return None, (
+                f"the model predicted {predicted!r}, which is not a defect class of the active model; append "
+                f"'{image},confirmed_defect,<class>' to label it"
+            )
+        return predicted, ""
+
+    def _queue_feedback(
+        self,
+        active: _Installed,
+        image: str,
+        verdict: str,
+        label: str | None,
+        decision: dict[str, Any] | None,
+        line_no: int,
+    ) -> bool:
+        """Copy a labelled image and its sidecar into ``feedback_outbox/``; False (logged) when it
+        cannot be labelled or found. The sidecar is written last: it marks the entry complete."""
+        resolved, why = self._feedback_label(active.manifest, image, verdict, label, decision)
+        text = f"{image},{verdict}" + ("" if label is None else f",{label}")
+        if resolved is None:
+            logger.error("feedback %r (line %d) counted but not sent for training: %s", text, line_no, why)
+            self._note_feedback_problem(line_no, text, why)
+            return False
+        source = self.config.camera_dir / _PROCESSED_DIR / image
+        try:
+            data = source.read_bytes()
+        except FileNotFoundError:
+            why = f"image {source} not found, so it cannot be sent for training (was it cleaned up or renamed?)"
+            logger.error("feedback %r (line %d) counted but not sent: %s", text, line_no, why)
+            self._note_feedback_problem(line_no, text, why)
+            return False
+        sha256 = hashlib.sha256(data).hexdigest()
+        suffix = Path(image).suffix.lower()
+        sidecar = {
+            "device_id": self.config.device_id,
+            "line": active.manifest.line,
+            "model_version": str(decision["model_version"]) if decision and "model_version" in decision else active.version,
+            "image": image,
+            "sha256": sha256,
+            "label": resolved,
+            "verdict": verdict,
+            "labelled_at": self._now().isoformat(),
+        }
+        _write_atomic(self._feedback_outbox / f"{sha256}{suffix}", data)
+        _write_atomic(self._feedback_outbox / f"{sha256}.json", json.dumps(sidecar, sort_keys=True).encode())
+        logger.info("queued feedback image %s as %r (%s) for upload", image, resolved, verdict)
+        return True
 
     # ---------------------------------------------------------------------------------- windows
 
@@ -1142,6 +1276,72 @@ class EdgeAgent:
 
     def _outbox_count(self) -> int:
         return sum(1 for _ in self._outbox.glob("*.json"))
+
+    def flush_feedback(self) -> int:
+        """Upload every queued feedback image to ``POST /v1/feedback``; returns how many were acknowledged.
+
+        The server stores each (device, sha256) once, so a retry after a lost answer is harmless. An
+        entry is deleted only after 201 (stored) or 200 (already stored); when the server is
+        unreachable or answers 5xx/408/429/401/403 the rest waits for the next flush. An entry the
+        server refuses (other 4xx, e.g. a label it cannot accept or an image over its size limit) or
+        whose sidecar is unreadable is moved to ``feedback_outbox/rejected/`` and logged.
+        """
+        with self._lock:
+            url = f"{self.config.server_url}/v1/feedback"
+            uploaded = 0
+            sidecars = sorted(p for p in self._feedback_outbox.glob("*.json") if not p.name.startswith("."))
+            for sidecar_path in sidecars:
+                try:
+                    meta = json.loads(sidecar_path.read_bytes())
+                    image_path = self._feedback_outbox / f"{meta['sha256']}{Path(meta['image']).suffix.lower()}"
+                    data = image_path.read_bytes()
+                except (json.JSONDecodeError, KeyError, TypeError, FileNotFoundError) as exc:
+                    self._quarantine_feedback(sidecar_path, None, f"unreadable entry ({type(exc).__name__}: {exc})")
+                    continue
+                body = {**meta, "image_base64": base64.b64encode(data).decode("ascii")}
+                try:
+                    response = self._client.post(url, json=body, headers=self._auth)
+                except httpx.TransportError as exc:
+                    logger.warning(
+                        "upload of feedback image %s failed (%s: %s); %d entries stay in %s for the next flush",
+                        meta["image"],
+                        type(exc).__name__,
+                        exc,
+                        len(sidecars) - uploaded,
+                        self._feedback_outbox,
+                    )
+                    break
+                status = response.status_code
+                if status in (200, 201):
+                    sidecar_path.unlink()  # the sidecar first: an image without one is never sent
+                    image_path.unlink(missing_ok=True)
+                    uploaded += 1
+                    logger.debug("uploaded feedback image %s (%d)", meta["image"], status)
+                    continue
+                if status >= 500 or status in (401, 403, 408, 429):
+                    level = logging.ERROR if status in (401, 403) else logging.WARNING
+                    logger.log(
+                        level,
+                        "upload of feedback image %s: server answered %d (%s); %d entries stay in %s",
+                        meta["image"],
+                        status,
+                        response.text[:300],
+                        len(sidecars) - uploaded,
+                        self._feedback_outbox,
+                    )
+                    break
+                self._quarantine_feedback(sidecar_path, image_path, f"server answered {status}: {response.text[:500]}")
+            return uploaded
+
+    def _quarantine_feedback(self, sidecar: Path, image: Path | None, why: str) -> None:
+        folder = self._feedback_outbox / "rejected"
+        stored = _move_unique(sidecar, folder)
+        if image is not None and image.exists():
+            _move_unique(image, folder)
+        logger.error("feedback entry %s cannot be uploaded: %s; moved to %s for inspection", sidecar.name, why, stored)
+
+    def _feedback_outbox_count(self) -> int:
+        return sum(1 for _ in self._feedback_outbox.glob("*.json"))
 
     # ---------------------------------------------------------------------------------- state files
 
@@ -1333,8 +1533,9 @@ def _count(window: _OpenWindow, decision: Decision) -> None:
     window.input_brightness_histogram[brightness_bin] += 1
 
 
-def _parse_feedback_line(raw: bytes) -> tuple[str | None, tuple[str, str] | None]:
-    """(problem, None) for a bad line, (None, None) for a blank/header line, (None, pair) otherwise."""
+def _parse_feedback_line(raw: bytes) -> tuple[str | None, tuple[str, str, str | None] | None]:
+    """(problem, None) for a bad line, (None, None) for a blank/header line, (None, (image, verdict,
+    label or None)) otherwise. The label column is optional, so old ``image,verdict`` files still parse."""
     try:
         text = raw.decode("utf-8").strip("\r\n")
     except UnicodeDecodeError:
@@ -1342,14 +1543,32 @@ def _parse_feedback_line(raw: bytes) -> tuple[str | None, tuple[str, str] | None
     if not text.strip():
         return None, None
     fields = [field.strip() for field in next(csv.reader([text]))]
-    if [field.lower() for field in fields] == ["image", "verdict"]:
+    if [field.lower() for field in fields] in (["image", "verdict"], ["image", "verdict", "label"]):
         return None, None
-    if len(fields) != 2 or not fields[0]:
-        return f"expected 'image,verdict', got {len(fields)} fields", None
+    if len(fields) not in (2, 3) or not fields[0]:
+        return f"expected 'image,verdict[,label]', got {len(fields)} fields", None
     image, verdict = fields[0], fields[1].lower()
     if verdict not in VERDICTS:
         return f"unknown verdict {fields[1]!r}; use one of {sorted(VERDICTS)}", None
-    return None, (image, verdict)
+    if "/" in image or "\\" in image or image in (".", ".."):
+        return f"image {image!r} must be a file name as the camera wrote it, without folders", None
+    label = fields[2] if len(fields) == 3 and fields[2] else None
+    return None, (image, verdict, label)
+
+
+def _check_label(item: tuple[str, str, str | None], manifest: DeploymentManifest) -> str | None:
+    """Why a given label is unacceptable for this verdict and model, or None when it is fine (or absent)."""
+    _image, verdict, label = item
+    if label is None:
+        return None
+    if label not in manifest.classes:
+        return f"label {label!r} is not a class of model {manifest.model_version}; use one of {list(manifest.classes)}"
+    good = manifest.good_class
+    if good is not None and verdict == "false_reject" and label != good:
+        return f"a false_reject means the part is good, so its label must be {good!r}, not {label!r}"
+    if good is not None and verdict in ("confirmed_defect", "escape") and label == good:
+        return f"a {verdict} is a defective part, so its label must be a defect class, not the good class {good!r}"
+    return None
 
 
 def _content_range_start(value: str | None) -> int | None:
