@@ -24,6 +24,9 @@ Layout under ``root``::
     deployments/<line>/<ring>.json            the SignedManifest currently live for a ring
     deployments/<line>/history.jsonl          every publish and canary end, for audit and rollback
     windows/<line>/<device>/<sha256(window_id)>.json   one stored metric window
+    feedback/<line>/<device>/<sha256>.<ext>   an operator-labelled image a device uploaded
+    feedback/<line>/<device>/<sha256>.json    its sidecar (label, verdict, ...): written last, by hard link,
+                                              so it exists only for a complete image and only once
     tmp/                                      temporary files (same filesystem, for atomic renames)
 
 This module imports nothing from Dagster or the platform's packages; it needs a POSIX system
@@ -46,12 +49,17 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_sync.contract import DeploymentManifest, MetricWindow, ModelFile, Ring, SignedManifest
 
 __all__ = [
+    "FEEDBACK_IMAGE_SUFFIXES",
+    "MAX_FEEDBACK_BYTES",
     "CorruptState",
+    "FeedbackItem",
     "DeviceRecord",
     "Forbidden",
     "InvalidInput",
@@ -60,6 +68,7 @@ __all__ = [
     "PackageMismatch",
     "ServerState",
     "SyncError",
+    "TooLarge",
     "UnknownDevice",
 ]
 
@@ -70,6 +79,13 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_PACKAGE_PATH = 512
 _COPY_CHUNK = 1024 * 1024
 _DEVICES_SCHEMA = 1
+
+MAX_FEEDBACK_BYTES = 20 * 1024 * 1024
+"""Largest feedback image the server stores (bytes); a line camera's frame is far below it."""
+FEEDBACK_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+"""Image file suffixes accepted as feedback (what the agent inspects and the platform ingests)."""
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class SyncError(Exception):
@@ -97,6 +113,10 @@ class InvalidInput(SyncError, ValueError):
     """A name, manifest or metric window is not acceptable to the server (HTTP 422)."""
 
 
+class TooLarge(SyncError):
+    """An upload is over the server's size limit (HTTP 413)."""
+
+
 class CorruptState(SyncError):
     """A file of the state folder cannot be read back; an operator must inspect it."""
 
@@ -117,6 +137,24 @@ class PackageFile:
     path: Path
     sha256: str
     n_bytes: int
+
+
+class FeedbackItem(BaseModel):
+    """What a device says about one operator-labelled image (the sidecar the agent queues).
+
+    ``label`` becomes a folder name in the landing zone, so it is restricted to a safe file name.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: str = Field(description="the uploading device (must be the token's device)")
+    line: str = Field(description="the device's line (must be the token's line)")
+    model_version: str = Field(description="the model whose decision the operator judged")
+    image: str = Field(min_length=1, max_length=255, description="the image's file name on the device")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the image bytes, lowercase hex")
+    label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$", description="class the operator gave")
+    verdict: Literal["false_reject", "confirmed_defect", "escape"]
+    labelled_at: datetime = Field(description="when the agent labelled it (device clock, timezone-aware)")
 
 
 class ServerState:
@@ -443,6 +481,103 @@ class ServerState:
                 if since is None or received >= since:
                     found.append((received, record))
         found.sort(key=lambda item: (item[0], item[1]["device_id"], item[1]["window_id"]))
+        return [record for _, record in found]
+
+    # ---------------------------------------------------------------- feedback
+
+    def record_feedback(
+        self,
+        item: FeedbackItem,
+        image: bytes,
+        device: DeviceRecord,
+        received_at: datetime,
+        *,
+        max_bytes: int = MAX_FEEDBACK_BYTES,
+    ) -> bool:
+        """Store one labelled image once per (device, sha256); False when it was already stored.
+
+        The bytes must hash to ``item.sha256`` (a mismatch is a transfer or agent bug: 422). The image
+        is moved into place first and the sidecar hard-linked last, so a sidecar always names a
+        complete image and of two concurrent uploads exactly one is stored.
+        """
+        if item.device_id != device.device_id or item.line != device.line:
+            raise Forbidden(
+                f"feedback image {item.image!r} is for device {item.device_id} on line {item.line}, but the token "
+                f"belongs to device {device.device_id} on line {device.line}; a device uploads only its own feedback"
+            )
+        if received_at.tzinfo is None or item.labelled_at.tzinfo is None:
+            raise InvalidInput(
+                f"feedback image {item.image!r}: received_at and labelled_at must be timezone-aware (UTC)"
+            )
+        if len(image) > max_bytes:
+            raise TooLarge(
+                f"feedback image {item.image!r} is {len(image)} bytes, over the limit of {max_bytes}; "
+                "send a smaller (e.g. PNG-compressed) image"
+            )
+        suffix = PurePosixPath(item.image).suffix.lower()
+        if suffix not in FEEDBACK_IMAGE_SUFFIXES or "/" in item.image or "\\" in item.image:
+            raise InvalidInput(
+                f"feedback image {item.image!r} must be a plain file name ending in one of "
+                f"{sorted(FEEDBACK_IMAGE_SUFFIXES)}"
+            )
+        actual = hashlib.sha256(image).hexdigest()
+        if actual != item.sha256:
+            raise InvalidInput(
+                f"feedback image {item.image!r}: its bytes have sha256 {actual}, the upload declares {item.sha256}; "
+                "the image changed or was corrupted in transit, re-queue it on the device"
+            )
+        folder = self.root / "feedback" / _check_name("line", device.line) / device.device_id
+        folder.mkdir(parents=True, exist_ok=True)
+        sidecar = folder / f"{item.sha256}.json"
+        if sidecar.exists():
+            return False
+        record = item.model_dump(mode="json")
+        record["image_file"] = f"{item.sha256}{suffix}"
+        record["n_bytes"] = len(image)
+        record["received_at"] = received_at.astimezone(UTC).isoformat()
+        image_tmp = _write_tmp(self._tmp, image)
+        try:
+            os.replace(image_tmp, folder / record["image_file"])  # same sha256, same bytes: replacing is harmless
+        except BaseException:
+            image_tmp.unlink(missing_ok=True)
+            raise
+        tmp = _write_tmp(self._tmp, json.dumps(record, sort_keys=True).encode())
+        try:
+            os.link(tmp, sidecar)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(folder)
+        logger.info(
+            "stored feedback image %s from device %s as %r (%s)", item.image, device.device_id, item.label, item.verdict
+        )
+        return True
+
+    def feedback(self, line: str, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every stored feedback image of ``line`` (received at or after ``since``), oldest receipt first.
+
+        Each is the sidecar dict (``device_id``, ``line``, ``model_version``, ``image``, ``sha256``,
+        ``label``, ``verdict``, ``labelled_at``, ``image_file``, ``n_bytes``, ``received_at``) plus
+        ``path``: the absolute path of the stored image. ``since`` is inclusive and compares with the
+        server's receive time; key records by (device_id, sha256) when advancing a cursor.
+        """
+        _check_name("line", line)
+        if since is not None and since.tzinfo is None:
+            raise InvalidInput(f"since {since.isoformat()} has no timezone; pass an aware datetime (UTC)")
+        found: list[tuple[datetime, dict[str, Any]]] = []
+        for path in sorted((self.root / "feedback" / line).glob("*/*.json")):
+            try:
+                record = json.loads(path.read_bytes())
+                received = datetime.fromisoformat(record["received_at"])
+                image_path = path.parent / record["image_file"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise CorruptState(f"{path}: not a stored feedback sidecar ({exc!r}); inspect it and move it aside") from exc
+            if not image_path.is_file():
+                raise CorruptState(f"{path}: its image {image_path} is missing; move the sidecar aside")
+            if since is None or received >= since:
+                found.append((received, {**record, "path": str(image_path.resolve())}))
+        found.sort(key=lambda item: (item[0], item[1]["device_id"], item[1]["sha256"]))
         return [record for _, record in found]
 
     # ---------------------------------------------------------------- internals

@@ -19,7 +19,7 @@ from mfg_assets.rollback import rollback_job
 from mfg_assets.training import trained_model
 from mfg_assets.validation import validation_report
 from resources.artifact_store import ArtifactStore
-from resources.edge import EdgeSync
+from resources.edge import EdgePolicy, EdgeSync
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
@@ -53,5 +53,6 @@ defs = dg.Definitions(
         "landing": LandingZone(),
         "trainer": ClassificationTrainer(),
         "edge": EdgeSync(),
+        "edge_policy": EdgePolicy(),
     },
 )

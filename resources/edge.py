@@ -10,10 +10,11 @@ given the public key.
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from resources.settings import mfg_home
 
-__all__ = ["EdgeSync", "rollback_line"]
+__all__ = ["EdgePolicy", "EdgeSync", "rollback_line"]
 
 
 class EdgeSync(dg.ConfigurableResource):
@@ -108,3 +109,13 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
     if Ring.CANARY.value in live:
         state.clear_canary(line)
     return f"line {line}: fleet rolled back from {current_fleet} to {to_version} ({manifest.deployment_id})"
+
+
+class EdgePolicy(dg.ConfigurableResource):
+    """The plant's thresholds for judging a model on the line (read by the edge-loop sensor)."""
+
+    min_inspected: int = Field(100, ge=1, description="parts a deployment must inspect before it is judged")
+    max_false_reject_rate: float = Field(0.05, ge=0.0, le=1.0, description="operator-confirmed false rejects / good parts")
+    max_escape_rate: float = Field(0.0, ge=0.0, le=1.0, description="escapes found at audit / defective parts")
+    max_score_psi: float = Field(0.25, ge=0.0, description="PSI of the defect-score histogram against the test baseline")
+    max_brightness_psi: float = Field(0.25, ge=0.0, description="PSI of input brightness against the training images")

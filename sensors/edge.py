@@ -12,9 +12,9 @@ import dagster as dg
 from mfg_assets.edge_metrics import load_edge_windows
 from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.rollback import rollback_job
-from resources.edge import EdgeSync
+from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
-from sensors.policy import LiveDeployment, plan_edge_actions
+from sensors.policy import HealthThresholds, LiveDeployment, plan_edge_actions
 
 __all__ = ["edge_loop_sensor", "edge_housekeeping_schedule", "live_deployments"]
 
@@ -56,10 +56,13 @@ def live_deployments(edge: EdgeSync, lineage: LineageStore) -> list[LiveDeployme
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains a degraded fleet model, promotes a healthy canary, rolls back a degraded canary.",
 )
-def edge_loop_sensor(context: dg.SensorEvaluationContext, edge: EdgeSync, lineage: LineageStore) -> dg.SensorResult:
+def edge_loop_sensor(
+    context: dg.SensorEvaluationContext, edge: EdgeSync, lineage: LineageStore, edge_policy: EdgePolicy
+) -> dg.SensorResult:
     live = live_deployments(edge, lineage)
     windows = load_edge_windows(lineage)
-    actions, verdicts = plan_edge_actions(live, windows.to_dict("records") if not windows.empty else [])
+    thresholds = HealthThresholds(**edge_policy.model_dump())
+    actions, verdicts = plan_edge_actions(live, windows.to_dict("records") if not windows.empty else [], thresholds)
     for deployment_id, verdict in verdicts.items():
         context.log.info(f"{deployment_id}: {verdict.action} {'; '.join(verdict.reasons)} {verdict.metrics}")
     requests = []

@@ -9,7 +9,7 @@ import dagster as dg
 
 from edge_sync.contract import DeploymentManifest, InputSpec, MetricWindow, ModelFile, Ring
 from mfg_assets.edge_metrics import edge_metrics
-from resources.edge import EdgeSync
+from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
 from sensors.edge import edge_loop_sensor
 
@@ -51,7 +51,7 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
     device = state.authenticate(token)
     deployed_at = datetime.now(UTC) - timedelta(seconds=5)
     deployment_id = _publish_canary(edge, tmp_path, deployed_at)
-    resources = {"edge": edge, "lineage": LineageStore()}
+    resources = {"edge": edge, "lineage": LineageStore(), "edge_policy": EdgePolicy()}
     with dg.instance_for_test() as instance:
         _upload(edge, device, deployed_at, inspected=40, rejected=2, confirmed_defects=2, false_rejects=0, escapes_found=0)
         assert dg.materialize([edge_metrics], instance=instance, resources=resources).success
