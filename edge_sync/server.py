@@ -9,6 +9,11 @@ Endpoints (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` fr
   byte ranges (``bytes=N-``, ``bytes=N-M``, ``bytes=-K`` -> 206), so an interrupted download resumes
 * ``POST /v1/metrics`` (a MetricWindow) -> 201 ``{"stored": true}``, or 200 with
   ``"duplicate": true`` when the window id was already stored
+* ``POST /v1/feedback`` (JSON: the fields of :class:`~edge_sync.server_state.FeedbackItem` plus
+  ``image_base64``) -> 201 ``{"stored": true}``, or 200 ``{"stored": false, "duplicate": true}`` when
+  this device already sent an image with this sha256; 413 over the size limit (checked from
+  ``Content-Length`` before the body is read; 411 without one), 422 when the bytes do not match the
+  declared sha256. JSON with base64 was chosen over multipart: one body, one schema, no extra parser.
 
 Errors are JSON ``{"detail": "..."}`` saying what to do: 401 unknown token, 403 not the device's
 own (another line's model, another device's window), 404 no such file, 416 bad range, 422 invalid
@@ -21,12 +26,14 @@ plain HTTP: put it behind TLS (or pass uvicorn TLS options) before tokens cross 
 """
 
 import argparse
+import base64
+import binascii
 import logging
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import fastapi
 from fastapi import Depends, Header, Request
@@ -36,14 +43,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from edge_sync.contract import MetricWindow
 from edge_sync.server_state import (
+    MAX_FEEDBACK_BYTES,
     CorruptState,
     DeviceRecord,
+    FeedbackItem,
     Forbidden,
     InvalidInput,
     NotFound,
     PackageMismatch,
     ServerState,
     SyncError,
+    TooLarge,
     UnknownDevice,
 )
 
@@ -60,17 +70,50 @@ _STATUS: dict[type[SyncError], int] = {
     NotFound: 404,
     PackageMismatch: 409,
     InvalidInput: 422,
+    TooLarge: 413,
     CorruptState: 500,
 }
+
+
+class FeedbackUpload(FeedbackItem):
+    """The body of ``POST /v1/feedback``: the sidecar fields and the image bytes in base64."""
+
+    image_base64: str
 
 
 class _RangeNotSatisfiable(Exception):
     """The Range header cannot be served for this file (HTTP 416)."""
 
 
-def create_app(state: ServerState) -> fastapi.FastAPI:
-    """The FastAPI application serving ``state`` to devices."""
+def create_app(state: ServerState, *, max_feedback_bytes: int = MAX_FEEDBACK_BYTES) -> fastapi.FastAPI:
+    """The FastAPI application serving ``state`` to devices; feedback images over ``max_feedback_bytes``
+    are refused with 413."""
     app = fastapi.FastAPI(title="mfg-vision edge sync", version="1", docs_url=None, redoc_url=None)
+    # base64 grows 4/3; 64 KiB more for the JSON fields around the image.
+    max_feedback_body = (max_feedback_bytes + 2) // 3 * 4 + 64 * 1024
+
+    @app.middleware("http")
+    async def limit_feedback_body(request: Request, call_next: Any) -> Response:
+        """Refuse an oversized feedback upload before its body is read into memory."""
+        if request.url.path == "/v1/feedback" and request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse(
+                    {"detail": "feedback upload without a Content-Length; send the JSON body in one piece"},
+                    status_code=411,
+                )
+            if int(length) > max_feedback_body:
+                return JSONResponse(
+                    {
+                        "detail": (
+                            f"feedback upload is {length} bytes, over the limit of {max_feedback_body} "
+                            f"(images up to {max_feedback_bytes} bytes); send a smaller image"
+                        )
+                    },
+                    status_code=413,
+                )
+        response: Response = await call_next(request)
+        return response
 
     def current_device(authorization: Annotated[str | None, Header()] = None) -> DeviceRecord:
         scheme, _, token = (authorization or "").partition(" ")
@@ -102,7 +145,8 @@ def create_app(state: ServerState) -> fastapi.FastAPI:
             {
                 "detail": (
                     f"request rejected: {len(errors)} invalid field(s), first {where}: {first.get('msg', '?')}; "
-                    "send a MetricWindow as defined in edge_sync.contract (fix the agent, do not retry as is)"
+                    "send the body this endpoint defines (a MetricWindow for /v1/metrics, a FeedbackUpload for "
+                    "/v1/feedback; see edge_sync.contract and edge_sync.server) - fix the agent, do not retry as is"
                 ),
                 "errors": errors,
             },
@@ -155,6 +199,23 @@ def create_app(state: ServerState) -> fastapi.FastAPI:
         if stored:
             return JSONResponse({"stored": True}, status_code=201)
         logger.info("device %s re-uploaded window %r; kept the first upload", device.device_id, window.window_id)
+        return JSONResponse({"stored": False, "duplicate": True}, status_code=200)
+
+    @app.post("/v1/feedback", response_model=None)
+    def feedback(upload: FeedbackUpload, device: Device) -> JSONResponse:
+        if len(upload.image_base64) > max_feedback_body:
+            raise TooLarge(f"feedback image {upload.image!r} is over the limit of {max_feedback_bytes} bytes")
+        try:
+            image = base64.b64decode(upload.image_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(
+                f"feedback image {upload.image!r}: image_base64 is not valid base64 ({exc}); fix the agent"
+            ) from exc
+        item = FeedbackItem(**upload.model_dump(exclude={"image_base64"}))
+        stored = state.record_feedback(item, image, device, datetime.now(UTC), max_bytes=max_feedback_bytes)
+        if stored:
+            return JSONResponse({"stored": True}, status_code=201)
+        logger.info("device %s re-uploaded feedback image %s; kept the first upload", device.device_id, item.sha256)
         return JSONResponse({"stored": False, "duplicate": True}, status_code=200)
 
     return app

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,17 +13,15 @@ import pytest
 
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
+from tests.processes import free_port, mfgv, start_edge_server
 
 pytestmark = pytest.mark.e2e
 
-MFGV = [sys.executable, "-m", "mfg_assets.cli"]
 FAST = ["--epochs", "1", "--image-size", "32", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
 
 
 def _mfgv(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MFG_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    return subprocess.run([*MFGV, *args], capture_output=True, text=True, env=env, timeout=900)
+    return mfgv(home, *args)
 
 
 def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, tiny_line: Path, tmp_path: Path) -> None:
@@ -96,18 +93,9 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     _edge_round_trip(mfg_home, tiny_line, tmp_path)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
     import signal
     import time
-    import urllib.request
 
     from edge_sync.server_state import ServerState
 
@@ -118,20 +106,9 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     assert "canary" in ServerState(home / "edge").deployments("line1")
 
-    port = _free_port()
-    env = {**os.environ, "MFG_HOME": str(home)}
-    server = subprocess.Popen([*MFGV, "edge-server", "--port", str(port)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port = free_port()
+    server = start_edge_server(home, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"edge server did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.5)
         camera = tmp_path / "camera"
         shutil.copytree(line_dir / "good", camera)
         agent = _mfgv(home, "edge-agent", "--device", "cam-canary", "--server", f"http://127.0.0.1:{port}",
