@@ -298,7 +298,7 @@ class ServerState:
 
     def package_dir(self, model_version: str) -> Path:
         """The folder holding a published version's verified files (to re-publish it, e.g. on rollback)."""
-        folder = self._package_dir(model_version)
+        folder = self._package_dir(model_version) / "files"
         if not folder.is_dir():
             raise NotFound(f"model version {model_version} was never published to this server")
         return folder

@@ -12,7 +12,7 @@ from mfg_assets.datasets import dataset_version
 from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
 from mfg_assets.ingest import raw_images
-from mfg_assets.edge_metrics import edge_metrics
+from mfg_assets.edge_metrics import edge_feedback, edge_metrics
 from mfg_assets.jobs import classify_job, deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.registry import registered_model
 from mfg_assets.rollback import rollback_job
@@ -42,6 +42,7 @@ defs = dg.Definitions(
         registered_model,
         deployment,
         edge_metrics,
+        edge_feedback,
     ],
     jobs=[classify_job, deploy_job, retrain_job, edge_metrics_job, rollback_job],
     sensors=[landing_zone_sensor, edge_loop_sensor],

@@ -11,9 +11,10 @@ import dagster as dg
 
 from resources.code_version import code_version
 from resources.edge import EdgeSync
+from resources.landing import LandingZone
 from resources.lineage import LineageStore
 
-__all__ = ["edge_metrics", "load_edge_windows"]
+__all__ = ["edge_feedback", "edge_metrics", "load_edge_windows"]
 
 HISTOGRAM_COLUMNS = ("score_histogram", "input_brightness_histogram")
 
@@ -52,3 +53,37 @@ def edge_metrics(context: dg.AssetExecutionContext, edge: EdgeSync, lineage: Lin
             "new_counts_per_line": dg.MetadataValue.json(per_line),
         }
     )
+
+
+@dg.asset(group_name="edge", code_version=code_version(), kinds={"parquet"})
+def edge_feedback(
+    context: dg.AssetExecutionContext, edge: EdgeSync, landing: LandingZone, lineage: LineageStore
+) -> dg.MaterializeResult:
+    """Operator-labelled images uploaded by devices, landed as new batches of their line's variant.
+
+    The landing-zone sensor then ingests them like any camera batch, so the next training run
+    (a retrain the edge-loop sensor requested, say) trains on a new dataset version that includes them.
+    """
+    from resources.feedback import land_feedback, landed_keys
+
+    deployments = lineage.read_table("deployments")
+    if deployments.empty:
+        return dg.MaterializeResult(metadata={"new_batches": 0})
+    landed = lineage.read_table("feedback_landed")
+    already = set(landed["sha256"]) if not landed.empty else set()
+    latest = deployments.sort_values("deployed_at").drop_duplicates("line", keep="last")
+    batches = []
+    for row in latest.itertuples():
+        batch = land_feedback(edge.server_state(), row.line, row.variant, landing.root_path(), already_landed=already)
+        if batch is None:
+            continue
+        keys = landed_keys(batch)
+        lineage.append_table(
+            "feedback_landed",
+            [{"sha256": key, "line": row.line, "variant": row.variant, "batch": batch.name, "run_id": context.run_id} for key in sorted(keys)],
+            prefix=batch.name,
+        )
+        already |= keys
+        batches.append(str(batch))
+        context.log.info(f"landed {len(keys)} operator-labelled images of line {row.line} as {batch}")
+    return dg.MaterializeResult(metadata={"new_batches": len(batches), "batches": dg.MetadataValue.json(batches)})

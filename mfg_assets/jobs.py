@@ -43,6 +43,6 @@ retrain_job = dg.define_asset_job(
 
 edge_metrics_job = dg.define_asset_job(
     "edge_metrics_job",
-    selection=dg.AssetSelection.assets("edge_metrics"),
-    description="Land the metric windows devices uploaded.",
+    selection=dg.AssetSelection.assets("edge_metrics", "edge_feedback"),
+    description="Land the metric windows and the operator-labelled images devices uploaded.",
 )

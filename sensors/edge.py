@@ -86,5 +86,5 @@ edge_housekeeping_schedule = dg.ScheduleDefinition(
     job=edge_metrics_job,
     cron_schedule="*/5 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Lands the metric windows devices uploaded into the edge_windows table every 5 minutes.",
+    description="Every 5 minutes: lands uploaded metric windows (edge_metrics) and operator-labelled images (edge_feedback).",
 )

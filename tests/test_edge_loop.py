@@ -1,8 +1,8 @@
 """The closed loop on 127.0.0.1: a real sync server, two real agent processes, a generated line.
 
 v1 runs on the fleet; the lighting drifts (darker images) and operators mark false rejects; the
-metric windows degrade; the edge-loop sensor asks for a retrain; v2 is trained on the operator-
-labelled images, validated, exported and deployed to the canary; its healthy canary window gets it
+metric windows degrade; the edge-loop sensor asks for a retrain; the agents' operator-labelled
+images land as a new batch, and v2 is trained on them, validated, exported and deployed to the canary; its healthy canary window gets it
 promoted to the fleet. A bad v3 goes to the canary, escapes are found at audit, and the sensor rolls
 it back. The sensor and the runs it requests are executed here as the Dagster daemon would.
 """
@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_sync.contract import DeploymentManifest, Ring, generate_keypair, load_private_key, sign_manifest
 from edge_sync.server_state import ServerState
 from mfg_assets.definitions import defs
-from mfg_assets.edge_metrics import edge_metrics
+from mfg_assets.edge_metrics import edge_feedback, edge_metrics
 from resources.edge import EdgePolicy, EdgeSync
+from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from sensors.edge import edge_loop_sensor
 from tests.processes import MFGV, free_port, mfgv, start_edge_server
@@ -128,7 +130,7 @@ def test_edge_loop_end_to_end(mfg_home: Path, tiny_line: Path, tmp_path: Path) -
                 [*MFGV, "edge-agent", "--device", device, "--server", f"http://127.0.0.1:{port}", "--camera-dir",
                  str(cameras[device]), "--state-dir", str(states[device]), "--token", token, "--poll-seconds", "0.5",
                  "--window-seconds", "1"],
-                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{device}.log").open("w"),
             )
         _wait("both devices on v1", lambda: all(_active(s) == "line1-bracket-a-v1" for s in states.values()))
 
@@ -150,9 +152,17 @@ def test_edge_loop_end_to_end(mfg_home: Path, tiny_line: Path, tmp_path: Path) -
             assert retrain.job_name == "retrain_job" and retrain.partition_key == PARTITION
             assert retrain.tags["edge_action"] == "retrain"
 
-            for device in tokens:
-                _land_operator_batch(mfg_home, f"operator-{device}", labels[device], cameras[device])
+            # The operator-labelled images the agents uploaded become a new landing batch.
+            n_labelled = sum(1 for d in tokens for label in labels[d].values() if label == "good")
+            _wait("labelled images on the server", lambda: len(ServerState(mfg_home / "edge").feedback(LINE)) == n_labelled)
+            resources = {"edge": EdgeSync(), "lineage": LineageStore(), "landing": LandingZone()}
+            assert dg.materialize([edge_feedback], instance=instance, resources=resources).success
+            [batch] = [p for p in (mfg_home / "landing" / LINE / VARIANT).iterdir() if p.name.startswith("edge-feedback-")]
+            unique = {item["sha256"] for item in ServerState(mfg_home / "edge").feedback(LINE)}
+            assert (batch / "_READY").exists() and len(list(batch.rglob("*.png"))) == len(unique)  # both cameras saw the same parts
             _execute(instance, retrain, RETRAIN_CONFIG)
+            images = LineageStore().read_table("images", "partition = ?", [PARTITION])
+            assert batch.name in set(images["batch"])  # v2's dataset includes the production feedback
             _wait("the canary on v2", lambda: _active(states["cam-canary"]) == "line1-bracket-a-v2")
             assert _active(states["cam-fleet"]) == "line1-bracket-a-v1"
 
@@ -181,6 +191,28 @@ def test_edge_loop_end_to_end(mfg_home: Path, tiny_line: Path, tmp_path: Path) -
             _execute(instance, rollback[0])
             _wait("the canary back on v2", lambda: _active(states["cam-canary"]) == "line1-bracket-a-v2")
             assert _active(states["cam-fleet"]) == "line1-bracket-a-v2"
+
+        # A manifest signed with another key, and a package altered on the server, are refused;
+        # the canary keeps running v2.
+        log = tmp_path / "cam-canary.log"
+        state = ServerState(mfg_home / "edge")
+        fleet = DeploymentManifest.model_validate_json(state.deployments(LINE)["fleet"].manifest_json)
+        generate_keypair(tmp_path / "rogue.pem", tmp_path / "rogue.pub.pem")
+        rogue = fleet.model_copy(update={"deployment_id": "rogue", "ring": Ring.CANARY, "devices": ("cam-canary",)})
+        state.publish(sign_manifest(rogue, load_private_key(tmp_path / "rogue.pem")), state.package_dir(fleet.model_version))
+        _wait("the rogue manifest refused", lambda: "signature does not verify" in log.read_text())
+        assert _active(states["cam-canary"]) == "line1-bracket-a-v2"
+
+        os.killpg(agents["cam-canary"].pid, signal.SIGSTOP)  # publish and tamper before the device looks
+        history = [r for r in state.history(LINE) if r.get("model_version") == "line1-bracket-a-v1"]
+        v1 = DeploymentManifest.model_validate_json(history[0]["signed_manifest"]["manifest_json"])
+        canary_v1 = v1.model_copy(update={"deployment_id": "v1-again", "ring": Ring.CANARY, "devices": ("cam-canary",)})
+        state.publish(EdgeSync().sign(canary_v1), state.package_dir(v1.model_version))
+        stored = state.package_dir(v1.model_version) / v1.model_path
+        stored.write_bytes(stored.read_bytes()[:-16] + bytes(16))  # same size, other bytes
+        os.killpg(agents["cam-canary"].pid, signal.SIGCONT)
+        _wait("the tampered package refused", lambda: "sha256" in log.read_text().split("rogue")[-1])
+        assert _active(states["cam-canary"]) == "line1-bracket-a-v2"
     finally:
         for process in [*agents.values(), server]:
             os.killpg(process.pid, signal.SIGINT)

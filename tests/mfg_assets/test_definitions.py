@@ -16,6 +16,7 @@ EXPECTED_ASSETS = {
     "registered_model",
     "deployment",
     "edge_metrics",
+    "edge_feedback",
 }
 EXPECTED_BLOCKING_CHECKS = {
     ("annotations", "every_image_labelled"),

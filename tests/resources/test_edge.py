@@ -1,0 +1,47 @@
+"""rollback_line on a real sync-server state: end a canary, or put the fleet back on a version."""
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring, load_public_key, verify_manifest
+from resources.edge import EdgeSync, rollback_line
+
+
+def _publish(edge: EdgeSync, tmp_path: Path, version: str, ring: Ring) -> None:
+    package = tmp_path / version
+    package.mkdir(exist_ok=True)
+    data = version.encode()
+    (package / "model.onnx").write_bytes(data)
+    manifest = DeploymentManifest(
+        deployment_id=f"{version}-{ring.value}", line="line1", model_version=version, model_format="onnx",
+        model_path="model.onnx", files=(ModelFile(path="model.onnx", sha256=hashlib.sha256(data).hexdigest(), n_bytes=len(data)),),
+        input=InputSpec(height=32, width=32), classes=("bad", "good"), dataset_version="dataset:x", ring=ring,
+        devices=("dev1",) if ring is Ring.CANARY else (), created_at=datetime.now(UTC),
+    )
+    edge.server_state().publish(edge.sign(manifest), package)
+
+
+def _fleet_version(edge: EdgeSync) -> str:
+    signed = edge.server_state().deployments("line1")["fleet"]
+    return verify_manifest(signed, load_public_key(edge.key_paths()[1])).model_version
+
+
+def test_rollback_ends_a_canary_then_returns_the_fleet_to_earlier_versions(mfg_home: Path, tmp_path: Path) -> None:
+    edge = EdgeSync()
+    _publish(edge, tmp_path, "line1-a-v1", Ring.FLEET)
+    _publish(edge, tmp_path, "line1-a-v2", Ring.FLEET)
+    _publish(edge, tmp_path, "line1-a-v3", Ring.CANARY)
+
+    assert "ended canary" in rollback_line(edge, "line1")
+    assert "canary" not in edge.server_state().deployments("line1")
+
+    assert "from line1-a-v2 to line1-a-v1" in rollback_line(edge, "line1")
+    assert _fleet_version(edge) == "line1-a-v1"  # re-signed by the platform: devices verify it
+
+    assert "to line1-a-v3" in rollback_line(edge, "line1", "line1-a-v3")  # a canary-only version, now fleet
+    assert _fleet_version(edge) == "line1-a-v3"
+    with pytest.raises(LookupError, match="never deployed"):
+        rollback_line(edge, "line1", "line1-a-v9")
