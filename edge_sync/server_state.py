@@ -180,7 +180,9 @@ class ServerState:
         _check_name("line", line)
         if not isinstance(canary, bool):
             raise InvalidInput(f"device {device_id}: canary must be True or False, got {canary!r}")
-        token = secrets.token_urlsafe(32)
+        # A fixed prefix: a bare urlsafe token may start with "-" and then reads as an option on a
+        # command line (`--token -abc`), which made agents exit at start-up now and then.
+        token = "mfgt_" + secrets.token_urlsafe(32)
         with self._locked():
             devices = self._read_devices(use_cache=False)
             previous = devices.get(device_id)

@@ -385,3 +385,12 @@ def test_windows_of_another_device_or_line_are_forbidden(state: ServerState) -> 
     with pytest.raises(InvalidInput, match="UTC offset"):
         state.record_window(naive, device, now)
     assert state.windows() == []
+
+
+def test_tokens_never_look_like_command_line_options(tmp_path) -> None:
+    from edge_sync.server_state import ServerState
+
+    state = ServerState(tmp_path / "state")
+    tokens = [state.register_device(f"dev{i}", "line1") for i in range(40)]
+    assert all(token.startswith("mfgt_") for token in tokens)
+    assert len(set(tokens)) == 40
