@@ -18,3 +18,13 @@ def deployable_model(seed: int, num_classes: int):
 
     torch.manual_seed(seed)
     return Deployable(timm.create_model("resnet10t", pretrained=False, num_classes=num_classes)).eval()
+
+
+def smooth_images(n: int, size: int, seed: int = 0):
+    """uint8 N×size×size×3 images with structure (blocky noise), so models give varied outputs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, size // 4, size // 4, 3)).astype(np.float32)
+    smooth = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)

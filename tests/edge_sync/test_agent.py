@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.deployable import deployable_model
+from tests.deployable import deployable_model, smooth_images
 from PIL import Image
 
 import edge_sync.agent as agent_module
@@ -73,10 +73,7 @@ class Artifacts:
 
 
 def _smooth_images(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (n, SIZE // 4, SIZE // 4, 3)).astype(np.float32)
-    smooth = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
-    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)
+    return smooth_images(n, SIZE, seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.deployable import deployable_model
+from tests.deployable import deployable_model, smooth_images
 
 from edge_sync.inference import (
     InferenceError,
@@ -32,10 +32,7 @@ def _deployable(seed: int):
 
 
 def _images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (n, size // 4, size // 4, 3)).astype(np.float32)
-    smooth = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
-    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)
+    return smooth_images(n, size, seed)
 
 
 @pytest.fixture(scope="module")
