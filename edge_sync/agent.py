@@ -76,6 +76,7 @@ from edge_sync.contract import (
     ModelFile,
     SignedManifest,
     load_public_key,
+    package_layout_problem,
     verify_manifest,
 )
 from edge_sync.inference import PIL_DECODE_ERRORS, InferenceError, ModelFormat, Predictor, load_predictor
@@ -588,31 +589,13 @@ class EdgeAgent:
             )
         # Which devices get a deployment (listed in a canary's ``devices``, or flagged canary on the
         # server) is the server's decision; the signature already proves the platform made it.
+        if problem := package_layout_problem(manifest):
+            raise VerificationError(f"model {version}: {problem}")
         paths = [item.path for item in manifest.files]
-        for path in paths:
-            parts = path.split("/")
-            if (
-                not path
-                or path.startswith("/")
-                or "\\" in path
-                or "\x00" in path
-                or any(part in ("", ".", "..") for part in parts)
-                or path.endswith(_PART_SUFFIX)
-            ):
-                raise VerificationError(
-                    f"model {version}: package path {path!r} is not a safe relative path (no '..', no leading "
-                    f"'/', no backslashes, not ending in {_PART_SUFFIX}); re-register the package"
-                )
-        if len(set(paths)) != len(paths):
-            raise VerificationError(f"model {version}: the manifest lists a file twice ({paths})")
-        folders = {"/".join(path.split("/")[:depth]) for path in paths for depth in range(1, path.count("/") + 1)}
-        if clashes := sorted(folders.intersection(paths)):
+        if partial := [path for path in paths if path.endswith(_PART_SUFFIX)]:
             raise VerificationError(
-                f"model {version}: {', '.join(clashes)} is listed both as a file and as a folder; rebuild the manifest"
-            )
-        if manifest.model_path not in paths:
-            raise VerificationError(
-                f"model {version}: model_path {manifest.model_path!r} is not among the package files {paths}"
+                f"model {version}: package path {partial[0]!r} is not a safe relative path here: names ending in "
+                f"{_PART_SUFFIX} are the agent's partial downloads; rename the file on the platform"
             )
         if SELFTEST_FILE not in paths:
             raise VerificationError(

@@ -23,6 +23,7 @@ __all__ = [
     "SCORE_BINS",
     "ContractError",
     "DeploymentManifest",
+    "INPUT_BINS",
     "InputSpec",
     "MetricWindow",
     "ModelFile",
@@ -34,6 +35,7 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "package_layout_problem",
     "sign_manifest",
     "verify_manifest",
 ]
@@ -229,3 +231,45 @@ def verify_manifest(signed: SignedManifest, public_key) -> DeploymentManifest:
         return DeploymentManifest.model_validate(payload)
     except ValidationError as exc:
         raise ContractError(f"signed manifest does not match the schema: {exc}") from exc
+
+
+MAX_PACKAGE_PATH = 512
+
+
+def package_layout_problem(manifest: DeploymentManifest) -> str | None:
+    """Why the manifest's file list is unsafe to write to disk or serve, or None when it is sound.
+
+    One rule for both sides: the server checks it before serving a package, the device before
+    downloading one. Paths must be plain relative paths inside the package, listed once, never both
+    a file and a folder, and ``model_path`` must be among them.
+    """
+    from pathlib import PurePosixPath
+
+    paths = [entry.path for entry in manifest.files]
+    for path in paths:
+        pure = PurePosixPath(path)
+        if (
+            not path
+            or len(path) > MAX_PACKAGE_PATH
+            or "\\" in path
+            or "\x00" in path
+            or pure.is_absolute()
+            or path != pure.as_posix()
+            or any(part in ("", ".", "..") for part in path.split("/"))
+        ):
+            return (
+                f"file path {path!r} is not a safe relative path (a plain relative path inside the package: "
+                "forward slashes, no '..', '.', leading '/' or backslash); rebuild the manifest"
+            )
+    if len(set(paths)) != len(paths):
+        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+        return f"files listed twice: {', '.join(duplicates)}; rebuild the manifest"
+    folders = {str(parent) for p in paths for parent in PurePosixPath(p).parents if str(parent) != "."}
+    if clashes := sorted(folders.intersection(paths)):
+        return f"{', '.join(clashes)} is listed both as a file and as a folder; rebuild the manifest"
+    if manifest.model_path not in paths:
+        return (
+            f"model_path {manifest.model_path!r} is not among the listed files "
+            f"({', '.join(paths[:10]) or 'none'}); list every package file in the manifest"
+        )
+    return None

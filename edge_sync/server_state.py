@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge_sync.contract import DeploymentManifest, MetricWindow, ModelFile, Ring, SignedManifest
+from edge_sync.contract import DeploymentManifest, MetricWindow, ModelFile, Ring, SignedManifest, package_layout_problem
 
 __all__ = [
     "FEEDBACK_IMAGE_SUFFIXES",
@@ -74,7 +74,6 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_MAX_PACKAGE_PATH = 512
 _COPY_CHUNK = 1024 * 1024
 _DEVICES_SCHEMA = 1
 
@@ -771,23 +770,6 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def _check_package_path(deployment_id: str, path: str) -> None:
-    pure = PurePosixPath(path)
-    if (
-        not path
-        or len(path) > _MAX_PACKAGE_PATH
-        or "\\" in path
-        or "\x00" in path
-        or pure.is_absolute()
-        or path != pure.as_posix()
-        or any(part in ("", ".", "..") for part in pure.parts)
-    ):
-        raise InvalidInput(
-            f"deployment {deployment_id}: file path {path!r} is not a plain relative path inside the package "
-            "(forward slashes, no '..', '.', leading '/' or backslash); rebuild the manifest"
-        )
-
-
 def _parse_manifest(signed: SignedManifest) -> DeploymentManifest:
     """The manifest inside ``signed``, with what the server relies on checked (not the signature)."""
     try:
@@ -800,22 +782,8 @@ def _parse_manifest(signed: SignedManifest) -> DeploymentManifest:
             f"deployment {manifest.deployment_id}: model_version {manifest.model_version!r} is not valid: use up to "
             "128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
-    paths = [entry.path for entry in manifest.files]
-    for path in paths:
-        _check_package_path(manifest.deployment_id, path)
-    if len(set(paths)) != len(paths):
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
-        raise InvalidInput(f"deployment {manifest.deployment_id}: files listed twice: {', '.join(duplicates)}")
-    folders = {str(parent) for p in paths for parent in PurePosixPath(p).parents if str(parent) != "."}
-    if clashes := sorted(folders.intersection(paths)):
-        raise InvalidInput(
-            f"deployment {manifest.deployment_id}: {', '.join(clashes)} is listed both as a file and as a folder"
-        )
-    if manifest.model_path not in paths:
-        raise InvalidInput(
-            f"deployment {manifest.deployment_id}: model_path {manifest.model_path!r} is not among the listed "
-            f"files ({', '.join(paths[:10]) or 'none'}); list every package file in the manifest"
-        )
+    if problem := package_layout_problem(manifest):
+        raise InvalidInput(f"deployment {manifest.deployment_id}: {problem}")
     return manifest
 
 
