@@ -5,6 +5,7 @@ tables, artifacts, the landing zone and quarantine. Plants often have no interne
 itself turns off every update check and telemetry call it knows of instead of trusting the shell.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def _disable_openvino_telemetry() -> None:
     try:
         consent_dir.mkdir(parents=True, exist_ok=True)
         consent_file.write_text("0")
-    except OSError:
-        # A read-only home only means the opt-out file could not be written; the env switches above
-        # still disable telemetry, so there is nothing for the user to fix.
-        pass
+    except OSError as exc:
+        # The env switches above still disable telemetry; say so rather than fail the platform.
+        logging.getLogger(__name__).warning(
+            "could not write the OpenVINO telemetry opt-out %s (%s); the environment switches still apply",
+            consent_file,
+            exc,
+        )
