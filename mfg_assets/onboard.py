@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resources.landing import MARKER, SIDECAR_FILES
+from resources.landing import MARKER
 from resources.settings import mfg_home
 from resources.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
 

@@ -75,7 +75,7 @@ def test_health_waits_for_evidence_then_flags_drift_and_rates() -> None:
     assert any("brightness" in r for r in verdict.reasons)
 
 
-def _live(ring: str, version: str = "l1-a-v2") -> "LiveDeployment":
+def _live(ring: str, version: str = "l1-a-v2"):
     from sensors.policy import LiveDeployment
 
     return LiveDeployment(
