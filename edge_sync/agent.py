@@ -79,6 +79,7 @@ from edge_sync.contract import (
     package_layout_problem,
     verify_manifest,
 )
+from edge_sync.imaging import fit_to_input
 from edge_sync.inference import PIL_DECODE_ERRORS, InferenceError, ModelFormat, Predictor, load_predictor
 
 __all__ = [
@@ -1439,8 +1440,8 @@ def _self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) -
 
 
 def _decode_image(path: Path, spec: InputSpec) -> tuple[np.ndarray, float]:
-    """RGB uint8 pixels at the model's input size (Pillow bilinear, as in training) and the mean
-    brightness of the full-size image."""
+    """RGB uint8 pixels at the model's input size (``fit_to_input``, the function training used) and
+    the mean brightness of the full-size image."""
     if path.suffix.lower() not in _IMAGE_SUFFIXES:
         raise _UnusableImage(
             "unsupported_extension",
@@ -1469,9 +1470,7 @@ def _decode_image(path: Path, spec: InputSpec) -> tuple[np.ndarray, float]:
             "undecodable", f"cannot decode ({type(exc).__name__}: {exc}); truncated or corrupt"
         ) from exc
     brightness = float(np.asarray(rgb, dtype=np.float32).mean())
-    if rgb.size != (spec.width, spec.height):
-        rgb = rgb.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8), brightness
+    return fit_to_input(rgb, spec.width, spec.height, spec.resize), brightness
 
 
 def _decide(

@@ -81,6 +81,9 @@ class InputSpec(_Frozen):
     dtype: Literal["float32"] = "float32"
     value_range: tuple[float, float] = (0.0, 255.0)
     colour: Literal["RGB"] = "RGB"
+    resize: Literal["squash", "letterbox"] = Field(
+        "squash", description="how a camera image is fitted to height x width (edge_sync.imaging.fit_to_input)"
+    )
 
 
 class DeploymentManifest(_Frozen):

@@ -12,18 +12,36 @@ import numpy as np
 from pydantic import Field
 
 from mfg_assets.common import classification_asset, record_lineage
-from mfg_assets.datasets import load_split_images
+from mfg_assets.datasets import load_dataset_items, load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion
+from mfg_assets.ingest import load_image_table
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
-__all__ = ["AugmentConfig", "augmented_set", "load_augmented_arrays"]
+__all__ = ["AugmentConfig", "augmented_set", "load_augmented_arrays", "training_arrays"]
 
 
 class AugmentConfig(dg.Config):
-    image_size: int = Field(128, ge=16, le=1024, description="side in pixels the model is trained and run at")
+    image_size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description=(
+            "side in pixels the model is trained and run at; None chooses it from the data: the median longer "
+            "side of the training images, rounded to 32 and kept within 64..224 (the CPU budget)"
+        ),
+    )
+    resize: str = Field("letterbox", description="letterbox (keep the aspect ratio, pad) or squash")
     preset: str = Field("manufacturing", description="augmentation preset: manufacturing or none")
-    copies_per_image: int = Field(2, ge=0, le=20, description="augmented copies made of each training image")
+    copies_per_image: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description=(
+            "offline augmented copies of each training image (0: the trainer's online augmentation and "
+            "class-balanced sampling only, the measured default)"
+        ),
+    )
     balance_classes: bool = Field(True, description="give rarer classes more copies so classes end up even")
     seed: int = Field(0, ge=0, description="seed of the augmentation; recorded")
 
@@ -31,6 +49,25 @@ class AugmentConfig(dg.Config):
 def load_augmented_arrays(store: ArtifactStore, augmented: AugmentedSet) -> dict[str, np.ndarray]:
     with np.load(store.path(augmented.artifact)) as arrays:
         return {name: arrays[name] for name in arrays.files}
+
+
+def training_arrays(
+    lineage: LineageStore,
+    store: ArtifactStore,
+    dataset: DatasetVersion,
+    augmented: AugmentedSet,
+    size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train images + labels (the augmented set's, with its copies, at its size; the original train
+    images at another size) and val images + labels, all at ``size``."""
+    if size == augmented.image_size:
+        arrays = load_augmented_arrays(store, augmented)
+        train_images = np.concatenate([arrays["train_images"], arrays["aug_images"]])
+        train_labels = np.concatenate([arrays["train_labels"], arrays["aug_labels"]])
+    else:
+        train_images, train_labels, _ = load_split_images(lineage, store, dataset, "train", size, augmented.resize)
+    val_images, val_labels, _ = load_split_images(lineage, store, dataset, "val", size, augmented.resize)
+    return train_images, train_labels, val_images, val_labels
 
 
 @classification_asset("augmented_set", kinds={"albumentations"})
@@ -42,11 +79,26 @@ def augmented_set(
     lineage: LineageStore,
 ) -> dg.Output[AugmentedSet]:
     """Training split at training size, plus augmented copies; stored as one .npz artifact."""
+    from edge_sync.imaging import ResizeMode
     from resources.augmentation import PRESETS, augment_images, describe_pipeline
+    from resources.images import choose_input_size
 
     if config.preset not in PRESETS:
         raise dg.Failure(f"augmentation preset {config.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    images, labels, _ = load_split_images(lineage, artifact_store, dataset_version, "train", config.image_size)
+    if config.resize not in {m.value for m in ResizeMode}:
+        raise dg.Failure(f"resize {config.resize!r} is unknown; choose one of {', '.join(m.value for m in ResizeMode)}")
+    image_size = config.image_size
+    if image_size is None:
+        items = load_dataset_items(lineage, dataset_version.id)
+        sides = _longer_sides(lineage, items[items["split"] == "train"])
+        image_size = choose_input_size(sides)
+        context.log.info(
+            f"input size {image_size} px chosen from the data: median longer side {float(np.median(sides)):.0f} px "
+            f"of {len(sides)} training images, rounded to 32 within 64..224"
+        )
+    images, labels, _ = load_split_images(
+        lineage, artifact_store, dataset_version, "train", image_size, config.resize
+    )
     copies = config.copies_per_image if config.preset != "none" else 0
     if copies:
         aug_images, aug_labels, source = augment_images(
@@ -78,14 +130,17 @@ def augmented_set(
         lineage,
         output_id=augmented_id,
         input_ids=[dataset_version.id],
-        parameters={**config.model_dump(), "pipeline": spec},
+        parameters={**config.model_dump(), "image_size": image_size, "pipeline": spec},
     )
-    context.log.info(f"{len(images)} training images + {len(aug_images)} augmented copies at {config.image_size}px")
+    context.log.info(
+        f"{len(images)} training images + {len(aug_images)} augmented copies at {image_size}px ({config.resize})"
+    )
     handle = AugmentedSet(
         id=augmented_id,
         dataset_id=dataset_version.id,
         artifact=artifact,
-        image_size=config.image_size,
+        image_size=image_size,
+        resize=config.resize,
         preset=config.preset,
         seed=config.seed,
         n_original=len(images),
@@ -103,5 +158,15 @@ def augmented_set(
             "images_per_class_after_augmentation": dg.MetadataValue.json(per_class),
             "pipeline": dg.MetadataValue.json(spec),
             "size_bytes": artifact.n_bytes,
+            "image_size": image_size,
+            "resize": config.resize,
         },
     )
+
+
+def _longer_sides(lineage: LineageStore, items) -> np.ndarray:
+    """The longer side in pixels of each image in ``items`` (from the ingest table's width and height)."""
+    images = load_image_table(lineage, items["partition"].iloc[0])
+    sizes = images.drop_duplicates("sha256").set_index("sha256")[["width", "height"]]
+    chosen = sizes.loc[items["sha256"]]
+    return np.maximum(chosen["width"].to_numpy(), chosen["height"].to_numpy())

@@ -60,7 +60,12 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         image_size=args.image_size,
         arch=args.arch,
+        backbone=args.backbone,
         pretrained_weights=args.pretrained_weights,
+        init_from=args.init_from,
+        hpo_trials=args.hpo_trials,
+        hpo_minutes=args.hpo_minutes,
+        cv_folds=args.cv_folds,
         seed=args.seed,
         min_accuracy=args.min_accuracy,
         max_test_escape_rate=args.max_test_escape_rate,
@@ -131,6 +136,23 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(kind: type, low: float, high: float, *, low_open: bool = False):
+    """An argparse type: a number of ``kind`` in [low, high] (or (low, high]), refused with the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value != value or value > high or value < low or (low_open and value == low):
+            bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound} and at most {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfgv", description="mfg-vision: visual-inspection models for production lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
@@ -147,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--colour", action="store_true", help="RGB images instead of greyscale")
     sample.set_defaults(func=_cmd_sample_line)
 
-    onboard = commands.add_parser("onboard", help="register a variant from a dataset and train, validate, export, register it")
+    onboard = commands.add_parser(
+        "onboard",
+        help="register a variant from a dataset and train, validate, export, register it",
+        allow_abbrev=False,
+    )
     onboard.add_argument("data_dir")
     onboard.add_argument("--task", default="classify", choices=["classify"])
     onboard.add_argument("--format", default="folders", choices=["folders", "csv", "coco"])
@@ -155,21 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
     onboard.add_argument("--variant", required=True)
     onboard.add_argument("--good-class", default=None, help="class of acceptable parts (enables FRR/escape rates)")
     onboard.add_argument("--report-json", default=None, help="write the validation report summary here")
-    onboard.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
-    onboard.add_argument("--image-size", type=int, default=None, help="training/inference size in pixels")
-    onboard.add_argument(
-        "--augment-copies", type=int, default=None, help="augmented copies per training image (default 2)"
-    )
-    onboard.add_argument("--arch", default=None, help="timm architecture (default: the trainer's)")
-    onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file; nothing is downloaded")
-    onboard.add_argument("--seed", type=int, default=0, help="seed of split, augmentation and training")
-    onboard.add_argument("--min-accuracy", type=float, default=None, help="release criterion: lowest test accuracy")
-    onboard.add_argument(
-        "--max-test-escape-rate", type=float, default=None, help="release criterion: highest test escape rate"
-    )
-    onboard.add_argument(
-        "--min-images-per-class", type=int, default=None, help="annotation check: fewest images a class may have"
-    )
+    onboard.add_argument("--epochs", type=_bounded(int, 1, 1000), default=None,
+                         help="training epochs (default 12 fine-tuning a backbone, 30 from scratch)")
+    onboard.add_argument("--image-size", type=_bounded(int, 16, 1024), default=None,
+                         help="model input side in pixels (default: from the data, 64..224)")
+    onboard.add_argument("--augment-copies", type=_bounded(int, 0, 20), default=None,
+                         help="offline augmented copies per training image (default 0)")
+    onboard.add_argument("--backbone", default=None, help=(
+        "bundled ImageNet backbone to fine-tune: efficientnet_lite0 (default), efficientnet_lite1, "
+        "efficientnet_lite2, mobilenetv2_100; 'none' trains --arch from scratch"))
+    onboard.add_argument("--arch", default=None, help="timm architecture (implies --backbone none unless given)")
+    onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file for --arch; nothing is downloaded")
+    onboard.add_argument("--init-from", default=None, metavar="MODEL_VERSION",
+                         help="start from a registered model's weights (e.g. another variant's)")
+    onboard.add_argument("--hpo-trials", type=_bounded(int, 1, 1000), default=None,
+                         help="hyperparameter search: number of optuna trials")
+    onboard.add_argument("--hpo-minutes", type=_bounded(float, 0.0, 7 * 24 * 60, low_open=True), default=None,
+                         help="hyperparameter search: time limit in minutes")
+    onboard.add_argument("--cv-folds", type=_bounded(int, 2, 20), default=None,
+                         help="cross-validation: stratified, grouped k-fold over train + val")
+    onboard.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=0, help="seed of split, augmentation and training")
+    onboard.add_argument("--min-accuracy", type=_bounded(float, 0.0, 1.0), default=None,
+                         help="release criterion: lowest test accuracy")
+    onboard.add_argument("--max-test-escape-rate", type=_bounded(float, 0.0, 1.0), default=None,
+                         help="release criterion: highest test escape rate")
+    onboard.add_argument("--min-images-per-class", type=_bounded(int, 1, 10**6), default=None,
+                         help="annotation check: fewest images a class may have")
     onboard.set_defaults(func=_cmd_onboard)
 
     lineage = commands.add_parser("lineage", help="print a model version's lineage back to every image and label")

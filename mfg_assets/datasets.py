@@ -49,15 +49,16 @@ def load_split_images(
     dataset: DatasetVersion,
     split: str,
     size: int,
+    resize: str = "squash",
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Images (uint8 N×size×size×3), class indices and rows of one split of a dataset version."""
+    """Images (uint8 N×size×size×3, fitted by ``resize``), class indices and rows of one split."""
     from resources.images import load_rgb_batch
 
     items = load_dataset_items(lineage, dataset.id)
     rows = items[items["split"] == split].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"dataset {dataset.id} has no {split} images; add images or change the split fractions")
-    images = load_rgb_batch([store.path(relpath) for relpath in rows["artifact"]], size)
+    images = load_rgb_batch([store.path(relpath) for relpath in rows["artifact"]], size, resize)
     index = {name: i for i, name in enumerate(dataset.classes)}
     labels = np.array([index[label] for label in rows["label"]], dtype=np.int64)
     return images, labels, rows

@@ -8,6 +8,7 @@ import dagster as dg
 
 from mfg_assets.annotations import annotations
 from mfg_assets.augment import augmented_set
+from mfg_assets.cross_validation import cross_validation
 from mfg_assets.datasets import dataset_version
 from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
@@ -16,6 +17,7 @@ from mfg_assets.edge_metrics import edge_feedback, edge_metrics
 from mfg_assets.jobs import classify_job, deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.registry import registered_model
 from mfg_assets.rollback import rollback_job
+from mfg_assets.search import hyperparameter_search
 from mfg_assets.training import trained_model
 from mfg_assets.validation import validation_report
 from resources.artifact_store import ArtifactStore
@@ -36,6 +38,8 @@ defs = dg.Definitions(
         annotations,
         dataset_version,
         augmented_set,
+        hyperparameter_search,
+        cross_validation,
         trained_model,
         validation_report,
         exported_model,

@@ -97,7 +97,7 @@ def deployment(
             ModelFile(path=path, sha256=digest, n_bytes=(package / path).stat().st_size)
             for path, digest in sorted(exported_model.file_sha256.items())
         ),
-        input=InputSpec(height=exported_model.input_size, width=exported_model.input_size),
+        input=InputSpec(height=exported_model.input_size, width=exported_model.input_size, resize=exported_model.resize),
         classes=dataset_version.classes,
         good_class=dataset_version.good_class,
         threshold=validation_report.threshold,
@@ -114,7 +114,9 @@ def deployment(
         if canary_version == registered_model.version:  # a promotion: the canary ring has done its job
             state.clear_canary(line)
     report = json.loads(artifact_store.read_bytes(validation_report.json_artifact))
-    train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", exported_model.input_size)
+    train_images, _, _ = load_split_images(
+        lineage, artifact_store, dataset_version, "train", exported_model.input_size, exported_model.resize
+    )
     score_hist, bright_hist = baseline_histograms(report, train_images)
     record = DeploymentRecord(
         deployment_id=deployment_id,

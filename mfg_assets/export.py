@@ -55,7 +55,7 @@ def exported_model(
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
     """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
     from edge_sync.inference import load_predictor
-    from resources.classification_trainer import load_inference_model, predict_proba
+    from resources.classification_model import load_inference_model, predict_proba
     from resources.exporter import (
         ExportFormat,
         check_parity,
@@ -70,9 +70,9 @@ def exported_model(
             f"validation report {validation_report.id} is about {validation_report.model_id}, not "
             f"{trained_model.id}; materialize the graph in one run"
         )
-    size = trained_model.image_size
+    size, resize = trained_model.image_size, trained_model.resize
     model = load_inference_model(artifact_store.path(trained_model.checkpoint))
-    test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size)
+    test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
     with tempfile.TemporaryDirectory(prefix="mfg-export-", dir=artifact_store.root_path()) as tmp:
         package = Path(tmp)
         onnx_path = export_onnx(model, size, package / PACKAGE_FILES["onnx"])
@@ -81,7 +81,7 @@ def exported_model(
         parity = check_parity(model, exported, test_images, tolerance=config.parity_tolerance)
         int8_accuracy = None
         if config.int8:
-            train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size)
+            train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size, resize)
             calibration = train_images[: config.calibration_images]
             int8_path = quantize_onnx_int8(onnx_path, calibration, package / PACKAGE_FILES["onnx_int8"])
             exported[ExportFormat.ONNX_INT8] = int8_path
@@ -103,7 +103,7 @@ def exported_model(
             "classes": list(trained_model.classes),
             "good_class": dataset_version.good_class,
             "threshold": validation_report.threshold,
-            "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size},
+            "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size, "resize": resize},
             "output": {"name": "probabilities", "classes": list(trained_model.classes)},
             "files": files,
             "sha256": file_hashes,
@@ -134,6 +134,7 @@ def exported_model(
         files=files,
         file_sha256=file_hashes,
         input_size=size,
+        resize=resize,
         parity_passed=parity.passed,
         parity=parity_dict,
         latency_ms={k: float(v) for k, v in latency.items()},

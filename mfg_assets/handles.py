@@ -13,12 +13,14 @@ from resources.artifact_store import Artifact
 __all__ = [
     "AnnotationSet",
     "AugmentedSet",
+    "CrossValidation",
     "DatasetVersion",
     "DeploymentRecord",
     "ExportedModel",
     "ImageSet",
     "RegisteredModel",
     "TrainedModel",
+    "TrainingRecipe",
     "ValidationReport",
 ]
 
@@ -59,10 +61,34 @@ class AugmentedSet(_Handle):
     dataset_id: str
     artifact: Artifact
     image_size: int
+    resize: str = "squash"  # letterbox | squash: how images were fitted to image_size
     preset: str
     seed: int
     n_original: int
     n_augmented: int
+
+
+class TrainingRecipe(_Handle):
+    """The settings the model is trained with: searched with optuna, or as configured."""
+
+    id: str  # "recipe:<sha256 of the settings and the search record>"
+    dataset_id: str
+    augmented_set_id: str
+    settings: dict[str, Any]  # a TrainSettings dump
+    searched: bool
+    search: dict[str, Any] | None  # trials, best_params, best_value, space, sampler, objective, seconds, note
+    best_checkpoint: Artifact | None  # the best trial's weights: same settings, seed and data as trained_model
+    best_history: tuple[dict[str, Any], ...] | None
+    plots: dict[str, Artifact]  # optuna plot name -> PNG
+    init_from: str | None  # registered model version the weights start from
+
+
+class CrossValidation(_Handle):
+    id: str  # "cv:<sha256 of the per-fold records>" or "cv:skipped:<recipe id>"
+    dataset_id: str
+    recipe_id: str
+    folds: int  # 0 when not asked for
+    summary: dict[str, Any] | None  # folds, accuracy_mean, accuracy_std, per_fold, ...
 
 
 class TrainedModel(_Handle):
@@ -73,6 +99,9 @@ class TrainedModel(_Handle):
     arch: str
     classes: tuple[str, ...]
     image_size: int
+    resize: str = "squash"
+    recipe_id: str | None = None
+    init: dict[str, Any] = {}  # where the weights started (backbone package + sha256, file, registered model)
     train_seconds: float
     best_epoch: int
     settings: dict[str, Any]
@@ -100,6 +129,7 @@ class ExportedModel(_Handle):
     files: dict[str, str]  # format -> path inside the package
     file_sha256: dict[str, str]  # path inside the package -> sha256
     input_size: int
+    resize: str = "squash"
     parity_passed: bool
     parity: dict[str, Any]
     latency_ms: dict[str, float]

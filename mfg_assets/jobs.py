@@ -11,6 +11,8 @@ CLASSIFY_ASSETS = (
     "annotations",
     "dataset_version",
     "augmented_set",
+    "hyperparameter_search",
+    "cross_validation",
     "trained_model",
     "validation_report",
     "exported_model",

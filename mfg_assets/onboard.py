@@ -6,6 +6,7 @@ onboarding the same folder twice adds nothing), the variant's taxonomy is regist
 what a plant engineer asks first: accuracy, false-reject and escape rates, threshold, exports.
 """
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -40,7 +41,12 @@ class OnboardRequest:
     epochs: int | None = None
     image_size: int | None = None
     arch: str | None = None
+    backbone: str | None = None
     pretrained_weights: str | None = None
+    init_from: str | None = None
+    hpo_trials: int | None = None
+    hpo_minutes: float | None = None
+    cv_folds: int | None = None
     seed: int = 0
     min_accuracy: float | None = None
     max_test_escape_rate: float | None = None
@@ -99,15 +105,24 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
     ops: dict[str, dict[str, Any]] = {
         "dataset_version": {"config": {"seed": request.seed}},
         "augmented_set": {"config": {"seed": request.seed}},
-        "trained_model": {"config": {"seed": request.seed}},
+        "hyperparameter_search": {"config": {"seed": request.seed}},
     }
     if request.image_size is not None:
         ops["augmented_set"]["config"]["image_size"] = request.image_size
     if request.augment_copies is not None:
         ops["augmented_set"]["config"]["copies_per_image"] = request.augment_copies
-    for key, value in (("epochs", request.epochs), ("arch", request.arch), ("pretrained_weights", request.pretrained_weights)):
-        if value is not None:
-            ops["trained_model"]["config"][key] = value
+    recipe = {
+        "epochs": request.epochs,
+        "arch": request.arch,
+        "backbone": request.backbone,
+        "pretrained_weights": request.pretrained_weights,
+        "init_from": request.init_from,
+        "hpo_trials": request.hpo_trials,
+        "hpo_minutes": request.hpo_minutes,
+    }
+    ops["hyperparameter_search"]["config"].update({k: v for k, v in recipe.items() if v is not None})
+    if request.cv_folds is not None:
+        ops["cross_validation"] = {"config": {"folds": request.cv_folds, "seed": request.seed}}
     release: dict[str, Any] = {}
     if request.min_accuracy is not None:
         release["release_min_accuracy"] = request.min_accuracy
@@ -138,6 +153,24 @@ def _failure_summary(result: Any) -> str:
     return "\n".join(lines) or "the run failed; open the run in the Dagster UI (make ui) for details"
 
 
+def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]) -> OnboardRequest:
+    """Refuse options that cannot work (folds, backbone, weights, --init-from) before landing anything."""
+    from mfg_assets.onboard_checks import PreflightError, check_cv_folds, check_start_options, class_counts
+
+    try:
+        check_cv_folds(request.cv_folds, class_counts(data_dir, request.label_format))
+        start = check_start_options(
+            backbone=request.backbone,
+            arch=request.arch,
+            pretrained_weights=request.pretrained_weights,
+            init_from=request.init_from,
+            num_classes=len(classes),
+        )
+    except PreflightError as exc:
+        raise OnboardError(str(exc)) from exc
+    return dataclasses.replace(request, backbone=start["backbone"])
+
+
 def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Register the variant, land the data, run ``classify_job`` through Dagster, write the report JSON."""
     started = time.monotonic()
@@ -158,6 +191,7 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         raise OnboardError(
             f"--good-class {request.good_class!r} is not a class of {data_dir}; choose one of {', '.join(classes)}"
         )
+    request = _preflight(request, data_dir, classes)
     home = mfg_home()
     spec = VariantSpec(
         line=request.line,
@@ -194,30 +228,52 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False
     )
     if not result.success:
-        raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{_failure_summary(result)}")
+        summary = _failure_summary(result)
+        refused = _write_refusal(request, result, started, summary)
+        where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""
+        raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{summary}{where}")
     return _write_report(request, result, started)
 
 
-def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[str, Any]:
-    from resources.artifact_store import ArtifactStore
+def _materialized(result: Any, asset: str) -> dict[str, Any] | None:
+    """The metadata of ``asset``'s materialization in this run, or None if it did not materialize."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            return {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}
+    return None
 
-    store = ArtifactStore()
-    registered = result.output_for_node("registered_model")
-    report_handle = result.output_for_node("validation_report")
-    exported = result.output_for_node("exported_model")
-    trained = result.output_for_node("trained_model")
-    full = json.loads(store.read_bytes(report_handle.json_artifact))
-    package = store.path(exported.package)
+
+def _write_refusal(request: OnboardRequest, result: Any, started: float, summary: str) -> str | None:
+    """When the run stopped after the validation report (the release check refused the model, or a
+    later step failed), still write the report JSON with the refusal, so the user sees what fell short."""
+    metadata = _materialized(result, "validation_report")
+    if metadata is None or not request.report_json:
+        return None if metadata is None else str(metadata.get("report_html"))
+    full = json.loads(Path(str(metadata["report_json"])).read_text())
+    report = _summary(request, full, result, started)
+    report.update(
+        registered=False,
+        model_version=None,
+        refusal={"reason": summary, "release": full.get("release")},
+        report_html=str(metadata.get("report_html")),
+        report_json_full=str(metadata.get("report_json")),
+    )
+    _write_json(request.report_json, report)
+    return str(metadata.get("report_html"))
+
+
+def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started: float) -> dict[str, Any]:
+    """What a plant engineer asks first, from the full report JSON."""
     test = full["test"]
-    report = {
+    report: dict[str, Any] = {
         "task": request.task,
         "line": request.line,
         "variant": request.variant,
-        "model_version": registered.version,
-        "model_id": trained.id,
-        "dataset_version": registered.dataset_id,
+        "model_id": full["model_id"],
+        "dataset_version": full["dataset_version"],
         "run_id": result.run_id,
-        "train_seconds": round(trained.train_seconds, 2),
+        "train_seconds": round(float(full["training"]["train_seconds"]), 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "test": {
             "accuracy": test["accuracy"],
@@ -229,15 +285,41 @@ def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[
         },
         "threshold": full["threshold"]["threshold"] if full["threshold"] else None,
         "threshold_calibration": full["threshold"],
-        "exports": {fmt: str(package / rel) for fmt, rel in exported.files.items()},
-        "parity": exported.parity,
-        "latency_ms": exported.latency_ms,
-        "int8_test_accuracy": exported.int8_test_accuracy,
-        "report_html": str(store.path(report_handle.html_artifact)),
-        "report_json_full": str(store.path(report_handle.json_artifact)),
+        "training": {k: full["training"].get(k) for k in ("arch", "image_size", "resize", "best_epoch", "settings")},
+        "release": full.get("release"),
         "notes": full["notes"],
     }
+    for key in ("backbone", "hpo", "cv"):
+        if key in full:
+            report[key] = full[key]
+    return report
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+
+
+def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[str, Any]:
+    from resources.artifact_store import ArtifactStore
+
+    store = ArtifactStore()
+    registered = result.output_for_node("registered_model")
+    report_handle = result.output_for_node("validation_report")
+    exported = result.output_for_node("exported_model")
+    full = json.loads(store.read_bytes(report_handle.json_artifact))
+    package = store.path(exported.package)
+    report = _summary(request, full, result, started)
+    report.update(
+        registered=True,
+        model_version=registered.version,
+        exports={fmt: str(package / rel) for fmt, rel in exported.files.items()},
+        parity=exported.parity,
+        latency_ms=exported.latency_ms,
+        int8_test_accuracy=exported.int8_test_accuracy,
+        report_html=str(store.path(report_handle.html_artifact)),
+        report_json_full=str(store.path(report_handle.json_artifact)),
+    )
     if request.report_json:
-        request.report_json.parent.mkdir(parents=True, exist_ok=True)
-        request.report_json.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+        _write_json(request.report_json, report)
     return report

@@ -50,7 +50,14 @@ def registered_model(
             "int8_test_accuracy": exported_model.int8_test_accuracy,
             "latency_ms": exported_model.latency_ms,
         },
-        parameters={"train": trained_model.settings, "arch": trained_model.arch, "image_size": trained_model.image_size},
+        parameters={
+            "train": trained_model.settings,
+            "arch": trained_model.arch,
+            "image_size": trained_model.image_size,
+            "resize": trained_model.resize,
+            "init": trained_model.init,
+            "recipe_id": trained_model.recipe_id,
+        },
         artifacts={
             "checkpoint": trained_model.checkpoint.relpath,
             "package": exported_model.package.relpath,

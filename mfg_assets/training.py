@@ -1,122 +1,155 @@
-"""``trained_model``: a timm classifier trained (from scratch by default) on the augmented set.
+"""``trained_model``: the classifier trained with the recipe of ``hyperparameter_search``.
 
-Training is seeded and logs a line per epoch; the weights of the best validation epoch are kept and
-stored in the artifact store under their hash. A pretrained weights file is an option the user
-points to (a local path), never a download.
+By default that fine-tunes a bundled ImageNet backbone (no download); from scratch, a local weights
+file and a registered model are options of the recipe. Training is seeded and logs a line per
+epoch; the weights of the best validation epoch are kept and stored in the artifact store under
+their hash. When the search already trained exactly this recipe (its best trial: same settings,
+seed and data), those weights are reused rather than trained a second time.
 """
 
 from dataclasses import asdict
 
 import dagster as dg
-import numpy as np
 from pydantic import Field
 
-from mfg_assets.augment import load_augmented_arrays
-from mfg_assets.common import classification_asset, record_lineage
-from mfg_assets.datasets import load_split_images
-from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel
+from mfg_assets.augment import training_arrays
+from mfg_assets.common import classification_asset, record_lineage, variant_for
+from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel, TrainingRecipe
 from resources.artifact_store import ArtifactStore
+from resources.classification_settings import TrainSettings
 from resources.lineage import LineageStore
-from resources.classification_trainer import TrainSettings
 from resources.trainers import ClassificationTrainer
 
-__all__ = ["TrainConfig", "trained_model"]
+__all__ = ["TrainModelConfig", "trained_model"]
 
 
-def _default(name: str):
-    """TrainConfig's defaults are the trainer's measured ones (see TrainSettings), never a second copy."""
-    return TrainSettings.model_fields[name].default
-
-
-class TrainConfig(dg.Config):
-    arch: str = Field(_default("arch"), description="timm architecture, trained from scratch unless pretrained_weights is set")
-    epochs: int = Field(_default("epochs"), ge=1, le=1000, description="training epochs")
-    batch_size: int = Field(_default("batch_size"), ge=2, le=1024, description="images per optimisation step")
-    learning_rate: float = Field(_default("learning_rate"), gt=0.0, le=1.0, description="peak learning rate (one-cycle)")
-    weight_decay: float = Field(_default("weight_decay"), ge=0.0, le=1.0, description="AdamW weight decay")
-    label_smoothing: float = Field(_default("label_smoothing"), ge=0.0, lt=1.0, description="cross-entropy label smoothing")
-    online_augmentation: bool = Field(_default("online_augmentation"), description="random flips/shifts on the fly")
-    seed: int = Field(_default("seed"), ge=0, description="seed of weight init and data order; recorded")
-    pretrained_weights: str | None = Field(
-        None, description="optional LOCAL file of pretrained weights; nothing is ever downloaded"
+class TrainModelConfig(dg.Config):
+    reuse_search_weights: bool = Field(
+        True, description="reuse the search's best-trial weights (same settings, seed and data) instead of retraining"
     )
 
 
 @classification_asset("trained_model", kinds={"pytorch"})
 def trained_model(
     context: dg.AssetExecutionContext,
-    config: TrainConfig,
+    config: TrainModelConfig,
     dataset_version: DatasetVersion,
     augmented_set: AugmentedSet,
+    hyperparameter_search: TrainingRecipe,
     trainer: ClassificationTrainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[TrainedModel]:
     """A classifier over the variant's taxonomy, checkpoint stored by hash."""
-    from resources.classification_trainer import EpochRecord
+    from resources.backbones import BackboneError
+    from resources.classification_settings import EpochRecord
+    from resources.classification_trainer import TrainingDidNotLearn
+    from resources.model_init import WeightsError
 
-    if augmented_set.dataset_id != dataset_version.id:
+    recipe = hyperparameter_search
+    if recipe.augmented_set_id != augmented_set.id or augmented_set.dataset_id != dataset_version.id:
         raise dg.Failure(
-            f"augmented set {augmented_set.id} was built from {augmented_set.dataset_id}, not from "
-            f"{dataset_version.id}; materialize augmented_set and trained_model in one run"
+            f"recipe {recipe.id} and augmented set {augmented_set.id} do not belong to dataset {dataset_version.id}; "
+            "materialize the graph in one run"
         )
-    arrays = load_augmented_arrays(artifact_store, augmented_set)
-    train_images = np.concatenate([arrays["train_images"], arrays["aug_images"]])
-    train_labels = np.concatenate([arrays["train_labels"], arrays["aug_labels"]])
-    val_images, val_labels, _ = load_split_images(
-        lineage, artifact_store, dataset_version, "val", augmented_set.image_size
-    )
-    settings = TrainSettings(image_size=augmented_set.image_size, **config.model_dump())
+    settings = TrainSettings.model_validate(recipe.settings)
+    good_class = variant_for(context, lineage).good_class
+    reused = config.reuse_search_weights and recipe.best_checkpoint is not None and recipe.best_history is not None
+    if reused and recipe.best_checkpoint is not None and recipe.best_history is not None:
+        checkpoint = recipe.best_checkpoint
+        history = [dict(r) for r in recipe.best_history]
+        best_epoch = _best_epoch(history)
+        train_seconds = sum(float(r["seconds"]) for r in history)
+        init = _checkpoint_init(artifact_store, checkpoint)
+        context.log.info(f"reusing the search's best trial ({checkpoint.sha256[:12]}): the recipe it was trained with")
+    else:
+        train_images, train_labels, val_images, val_labels = training_arrays(
+            lineage, artifact_store, dataset_version, augmented_set, settings.image_size
+        )
 
-    def log_epoch(record: EpochRecord) -> None:
+        def log_epoch(record: EpochRecord) -> None:
+            frr = "n/a" if record.val_false_reject_rate is None else f"{record.val_false_reject_rate:.4f}"
+            context.log.info(
+                f"epoch {record.epoch}/{settings.epochs}: train_loss={record.train_loss:.4f} "
+                f"val_loss={record.val_loss:.4f} val_accuracy={record.val_accuracy:.4f} "
+                f"val_frr_at_zero_escapes={frr} ({record.seconds:.1f}s)"
+            )
+
         context.log.info(
-            f"epoch {record.epoch}/{config.epochs}: train_loss={record.train_loss:.4f} "
-            f"val_loss={record.val_loss:.4f} val_accuracy={record.val_accuracy:.4f} ({record.seconds:.1f}s)"
+            f"training {settings.timm_arch()} from {settings.init_source()} ({settings.backbone}) at {settings.image_size} px "
+            f"on {len(train_images)} images, {len(val_images)} validation images, {len(dataset_version.classes)} classes"
         )
-
-    context.log.info(
-        f"training {config.arch} from {'local weights ' + config.pretrained_weights if config.pretrained_weights else 'scratch'} "
-        f"on {len(train_images)} images ({augmented_set.n_original} + {augmented_set.n_augmented} augmented), "
-        f"{len(val_images)} validation images, {len(dataset_version.classes)} classes"
-    )
-    try:
-        result = trainer.train(
-            train_images, train_labels, val_images, val_labels, dataset_version.classes, settings, on_epoch=log_epoch
-        )
-    except FileNotFoundError as exc:
-        raise dg.Failure(str(exc)) from exc
-    checkpoint = artifact_store.put_bytes(result.checkpoint, kind="checkpoints", suffix=".pt")
+        try:
+            result = trainer.train(
+                train_images,
+                train_labels,
+                val_images,
+                val_labels,
+                dataset_version.classes,
+                settings,
+                on_epoch=log_epoch,
+                good_class=good_class,
+            )
+        except (TrainingDidNotLearn, WeightsError, BackboneError) as exc:
+            raise dg.Failure(str(exc)) from exc
+        checkpoint = artifact_store.put_bytes(result.checkpoint, kind="checkpoints", suffix=".pt")
+        history = [asdict(r) for r in result.history]
+        best_epoch, train_seconds, init = result.best_epoch, result.train_seconds, result.init
     model_id = f"model:{checkpoint.sha256}"
+    hashes = {recipe.id: recipe.id.split(":", 1)[1]}
+    if init.get("sha256"):
+        hashes[f"weights:{init.get('name') or init.get('file')}"] = init["sha256"]
     record_lineage(
         context,
         lineage,
         output_id=model_id,
-        input_ids=[augmented_set.id, dataset_version.id],
-        parameters=settings.model_dump(),
-        input_hashes={augmented_set.id: augmented_set.artifact.sha256},
+        input_ids=[recipe.id, augmented_set.id, dataset_version.id],
+        parameters={**settings.model_dump(mode="json"), "init": init, "reused_search_weights": reused},
+        input_hashes={augmented_set.id: augmented_set.artifact.sha256, **hashes},
     )
-    best = next((r for r in result.history if r.epoch == result.best_epoch), None)
+    best = history[best_epoch - 1]
     handle = TrainedModel(
         id=model_id,
         dataset_id=dataset_version.id,
         augmented_set_id=augmented_set.id,
         checkpoint=checkpoint,
-        arch=config.arch,
+        arch=settings.timm_arch(),
         classes=dataset_version.classes,
-        image_size=augmented_set.image_size,
-        train_seconds=result.train_seconds,
-        best_epoch=result.best_epoch,
-        settings=settings.model_dump(),
-        history=tuple(asdict(r) for r in result.history),
+        image_size=settings.image_size,
+        resize=settings.resize,
+        recipe_id=recipe.id,
+        init=init,
+        train_seconds=train_seconds,
+        best_epoch=best_epoch,
+        settings=settings.model_dump(mode="json"),
+        history=tuple(history),
     )
     return dg.Output(
         handle,
         metadata={
             "model_id": model_id,
-            "train_seconds": round(result.train_seconds, 2),
-            "best_epoch": result.best_epoch,
-            "val_accuracy": float(best.val_accuracy) if best else float("nan"),
-            "history": dg.MetadataValue.json([asdict(r) for r in result.history]),
+            "train_seconds": round(train_seconds, 2),
+            "best_epoch": best_epoch,
+            "val_accuracy": float(best["val_accuracy"]),
+            "val_false_reject_rate": float("nan") if best["val_false_reject_rate"] is None else float(best["val_false_reject_rate"]),
+            "init": dg.MetadataValue.json(init),
+            "reused_search_weights": reused,
+            "history": dg.MetadataValue.json(history),
             "checkpoint_bytes": checkpoint.n_bytes,
         },
     )
+
+
+def _best_epoch(history: list[dict]) -> int:
+    from resources.classification_settings import EpochRecord
+    from resources.classification_trainer import selection_key
+
+    records = [EpochRecord(**r) for r in history]
+    return max(records, key=lambda r: (selection_key(r), -r.epoch)).epoch
+
+
+def _checkpoint_init(store: ArtifactStore, checkpoint) -> dict:
+    import torch
+
+    payload = torch.load(store.path(checkpoint), map_location="cpu", weights_only=True)
+    return dict(payload.get("init") or {})

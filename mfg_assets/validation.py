@@ -18,7 +18,7 @@ from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, classification_asset, record_lineage
 from mfg_assets.datasets import load_split_images
-from mfg_assets.handles import DatasetVersion, TrainedModel, ValidationReport
+from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.code_version import code_version
 from resources.lineage import LineageStore
@@ -68,6 +68,8 @@ def build_report(
     test: tuple[np.ndarray, np.ndarray],
     config: ValidationConfig,
     history: list[dict],
+    recipe: TrainingRecipe | None = None,
+    cv: CrossValidation | None = None,
 ) -> dict:
     """The report dictionary from validation and test probabilities (pure; no I/O)."""
     from resources.metrics import calibrate_threshold, defect_scores, worst_errors
@@ -100,7 +102,16 @@ def build_report(
         "val": _split_section(val[0], val[1], classes, good_class, threshold),
         "test": _split_section(test[0], test[1], classes, good_class, threshold),
         "worst_errors": worst_errors(test[1], test[0], classes, k=config.gallery_size),
-        "training": {"arch": model.arch, "image_size": model.image_size, "history": history, "train_seconds": model.train_seconds},
+        "training": {
+            "arch": model.arch,
+            "image_size": model.image_size,
+            "resize": model.resize,
+            "init": model.init,
+            "settings": model.settings,
+            "best_epoch": model.best_epoch,
+            "history": history,
+            "train_seconds": model.train_seconds,
+        },
         "config": config.model_dump(),
         "notes": notes,
         "code_version": code_version(),
@@ -113,6 +124,12 @@ def build_report(
     if escape is not None and escape > config.release_max_escape_rate:
         failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
     report["release"] = {"passed": not failures, "failures": failures}
+    if model.init.get("source") == "backbone":
+        report["backbone"] = {key: model.init.get(key) for key in ("name", "package", "package_version", "sha256", "licence", "file")}
+    if recipe is not None and recipe.search is not None:
+        report["hpo"] = {**recipe.search, "best_settings": recipe.settings}
+    if cv is not None and cv.summary is not None:
+        report["cv"] = dict(cv.summary)
     return report
 
 
@@ -122,18 +139,19 @@ def validation_report(
     config: ValidationConfig,
     trained_model: TrainedModel,
     dataset_version: DatasetVersion,
+    hyperparameter_search: TrainingRecipe,
+    cross_validation: CrossValidation,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
     """Per-class metrics, calibrated FRR/escape rate, ROC and worst errors, as JSON and HTML."""
-    from resources.classification_trainer import load_inference_model, predict_proba
+    from resources.classification_model import load_inference_model, predict_proba
     from resources.report_html import render_report_html
 
     model = load_inference_model(artifact_store.path(trained_model.checkpoint))
-    val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", trained_model.image_size)
-    test_images, test_labels, test_rows = load_split_images(
-        lineage, artifact_store, dataset_version, "test", trained_model.image_size
-    )
+    size, resize = trained_model.image_size, trained_model.resize
+    val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
+    test_images, test_labels, test_rows = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
     val_probs = predict_proba(model, val_images)
     test_probs = predict_proba(model, test_images)
     report = build_report(
@@ -144,6 +162,8 @@ def validation_report(
         test=(test_probs, test_labels),
         config=config,
         history=list(trained_model.history),
+        recipe=hyperparameter_search,
+        cv=cross_validation,
     )
     for error in report["worst_errors"]:
         row = test_rows.iloc[error["index"]]
@@ -154,7 +174,8 @@ def validation_report(
     json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
     html_path = artifact_store.root_path() / "tmp" / f"{json_artifact.sha256}.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    render_report_html(report, gallery_images=gallery, out_path=html_path)
+    plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}
+    render_report_html(report, gallery_images=gallery, out_path=html_path, search_plots=plots)
     html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
     html_path.unlink()
     report_id = f"report:{json_artifact.sha256}"
@@ -162,7 +183,7 @@ def validation_report(
         context,
         lineage,
         output_id=report_id,
-        input_ids=[trained_model.id, dataset_version.id],
+        input_ids=[trained_model.id, dataset_version.id, hyperparameter_search.id, cross_validation.id],
         parameters=config.model_dump(),
     )
     test = report["test"]

@@ -23,6 +23,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from edge_sync.imaging import ResizeMode, fit_to_input
 from edge_sync.inference import PIL_DECODE_ERRORS
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "inspect_image",
     "load_rgb",
     "load_rgb_batch",
+    "choose_input_size",
     "perceptual_hash",
     "near_duplicate_groups",
 ]
@@ -148,36 +150,51 @@ def inspect_image(path: Path, *, max_pixels: int = 40_000_000) -> ImageFacts:
     )
 
 
-def load_rgb(source: Path | bytes, size: int | None = None) -> np.ndarray:
+def load_rgb(source: Path | bytes, size: int | None = None, resize: ResizeMode | str = ResizeMode.SQUASH) -> np.ndarray:
     """Decode an image to uint8 RGB (H x W x 3); grey is replicated, alpha and palettes resolved.
 
-    With ``size`` the image is resized to exactly size x size (Pillow's bilinear filter, which
-    averages over the whole footprint when shrinking, so it does not alias). Alpha is dropped, not
-    composited: camera frames are opaque, and an alpha channel is an export artefact.
+    With ``size`` the image becomes size x size under ``resize`` (``squash`` or ``letterbox``), by
+    :func:`edge_sync.imaging.fit_to_input`, the very function the edge device runs, so training and
+    the line see the same pixels. Alpha is dropped, not composited: camera frames are opaque, and
+    an alpha channel is an export artefact.
     Raises ``ImageRejected`` for data that ``inspect_image`` would reject as undecodable,
     truncated, 16-bit or CMYK.
     """
     if size is not None:
         _check_size_argument(size)
     image = _decoded(source)
+    if size is not None:
+        return fit_to_input(image, size, size, resize)
     if image.mode in ("L", "LA"):
         grey = image if image.mode == "L" else image.convert("L")
-        if size is not None:
-            grey = grey.resize((size, size), Image.Resampling.BILINEAR)
         return np.repeat(np.asarray(grey, dtype=np.uint8)[..., None], 3, axis=2)
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    if size is not None:
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8)
 
 
-def load_rgb_batch(sources: Sequence[Path | bytes], size: int) -> np.ndarray:
+def load_rgb_batch(
+    sources: Sequence[Path | bytes], size: int, resize: ResizeMode | str = ResizeMode.SQUASH
+) -> np.ndarray:
     """Decode and resize many images into one uint8 array (N x size x size x 3)."""
     _check_size_argument(size)
     batch = np.empty((len(sources), size, size, 3), dtype=np.uint8)
     for index, source in enumerate(sources):
-        batch[index] = load_rgb(source, size)
+        batch[index] = load_rgb(source, size, resize)
     return batch
+
+
+def choose_input_size(longer_sides: Sequence[int] | np.ndarray, *, low: int = 64, high: int = 224, step: int = 32) -> int:
+    """The model's input side for images whose longer sides are ``longer_sides``.
+
+    The median longer side, rounded to a multiple of ``step`` (CNN strides divide it), kept within
+    ``low..high``: small images are not blown up past their detail, large ones are capped where a
+    2-core CPU still fine-tunes in minutes (Lite0 at 224 px: about 50 ms an image and step).
+    """
+    sides = np.asarray(longer_sides, dtype=np.float64)
+    if sides.size == 0 or not np.all(sides > 0):
+        raise ValueError("longer_sides must hold at least one positive size (pixels)")
+    rounded = int(round(float(np.median(sides)) / step)) * step
+    return int(min(high, max(low, rounded)))
 
 
 def perceptual_hash(source: Path | bytes | np.ndarray) -> int:

@@ -13,11 +13,8 @@ when a report is rendered so that loading the Dagster definitions stays light.
 """
 
 import base64
-import html
 import io
-import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from resources.report_format import e as _e
+from resources.report_format import img as _img
+from resources.report_format import kv_table as _kv_table
+from resources.report_format import num as _num
+from resources.report_format import pct as _pct
+from resources.report_sections import backbone_section, cross_validation_section, release_section, search_section
 
 __all__ = ["render_report_html"]
 
@@ -71,45 +75,6 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 # formatting
 
 
-def _e(value: Any) -> str:
-    """Escape any value for HTML text or attribute context."""
-    return html.escape(str(value), quote=True)
-
-
-def _pct(value: Any, missing: str = "not computed") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    return f"{float(value) * 100:.2f} %"
-
-
-def _num(value: Any, missing: str = "—") -> str:
-    if value is None:
-        return missing
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.4g}"
-    return str(value)
-
-
-def _value_html(value: Any) -> str:
-    """Render a JSON-able value for a key/value table (nested mappings become nested tables)."""
-    if isinstance(value, Mapping):
-        return _kv_table(value)
-    if isinstance(value, list | tuple):
-        if all(not isinstance(v, Mapping | list | tuple) for v in value):
-            return _e(", ".join(_num(v) for v in value))
-        return f"<code>{_e(json.dumps(value, default=str))}</code>"
-    return _e(_num(value))
-
-
-def _kv_table(data: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in data.items())
-    return f"<table>{rows}</table>"
-
-
 def _mpl_text(text: Any, max_chars: int = 0) -> str:
     """Keep matplotlib from reading ``$...$`` in a class name as mathtext; optionally shorten it.
 
@@ -139,10 +104,6 @@ def _figure_uri(fig: Any) -> str:
     # No Software tag: it would carry matplotlib's web address into the file.
     fig.savefig(buf, format="png", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{_e(alt)}">'
 
 
 def _thumbnail_uri(image: np.ndarray, position: int) -> str:
@@ -525,7 +486,11 @@ def _kv_section(title: str, data: Any) -> str:
 
 
 def render_report_html(
-    report: Mapping[str, Any], *, gallery_images: Sequence[np.ndarray] = (), out_path: Path
+    report: Mapping[str, Any],
+    *,
+    gallery_images: Sequence[np.ndarray] = (),
+    out_path: Path,
+    search_plots: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the validation report to ``out_path`` as one self-contained HTML file.
 
@@ -561,6 +526,7 @@ def render_report_html(
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{_e(subtitle)}</p>' if subtitle else "",
         _summary_section(report),
+        release_section(report),
         _notes_section(report),
         _threshold_section(report),
         _split_section("Test set", report.get("test"), report),
@@ -571,6 +537,9 @@ def render_report_html(
         ),
         _gallery_section(report, images),
         _training_section(report),
+        backbone_section(report),
+        search_section(report, search_plots or {}),
+        cross_validation_section(report),
         _kv_section("Exports", report.get("exports")),
         _kv_section("Export parity", report.get("parity")),
         _kv_section("Latency (ms)", report.get("latency_ms")),

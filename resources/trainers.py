@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 if TYPE_CHECKING:
-    from resources.classification_trainer import EpochRecord, TrainResult, TrainSettings
+    from resources.classification_settings import EpochRecord, TrainResult, TrainSettings
 
 __all__ = ["ClassificationTrainer"]
 
@@ -29,10 +29,17 @@ class ClassificationTrainer(dg.ConfigurableResource):
         classes: Sequence[str],
         settings: "TrainSettings",
         on_epoch: "Callable[[EpochRecord], None] | None" = None,
+        good_class: str | None = None,
     ) -> "TrainResult":
         from resources.classification_trainer import train_classifier
 
         settings = settings.model_copy(update={"num_threads": self.num_threads})
         return train_classifier(
-            train_images, train_labels, val_images, val_labels, classes, settings, on_epoch=on_epoch
+            train_images, train_labels, val_images, val_labels, classes, settings, on_epoch=on_epoch, good_class=good_class
         )
+
+    def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:
+        """Class probabilities of a checkpoint's model (what the device will compute)."""
+        from resources.classification_model import load_inference_model, predict_proba
+
+        return predict_proba(load_inference_model(checkpoint), images)

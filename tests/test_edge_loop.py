@@ -33,11 +33,11 @@ from tests.processes import MFGV, free_port, mfgv, start_edge_server
 pytestmark = pytest.mark.e2e
 
 LINE, VARIANT, PARTITION = "line1", "bracket-a", "line1.bracket-a"
-FAST = ["--epochs", "1", "--image-size", "32", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
+FAST = ["--epochs", "8", "--image-size", "64", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
 RETRAIN_CONFIG = {
     "ops": {
-        "augmented_set": {"config": {"image_size": 32}},
-        "trained_model": {"config": {"epochs": 1}},
+        "augmented_set": {"config": {"image_size": 64}},
+        "hyperparameter_search": {"config": {"epochs": 8}},
         "validation_report": {"config": {"release_min_accuracy": 0.0, "release_max_escape_rate": 1.0}},
         "deployment": {"config": {"ring": "canary"}},
     },

@@ -17,7 +17,7 @@ from tests.processes import free_port, mfgv, start_edge_server
 
 pytestmark = pytest.mark.e2e
 
-FAST = ["--epochs", "1", "--image-size", "32", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
+FAST = ["--epochs", "8", "--image-size", "64", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
 
 
 def _mfgv(home: Path, *args: str) -> subprocess.CompletedProcess:

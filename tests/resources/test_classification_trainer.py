@@ -10,17 +10,23 @@ from pydantic import ValidationError
 
 from resources.classification_trainer import (
     EpochRecord,
+    TrainingDidNotLearn,
     TrainResult,
     TrainSettings,
+    balanced_sampling_weights,
+    did_not_learn,
+    frr_at_zero_escapes,
     load_inference_model,
     predict_proba,
     train_classifier,
 )
+from resources.model_init import WeightsError
 
 SIZE = 32
 CLASSES = ("dark", "bright")
-# timm's smallest CNN; the real default arch is measured on NEU in bench/neu_recipe_search.py.
+# timm's smallest CNN from scratch; the bundled backbones are tested in test_backbones.py.
 TINY = TrainSettings(
+    backbone="none",
     arch="test_resnet",
     image_size=SIZE,
     epochs=2,
@@ -132,29 +138,92 @@ def test_same_seed_gives_identical_weights(data: dict[str, np.ndarray]) -> None:
 def test_missing_pretrained_file_says_it_must_be_local(data: dict[str, np.ndarray], tmp_path: Path) -> None:
     missing = tmp_path / "no-such-weights.pth"
     settings = tiny(pretrained_weights=str(missing))
-    with pytest.raises(FileNotFoundError, match="no-such-weights.pth.*local file"):
+    with pytest.raises(WeightsError, match="--pretrained-weights .*no-such-weights.pth.*local file"):
         train_classifier(
             data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES, settings
         )
 
 
-def test_pretrained_weights_load_without_the_head(
-    data: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Weights from a model with another class count load everything but the classifier head."""
+def test_corrupt_pretrained_file_is_named(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    corrupt = tmp_path / "weights.pth"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(WeightsError, match="weights.pth.*could not be read as torch weights"):
+        train_classifier(
+            data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES,
+            tiny(pretrained_weights=str(corrupt)),
+        )
+
+
+def test_weights_of_another_architecture_are_refused(data: dict[str, np.ndarray], tmp_path: Path) -> None:
     import timm
     import torch
 
-    weights = tmp_path / "backbone.pth"
-    torch.save({"state_dict": timm.create_model("test_resnet", pretrained=False, num_classes=5).state_dict()}, weights)
-    settings = tiny(epochs=1, pretrained_weights=str(weights))
-    with caplog.at_level(logging.INFO, logger="resources.classification_trainer"):
-        result = train_classifier(
-            data["train_images"][:16], data["train_labels"][:16], data["val_images"][:8], data["val_labels"][:8],
-            CLASSES, settings,
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), weights)
+    with pytest.raises(WeightsError, match="another architecture: pass the matching --arch"):
+        train_classifier(
+            data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES,
+            tiny(pretrained_weights=str(weights), arch="resnet10t"),
         )
-    assert "skipped for shape mismatch" in caplog.text and "fc.weight" in caplog.text
+
+
+def test_pretrained_weights_load_without_the_head(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """Weights from a model with another class count load everything but the classifier head, and
+    training starts from them (frozen stages keep them exactly)."""
+    import timm
+    import torch
+
+    source = timm.create_model("test_resnet", pretrained=False, num_classes=5)
+    weights = tmp_path / "backbone.pth"
+    torch.save({"state_dict": source.state_dict()}, weights)
+    settings = tiny(pretrained_weights=str(weights), frozen_stages=1)
+    result = train_classifier(
+        data["train_images"], data["train_labels"], data["val_images"], data["val_labels"], CLASSES, settings
+    )
+    assert result.init["source"] == "weights_file"
+    assert len(result.init["sha256"]) == 64
+    state = torch.load(io.BytesIO(result.checkpoint), weights_only=True)["state_dict"]
+    stem = next(k for k in state if k.endswith(".weight") and state[k].ndim == 4)
+    assert torch.equal(state[stem], source.state_dict()[stem])  # frozen stem: exactly the file's weights
     assert predict_proba(load_inference_model(result.checkpoint), data["val_images"][:2]).shape == (2, 2)
+
+
+def test_a_model_that_learns_nothing_is_refused(data: dict[str, np.ndarray]) -> None:
+    """Labels that do not depend on the images: validation stays at chance and training says so."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(64, SIZE, SIZE, 3), dtype=np.uint8)
+    labels = np.arange(64) % 2
+    with pytest.raises(TrainingDidNotLearn, match="did not learn.*at chance.*Try: check that the labels are right"):
+        train_classifier(noise[:48], labels[:48], noise[48:], labels[48:], CLASSES, tiny(epochs=1, learning_rate=1e-5))
+
+
+def test_did_not_learn_needs_both_chance_accuracy_and_a_stuck_loss() -> None:
+    assert did_not_learn(0.52, 0.69, 2)
+    assert not did_not_learn(0.70, 0.69, 2)  # accuracy got clear of chance
+    assert not did_not_learn(0.52, 0.40, 2)  # the loss moved: it is learning, slowly
+    assert did_not_learn(0.18, 1.70, 6) and not did_not_learn(0.40, 1.70, 6)
+
+
+def test_balanced_sampling_weights() -> None:
+    labels = np.array([0] * 90 + [1] * 10)
+    sqrt = balanced_sampling_weights(labels, ["good", "crack"], "sqrt")
+    inverse = balanced_sampling_weights(labels, ["good", "crack"], "inverse")
+    uniform = balanced_sampling_weights(labels, ["good", "crack"], "none")
+    for weights in (sqrt, inverse, uniform):
+        assert weights.sum() == pytest.approx(1.0)
+    share = lambda w: float(w[labels == 1].sum())  # noqa: E731
+    assert share(uniform) == pytest.approx(0.10)
+    assert share(inverse) == pytest.approx(0.50)
+    assert share(sqrt) == pytest.approx(np.sqrt(10) / (np.sqrt(10) + np.sqrt(90)))  # 0.25
+
+
+def test_frr_at_zero_escapes() -> None:
+    # good = class 0; defect score = 1 - P(good)
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.7, 0.3], [0.2, 0.8]])
+    labels = np.array([0, 0, 0, 1, 1])
+    # the weakest defect scores 0.3: good images scoring >= 0.3 are rejected (one of three)
+    assert frr_at_zero_escapes(probs, labels, 0) == pytest.approx(1 / 3)
+    assert frr_at_zero_escapes(probs[:3], labels[:3], 0) is None  # no defects: undefined, not 0
 
 
 def test_class_without_training_images_is_rejected(data: dict[str, np.ndarray]) -> None:
@@ -191,8 +260,20 @@ def test_settings_are_frozen_bounded_and_closed() -> None:
         TrainSettings(optimiser="sgd")  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         TINY.epochs = 5  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="not both"):
+        TrainSettings(pretrained_weights="a.pth", init_checkpoint="b.pt")
     assert all(field.description for field in TrainSettings.model_fields.values())
     assert TrainSettings().pretrained_weights is None
+
+
+def test_recipe_defaults_follow_the_start() -> None:
+    fine_tune = TrainSettings()
+    scratch = TrainSettings(backbone="none")
+    assert fine_tune.init_source() == "backbone" and fine_tune.timm_arch() == "tf_efficientnet_lite0"
+    assert (fine_tune.epochs, fine_tune.learning_rate, fine_tune.frozen_stages) == (12, 1e-3, 2)
+    assert scratch.init_source() == "scratch" and scratch.timm_arch() == "resnet10t"
+    assert (scratch.epochs, scratch.learning_rate, scratch.frozen_stages) == (30, 3e-3, 0)
+    assert TrainSettings(epochs=5).epochs == 5  # an explicit value wins
 
 
 def test_not_a_checkpoint_is_rejected(tmp_path: Path) -> None:
