@@ -38,6 +38,7 @@ def _cmd_sample_line(args: argparse.Namespace) -> int:
         Path(args.out_dir),
         seed=args.seed,
         images_per_class=args.images_per_class,
+        good_images=args.good_images,
         image_size=args.image_size,
         colour=args.colour,
     )
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample-line", help="write a generated sample line (folder per class)")
     sample.add_argument("out_dir")
     sample.add_argument("--seed", type=int, required=True)
-    sample.add_argument("--images-per-class", type=int, default=60)
+    sample.add_argument("--images-per-class", type=int, default=60, help="images of each defect type")
+    sample.add_argument("--good-images", type=int, default=None, help="images of good parts (default: as many)")
     sample.add_argument("--image-size", type=int, default=128)
     sample.add_argument("--colour", action="store_true", help="RGB images instead of greyscale")
     sample.set_defaults(func=_cmd_sample_line)
@@ -188,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     onboard.add_argument("--augment-copies", type=_bounded(int, 0, 20), default=None,
                          help="offline augmented copies per training image (default 0)")
     onboard.add_argument("--backbone", default=None, help=(
-        "bundled ImageNet backbone to fine-tune: efficientnet_lite0 (default), efficientnet_lite1, "
-        "efficientnet_lite2, mobilenetv2_100; 'none' trains --arch from scratch"))
+        "bundled ImageNet backbone to fine-tune: mobilenetv2_100 (default), efficientnet_lite0, "
+        "efficientnet_lite1, efficientnet_lite2; 'none' trains --arch from scratch"))
     onboard.add_argument("--arch", default=None, help="timm architecture (implies --backbone none unless given)")
     onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file for --arch; nothing is downloaded")
     onboard.add_argument("--init-from", default=None, metavar="MODEL_VERSION",

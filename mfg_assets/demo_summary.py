@@ -14,12 +14,23 @@ def summarise(report_path: Path) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f} %"
 
+    backbone = report.get("backbone") or {}
+    start = (
+        f"{backbone['name']} ImageNet weights from {backbone['package']} {backbone.get('package_version', '')} "
+        f"(sha256 {backbone['sha256'][:12]}...)"
+        if backbone
+        else report["training"]["arch"]
+    )
+    decision = (report.get("threshold_calibration") or {})
     return "\n".join(
         [
             "",
             f"model version     {report['model_version']}  (registered as candidate)",
+            f"model             {start}, fine-tuned at {report['training']['image_size']} px ({report['training']['resize']})",
             f"dataset version   {report['dataset_version']}",
             f"test accuracy     {pct(test['accuracy'])} on {test['n_images']} images",
+            f"threshold rule    zero escapes on {decision.get('n_defect', '?')} defective / {decision.get('n_good', '?')} good "
+            "validation images, then the lowest false-reject rate",
             f"false-reject rate {pct(test['false_reject_rate'])}   escape rate {pct(test['escape_rate'])}   "
             f"threshold {report['threshold']}",
             f"training          {report['train_seconds']} s   total {report['total_seconds']} s",

@@ -138,6 +138,14 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
     return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def _root_cause(error: Any) -> str:
+    """The innermost exception's message: Dagster wraps a failing op's error in its own
+    ("Error occurred while executing op ..."), which names no cause a user can act on."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def _failure_summary(result: Any) -> str:
     from dagster import DagsterEventType
 
@@ -145,7 +153,7 @@ def _failure_summary(result: Any) -> str:
     for event in result.all_events:
         if event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
-            lines.append(f"step {event.step_key} failed: {error.message.strip() if error else 'unknown error'}")
+            lines.append(f"step {event.step_key} failed: {_root_cause(error) if error else 'unknown error'}")
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:

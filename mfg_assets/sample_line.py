@@ -146,6 +146,7 @@ def generate_sample_line(
     *,
     seed: int,
     images_per_class: int = 60,
+    good_images: int | None = None,
     image_size: int = 128,
     classes: Sequence[str] = DEFAULT_CLASSES,
     cameras: Sequence[str] = ("cam1", "cam2"),
@@ -155,6 +156,9 @@ def generate_sample_line(
 ) -> SampleLineSummary:
     """Write a labelled synthetic inspection dataset and its metadata into ``out_dir``.
 
+    ``images_per_class`` images are drawn of every defect class and ``good_images`` (default: the
+    same number) of the ``good`` class: a real line makes mostly good parts, and a test split with
+    few good parts measures the false-reject rate in steps of several points.
     Images of one class are spread round-robin over cameras, then shifts. ``out_dir`` is created if
     needed; it may exist with empty folders but must hold no files, so that a second run can never
     mix two datasets. ``start_time`` (timezone-aware) is when the first shift starts.
@@ -164,6 +168,9 @@ def generate_sample_line(
     camera_names = _check_names("camera", cameras)
     shift_names = _check_names("shift", shifts)
     _check_int("images_per_class", images_per_class, 1, _MAX_PER_CLASS)
+    if good_images is not None:
+        _check_int("good_images", good_images, 1, _MAX_PER_CLASS)
+    counts = {name: good_images if (name == "good" and good_images is not None) else images_per_class for name in class_names}
     _check_int("image_size", image_size, _MIN_SIZE, _MAX_SIZE)
     _check_int("seed", seed, 0, 2**63 - 1)
     start = _check_start(start_time)
@@ -173,7 +180,7 @@ def generate_sample_line(
     rows: list[tuple[str, str, str, str]] = []  # path, camera, shift, lighting
     for class_name in class_names:
         (out_dir / class_name).mkdir(parents=True, exist_ok=True)
-        for index in range(images_per_class):
+        for index in range(counts[class_name]):
             camera = camera_names[index % len(camera_names)]
             shift = shift_names[(index // len(camera_names)) % len(shift_names)]
             shift_position = shift_names.index(shift) / max(1, len(shift_names) - 1)
@@ -183,10 +190,9 @@ def generate_sample_line(
             relpath = f"{class_name}/{camera}_{shift}_{index:05d}.png"
             _write_png(out_dir / relpath, pixels)
             rows.append((relpath, camera, shift, scene.lighting_tag))
-        logger.debug("sample line: %s done (%d images)", class_name, images_per_class)
+        logger.debug("sample line: %s done (%d images)", class_name, counts[class_name])
 
     _write_metadata(out_dir / METADATA_FILE, rows, shift_names, start, seed)
-    counts = {name: images_per_class for name in class_names}
     logger.info(
         "sample line: wrote %d images (%s) of %dpx to %s",
         len(rows),

@@ -31,7 +31,7 @@ __all__ = ["RecipeConfig", "base_settings", "hyperparameter_search"]
 class RecipeConfig(dg.Config):
     backbone: str = Field(
         DEFAULT_BACKBONE,
-        description="bundled ImageNet backbone (efficientnet_lite0/1/2, mobilenetv2_100) or 'none' for --arch",
+        description="bundled ImageNet backbone (mobilenetv2_100, efficientnet_lite0/1/2) or 'none' for --arch",
     )
     arch: str | None = Field(None, description="timm architecture when backbone is 'none' (default resnet10t)")
     pretrained_weights: str | None = Field(None, description="LOCAL weights file for arch; nothing is downloaded")
@@ -45,6 +45,8 @@ class RecipeConfig(dg.Config):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
     online_augmentation: bool = Field(True, description="random flips/shifts/brightness on the fly")
     augment_strength: float = Field(0.5, ge=0.0, le=1.0, description="scale of the online augmentation")
+    test_time_flips: bool = Field(True, description="deployed model averages over the image and its flips")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="moving average of the weights (0: off)")
     seed: int = Field(0, ge=0, description="seed of weight init, sampling and the search; recorded")
     hpo_trials: int = Field(0, ge=0, le=1000, description="search trials (0: no search unless hpo_minutes is set)")
     hpo_minutes: float | None = Field(
@@ -131,7 +133,7 @@ def hyperparameter_search(
             except BackboneError:
                 pass
         # Lite1/2 cost 1.5-2x Lite0 per step on 2 cores; the default space keeps to the two fastest.
-        space = classification_space(base, [n for n in installed if n in ("efficientnet_lite0", "mobilenetv2_100")])
+        space = classification_space(base, [n for n in installed if n in ("mobilenetv2_100", "efficientnet_lite0")])
         cache: dict[int, tuple] = {}
 
         def arrays_for_size(size: int):

@@ -34,16 +34,28 @@ def _inference_module_class() -> type:
     import torch
 
     class NormalisedClassifier(torch.nn.Module):
-        """Raw 0..255 RGB float32 N×3×H×W in, softmax probabilities N×C out."""
+        """Raw 0..255 RGB float32 N×3×H×W in, softmax probabilities N×C out.
 
-        def __init__(self, net: torch.nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        With ``flips`` the probabilities are the mean over the image and its horizontal, vertical
+        and double flips (the flips training augments with): four views of the same part, inside
+        the graph, so the device runs the same averaged model the report validated.
+        """
+
+        def __init__(self, net: torch.nn.Module, mean: Sequence[float], std: Sequence[float], flips: bool = False) -> None:
             super().__init__()
             self.net = net
+            self.flips = flips
             self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net((pixels - self.mean) / self.std), dim=1)
+            x = (pixels - self.mean) / self.std
+            if not self.flips:
+                return torch.softmax(self.net(x), dim=1)
+            n = x.shape[0]
+            views = torch.cat([x, x.flip(3), x.flip(2), x.flip(2).flip(3)], dim=0)
+            probabilities = torch.softmax(self.net(views), dim=1)
+            return probabilities.reshape(4, n, -1).mean(dim=0)
 
     return NormalisedClassifier
 
@@ -53,7 +65,7 @@ def load_inference_model(checkpoint: bytes | Path) -> "torch.nn.Module":
 
     The module is in eval mode and carries ``classes``, ``image_size`` and ``resize`` (how images
     were fitted to the input: ``letterbox`` or, for checkpoints from before letterboxing,
-    ``squash``).
+    ``squash``); it averages over flips when the settings asked for ``test_time_flips``.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -85,7 +97,8 @@ def load_inference_model(checkpoint: bytes | Path) -> "torch.nn.Module":
         )
     net = timm.create_model(payload["arch"], pretrained=False, num_classes=len(payload["classes"]))
     net.load_state_dict(payload["state_dict"])
-    module = _inference_module_class()(net, payload["mean"], payload["std"])
+    flips = bool(payload.get("settings", {}).get("test_time_flips", False))
+    module = _inference_module_class()(net, payload["mean"], payload["std"], flips)
     module.classes = list(payload["classes"])
     module.image_size = int(payload["image_size"])
     module.resize = str(payload.get("resize", "squash"))

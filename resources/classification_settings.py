@@ -24,7 +24,7 @@ __all__ = [
     "TrainSettings",
 ]
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_BACKBONE = "mobilenetv2_100"
 SCRATCH = "none"
 DEFAULT_SCRATCH_ARCH = "resnet10t"
 
@@ -86,6 +86,13 @@ class TrainSettings(BaseModel):
     online_augmentation: bool = Field(True, description="random flips, shifts, brightness and contrast per batch")
     augment_strength: float = Field(
         0.5, ge=0.0, le=1.0, description="scale of the online shifts, brightness and contrast changes (0: flips only)"
+    )
+    test_time_flips: bool = Field(
+        True,
+        description=(
+            "the deployed model averages its probabilities over the image and its three flips "
+            "(4x the inference cost, measured in BENCHMARKS.md); validation, export and the device all use it"
+        ),
     )
     ema_decay: float = Field(
         0.0, ge=0.0, lt=1.0, description="exponential moving average of the weights (0: off)"
@@ -170,3 +177,4 @@ class TrainResult:
     best_epoch: int
     train_seconds: float
     init: dict[str, Any]
+    learned: bool = True  # False only when the caller allowed a model at chance (see train_classifier)

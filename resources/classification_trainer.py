@@ -202,6 +202,7 @@ def train_classifier(
     settings: TrainSettings,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     good_class: str | None = None,
+    require_learning: bool = True,
 ) -> TrainResult:
     """Train a timm classifier on in-memory images and keep the best validation epoch.
 
@@ -212,8 +213,9 @@ def train_classifier(
         settings: see :class:`TrainSettings`.
         on_epoch: called with each :class:`EpochRecord` as soon as the epoch ends (progress logging,
             and the search's pruning: an exception raised there stops training and propagates).
-        good_class: the class of acceptable parts; it makes the validation false-reject rate at zero
-            escapes the selection criterion.
+        good_class: the class of acceptable parts, for the per-epoch validation false-reject rate.
+        require_learning: raise :class:`TrainingDidNotLearn` for a model at chance (default); with
+            False the result says ``learned=False`` instead (cross-validation scores such a fold).
 
     Raises:
         ValueError: arrays of the wrong shape/dtype, labels outside the class list, a class without
@@ -253,6 +255,7 @@ def train_classifier(
                 sampling,
                 on_epoch,
                 None if good_class is None else classes.index(good_class),
+                require_learning,
             )
     finally:
         torch.set_num_threads(previous_threads)
@@ -268,12 +271,13 @@ def _train(
     sampling: np.ndarray,
     on_epoch: Callable[[EpochRecord], None] | None,
     good_index: int | None,
+    require_learning: bool,
 ) -> TrainResult:
     """The training loop proper; seeding and thread settings are the caller's job."""
     import torch
 
     started = time.perf_counter()
-    initial = build_initial_model(settings, len(classes), train_images)
+    initial = build_initial_model(settings, len(classes), train_images, classes)
     model = initial.model
     frozen = freeze_stages(model, settings.frozen_stages or 0) if settings.init_source() != "scratch" else []
     mean = torch.tensor(initial.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -364,7 +368,8 @@ def _train(
             on_epoch(record)
 
     best = history[best_epoch - 1]
-    if did_not_learn(max(r.val_balanced_accuracy for r in history), history[-1].val_loss, len(classes)):
+    learned = not did_not_learn(max(r.val_balanced_accuracy for r in history), history[-1].val_loss, len(classes))
+    if not learned and require_learning:
         raise TrainingDidNotLearn(
             f"training did not learn: best balanced validation accuracy {max(r.val_balanced_accuracy for r in history):.3f} "
             f"is at chance (1/{len(classes)} = {1 / len(classes):.3f}) and validation loss {history[-1].val_loss:.3f} "
@@ -402,4 +407,5 @@ def _train(
         best_epoch=best_epoch,
         train_seconds=train_seconds,
         init=initial.provenance,
+        learned=learned,
     )

@@ -188,7 +188,7 @@ def choose_input_size(longer_sides: Sequence[int] | np.ndarray, *, low: int = 64
 
     The median longer side, rounded to a multiple of ``step`` (CNN strides divide it), kept within
     ``low..high``: small images are not blown up past their detail, large ones are capped where a
-    2-core CPU still fine-tunes in minutes (Lite0 at 224 px: about 50 ms an image and step).
+    2-core CPU still fine-tunes in minutes (MobileNetV2 at 224 px: about 40 ms an image and step).
     """
     sides = np.asarray(longer_sides, dtype=np.float64)
     if sides.size == 0 or not np.all(sides > 0):

@@ -30,12 +30,21 @@ class ClassificationTrainer(dg.ConfigurableResource):
         settings: "TrainSettings",
         on_epoch: "Callable[[EpochRecord], None] | None" = None,
         good_class: str | None = None,
+        require_learning: bool = True,
     ) -> "TrainResult":
         from resources.classification_trainer import train_classifier
 
         settings = settings.model_copy(update={"num_threads": self.num_threads})
         return train_classifier(
-            train_images, train_labels, val_images, val_labels, classes, settings, on_epoch=on_epoch, good_class=good_class
+            train_images,
+            train_labels,
+            val_images,
+            val_labels,
+            classes,
+            settings,
+            on_epoch=on_epoch,
+            good_class=good_class,
+            require_learning=require_learning,
         )
 
     def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:

@@ -78,9 +78,16 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     variant = generated.read_bytes()
     (batch / "good" / "extra.png").write_bytes(variant[: len(variant) // 2])  # truncated
     (batch / "_READY").write_text("")
+    # ... and the retrain starts from the registered v1 (--init-from), recorded as such
     rerun = _mfgv(mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "bracket-a",
-                  "--good-class", "good", *FAST)
+                  "--good-class", "good", "--init-from", "line1-bracket-a-v1", *FAST)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
+    v2 = ModelRegistry().get("line1-bracket-a-v2")
+    v1 = ModelRegistry().get("line1-bracket-a-v1")
+    assert v1.parameters["init"]["source"] == "backbone" and v1.parameters["init"]["name"] == "mobilenetv2_100"
+    assert v2.parameters["init"]["source"] == "registered_model"
+    assert v2.parameters["init"]["checkpoint_sha256"] == v1.checkpoint_sha256
+    assert v2.parameters["init"]["head_transferred"] is True
     images = LineageStore().read_table("images", "partition = ?", ["line1.bracket-a"])
     assert set(images["batch"]) >= {"b2"} and len(set(images["batch"])) == 2
     assert images["sha256"].nunique() == 60  # b2 only repeats images: deduplicated, nothing lost
@@ -121,7 +128,7 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
                       "--once", "--window-seconds", "0.01")
         assert agent.returncode == 0, agent.stderr[-3000:]
         active = json.loads((tmp_path / "agent" / "active.json").read_text())
-        assert "line1-bracket-a-v1" in json.dumps(active)
+        assert "line1-bracket-a-v2" in json.dumps(active)  # the newest registered version
         windows = ServerState(home / "edge").windows("line1")
         assert sum(w["inspected"] for w in windows) == 12, agent.stderr[-3000:]
     finally:
@@ -132,3 +139,37 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
     assert rolled.returncode == 0, rolled.stderr
     assert "ended canary" in rolled.stdout
     assert "canary" not in ServerState(home / "edge").deployments("line1")
+
+
+def test_search_and_folds_run_through_the_graph_and_a_refused_model_still_gets_its_report(
+    mfg_home: Path, tiny_line: Path, tmp_path: Path
+) -> None:
+    """--hpo-trials and --cv-folds on the real graph (real training), with a release bar no tiny model
+    meets: the run is refused, nothing is registered, and the report JSON and HTML still say why."""
+    report_path = tmp_path / "report.json"
+    done = _mfgv(
+        mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "searched", "--good-class", "good",
+        "--report-json", str(report_path), "--epochs", "8", "--image-size", "64", "--hpo-trials", "2",
+        "--cv-folds", "2", "--min-accuracy", "1.0",
+    )
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "meets_release_criteria" in done.stderr and "test accuracy" in done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["registered"] is False and report["model_version"] is None
+    assert report["release"]["passed"] is False
+    assert any("test accuracy" in failure for failure in report["release"]["failures"])
+    # the model is the search's best trial, backbone included (the search may pick either bundled one)
+    assert report["backbone"]["name"] == report["hpo"]["best_params"].get("backbone", "mobilenetv2_100")
+    assert len(report["backbone"]["sha256"]) == 64
+    assert len(report["hpo"]["trials"]) == 2
+    assert {"learning_rate", "weight_decay", "epochs"} <= set(report["hpo"]["best_params"])
+    assert report["hpo"]["best_value"] == min(t["value"] for t in report["hpo"]["trials"] if t["value"] is not None)
+    assert report["cv"]["folds"] == 2 and len(report["cv"]["per_fold"]) == 2
+    accuracies = [fold["accuracy"] for fold in report["cv"]["per_fold"]]
+    assert report["cv"]["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    html = Path(report["report_html"]).read_text()
+    assert "Refused" in html and "Hyperparameter search" in html and "Cross-validation" in html
+    assert ModelRegistry().list_versions() == []
+    # every trial is in lineage with its parameters
+    rows = LineageStore().read_table("lineage", "asset = ?", ["hyperparameter_search"])
+    assert len(rows) == 1 and '"trials"' in rows["parameters"].iloc[0]

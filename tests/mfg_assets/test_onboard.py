@@ -43,3 +43,71 @@ def test_missing_folder_and_bad_names_exit_2_with_a_message(mfg_home: Path, tmp_
 def test_classes_come_from_a_labels_csv(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("path,label\na.png,ok\nb.png,nok\n")
     assert discover_classes(tmp_path, "csv") == ("nok", "ok")
+
+
+# ---- options refused before anything is landed or registered -------------------------------------
+
+
+def _nothing_landed_or_registered(home: Path) -> None:
+    from resources.registry import ModelRegistry
+
+    assert not (home / "landing").exists() or not any((home / "landing").rglob("_READY"))
+    assert not (home / "variants").exists() or not any((home / "variants").iterdir())
+    assert ModelRegistry().list_versions() == []
+
+
+def test_unknown_backbone_is_refused_with_the_choices(mfg_home: Path, tiny_line: Path) -> None:
+    with pytest.raises(OnboardError, match="backbone 'resnet50_in1k' is not in the catalogue; choose one of efficientnet_lite0"):
+        onboard(_request(tiny_line, backbone="resnet50_in1k"))
+    _nothing_landed_or_registered(mfg_home)
+
+
+def test_missing_corrupt_and_foreign_weights_files_are_refused(mfg_home: Path, tiny_line: Path, tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    with pytest.raises(OnboardError, match=r"--pretrained-weights .*nope.pth' does not exist.*nothing is downloaded"):
+        onboard(_request(tiny_line, pretrained_weights=str(tmp_path / "nope.pth")))
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(OnboardError, match="corrupt.pth' could not be read as torch weights"):
+        onboard(_request(tiny_line, pretrained_weights=str(corrupt)))
+    foreign = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), foreign)
+    with pytest.raises(OnboardError, match="another architecture: pass the matching --arch"):
+        onboard(_request(tiny_line, pretrained_weights=str(foreign), arch="mobilenetv2_100"))
+    _nothing_landed_or_registered(mfg_home)
+
+
+def test_init_from_a_version_that_does_not_exist_is_refused(mfg_home: Path, tiny_line: Path) -> None:
+    with pytest.raises(OnboardError, match="--init-from line9-x-v3: no such registered model version.*mfgv models"):
+        onboard(_request(tiny_line, init_from="line9-x-v3"))
+    _nothing_landed_or_registered(mfg_home)
+
+
+def test_more_folds_than_a_class_can_fill_is_refused(mfg_home: Path, tiny_line: Path) -> None:
+    # 12 images a class: about 9 in train + val, too few for 10 folds
+    with pytest.raises(OnboardError, match=r"--cv-folds 10: too few images.*use --cv-folds 9 or fewer"):
+        onboard(_request(tiny_line, cv_folds=10))
+    _nothing_landed_or_registered(mfg_home)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--hpo-minutes", "0"], "--hpo-minutes: 0 is out of range: must be more than 0"),
+        (["--hpo-trials", "0"], "--hpo-trials: 0 is out of range: must be at least 1"),
+        (["--cv-folds", "1"], "--cv-folds: 1 is out of range: must be at least 2"),
+        (["--epochs", "0"], "--epochs: 0 is out of range"),
+        (["--image-size", "8"], "--image-size: 8 is out of range"),
+        (["--epoch", "3"], "unrecognized arguments: --epoch"),
+    ],
+)
+def test_bad_numbers_and_abbreviations_exit_2_before_any_work(
+    mfg_home: Path, tiny_line: Path, capsys, flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["onboard", str(tiny_line), "--line", "l1", "--variant", "a", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    _nothing_landed_or_registered(mfg_home)

@@ -1,7 +1,6 @@
 """timm classifier training on tiny synthetic images: learns, round-trips, is reproducible."""
 
 import io
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +268,8 @@ def test_settings_are_frozen_bounded_and_closed() -> None:
 def test_recipe_defaults_follow_the_start() -> None:
     fine_tune = TrainSettings()
     scratch = TrainSettings(backbone="none")
-    assert fine_tune.init_source() == "backbone" and fine_tune.timm_arch() == "tf_efficientnet_lite0"
+    assert fine_tune.init_source() == "backbone" and fine_tune.timm_arch() == "mobilenetv2_100"
+    assert fine_tune.test_time_flips
     assert (fine_tune.epochs, fine_tune.learning_rate, fine_tune.frozen_stages) == (12, 1e-3, 2)
     assert scratch.init_source() == "scratch" and scratch.timm_arch() == "resnet10t"
     assert (scratch.epochs, scratch.learning_rate, scratch.frozen_stages) == (30, 3e-3, 0)
@@ -281,3 +281,21 @@ def test_not_a_checkpoint_is_rejected(tmp_path: Path) -> None:
         load_inference_model(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="could not be read"):
         load_inference_model(b"not a checkpoint")
+
+
+def test_test_time_flips_average_the_four_views(trained: tuple[TrainResult, list[EpochRecord]], data) -> None:
+    """The deployed module (flips on by default) returns the mean of the plain model over the image and
+    its horizontal, vertical and double flips: that one graph is what is validated and exported."""
+    import torch
+
+    result, _ = trained
+    model = load_inference_model(result.checkpoint)
+    assert model.flips is True
+    pixels = torch.from_numpy(data["val_images"][:3]).permute(0, 3, 1, 2).float()
+    model.flips = False
+    with torch.inference_mode():
+        views = [model(pixels), model(pixels.flip(3)), model(pixels.flip(2)), model(pixels.flip(2).flip(3))]
+        model.flips = True
+        averaged = model(pixels)
+    np.testing.assert_allclose(averaged.numpy(), torch.stack(views).mean(0).numpy(), atol=1e-6)
+    assert not np.allclose(views[0].numpy(), averaged.numpy(), atol=1e-4)  # the flips do change the answer

@@ -120,9 +120,9 @@ def test_bad_limits_are_refused() -> None:
 
 
 def test_classification_space_is_built_around_the_recipe() -> None:
-    space = classification_space(TrainSettings(image_size=224), ["efficientnet_lite0", "mobilenetv2_100"])
+    space = classification_space(TrainSettings(image_size=224), ["mobilenetv2_100", "efficientnet_lite0"])
     assert space.image_sizes == (192, 224)
-    assert space.backbones == ("efficientnet_lite0", "mobilenetv2_100")
+    assert space.backbones == ("mobilenetv2_100", "efficientnet_lite0")
     assert space.epochs == (6, 12)
     scratch = classification_space(TrainSettings(backbone="none", image_size=64), ["efficientnet_lite0"])
     assert scratch.backbones == ("none",) and scratch.image_sizes == (64,)
