@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - set up, generate a sample line, onboard it (train, validate, export, register)"
 	@echo "make test   - set up and run the tests"
 	@echo "make ui     - open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
-	@echo "make bench DATA=../shared/datasets/neu_det - NEU benchmark into BENCHMARKS.md"
+	@echo "make bench DATA=../shared/datasets/neu_det LAYOUT=neu - onboard benchmark (3 seeds) into BENCHMARKS.md"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -40,6 +40,8 @@ ui: $(VENV)/.installed
 	$(BIN)/mfgv init
 	DAGSTER_HOME=$(MFG_HOME)/dagster $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
+LAYOUT ?= folders
+GOOD ?=
 bench: $(VENV)/.installed
-	@test -n "$(DATA)" || { echo "usage: make bench DATA=path/to/neu_det"; exit 1; }
-	$(BIN)/python bench/neu_benchmark.py $(DATA) --write BENCHMARKS.md
+	@test -n "$(DATA)" || { echo "usage: make bench DATA=path/to/dataset [LAYOUT=folders|neu|magnetic_tile] [GOOD=good-class]"; exit 1; }
+	$(BIN)/python bench/onboard_benchmark.py $(DATA) --layout $(LAYOUT) $(if $(GOOD),--good-class $(GOOD)) --seeds 0 1 2 --write BENCHMARKS.md

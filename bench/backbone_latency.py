@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from neu_benchmark import machine  # noqa: E402
+from layouts import machine  # noqa: E402
 
 
 def calibration_images(size: int, folder: Path):

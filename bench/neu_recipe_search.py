@@ -85,7 +85,7 @@ def estimate(root: Path, candidates: list[str], subset: int, batch_size: int, th
         train, val, _ = split_60_20_20(labels)
         sub_train, sub_val = train[:subset], val[: max(12, subset // 3)]
         settings = TrainSettings(
-            arch=arch, image_size=size, epochs=2, batch_size=batch_size, num_threads=threads, seed=0
+            backbone="none", arch=arch, image_size=size, epochs=2, batch_size=batch_size, num_threads=threads, seed=0
         )
         result = train_classifier(
             images[sub_train], labels[sub_train], images[sub_val], labels[sub_val], classes, settings
@@ -132,6 +132,7 @@ def full_run(root: Path, args: argparse.Namespace) -> dict:
         train_labels = np.concatenate([train_labels, aug_labels])
         augment_seconds = time.perf_counter() - started
     settings = TrainSettings(
+        backbone="none",
         arch=args.arch,
         image_size=args.image_size,
         epochs=args.epochs,
@@ -183,7 +184,7 @@ def full_run(root: Path, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from resources.classification_trainer import TrainSettings
 
-    defaults = TrainSettings()
+    defaults = TrainSettings(backbone="none")  # this script studies the from-scratch recipe
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path, help="the neu_det folder (holding IMAGES/ and Validation_Images/)")
     parser.add_argument("--estimate", nargs="+", metavar="ARCH@SIZE", help="only estimate seconds per epoch")

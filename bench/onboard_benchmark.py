@@ -28,10 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from magnetic_tile_benchmark import lay_out as lay_out_magnetic_tile  # noqa: E402
-from neu_benchmark import lay_out_as_folders, machine  # noqa: E402
+from layouts import lay_out_magnetic_tile, lay_out_neu, machine  # noqa: E402
 
-LAYOUTS = {"folders": None, "neu": lay_out_as_folders, "magnetic_tile": lay_out_magnetic_tile}
+LAYOUTS = {"folders": None, "neu": lay_out_neu, "magnetic_tile": lay_out_magnetic_tile}
 
 
 def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], scratch: Path) -> dict:
@@ -124,6 +123,7 @@ def main() -> int:
     parser.add_argument("--title", default=None, help="section title in BENCHMARKS.md")
     parser.add_argument("--write", type=Path, default=None, help="append the figures to this Markdown file")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (homes, logs, reports) and print it")
     parser.add_argument("extra", nargs="*", help="flags for mfgv onboard, after --")
     args = parser.parse_args()
 
@@ -154,7 +154,10 @@ def main() -> int:
     if args.write:
         title = args.title or f"{args.dataset.name} through `mfgv onboard`"
         args.write.write_text(args.write.read_text().rstrip() + "\n" + markdown(title, result))
-    shutil.rmtree(scratch, ignore_errors=True)
+    if args.keep:
+        print(f"kept {scratch}", flush=True)
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

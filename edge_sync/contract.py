@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -40,8 +40,10 @@ __all__ = [
     "verify_manifest",
 ]
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+# 2: InputSpec.resize (letterbox models). A version-1 manifest has no resize field and means squash;
+# an agent that knows only version 1 refuses version 2 with "update the edge agent".
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
 SCORE_BINS = 20  # defect-score histogram: 20 equal bins over [0, 1]
 INPUT_BINS = 16  # mean-brightness histogram of incoming images: 16 equal bins over [0, 255]
 
@@ -115,6 +117,15 @@ class DeploymentManifest(_Frozen):
                 f"{sorted(SUPPORTED_SCHEMA_VERSIONS)}); update the edge agent"
             )
         return value
+
+    @model_validator(mode="after")
+    def _resize_needs_schema_2(self) -> "DeploymentManifest":
+        if self.schema_version < 2 and self.input.resize != "squash":
+            raise ValueError(
+                f"input.resize {self.input.resize!r} needs manifest schema version 2 (this one says "
+                f"{self.schema_version}); rebuild the manifest with the current platform"
+            )
+        return self
 
 
 class SignedManifest(_Frozen):

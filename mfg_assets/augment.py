@@ -1,8 +1,13 @@
-"""``augmented_set``: the training images at training size plus seeded manufacturing augmentations.
+"""``augmented_set``: the training images at the model's input size, plus optional seeded copies.
 
-Augmentation is materialized (not applied on the fly) so the exact training inputs are an
-auditable artifact with a hash; the pipeline spec and the seed are recorded with it. Rarer classes
-get more copies, which, with the class-weighted loss, handles class imbalance.
+The input size is chosen here from the data (unless configured) and the images are fitted to it
+(letterbox by default), so every later asset reads the same pixels. Offline manufacturing
+augmentation (albumentations) is off by default: the trainer's online flips, shifts and
+brightness/contrast changes with class-balanced sampling were measured to be enough and cost
+nothing in storage. When copies are asked for they are materialized, so the exact training inputs
+are an auditable artifact with a hash; the pipeline spec and the seed are recorded with it.
+Class imbalance is the trainer's sampler's job; ``balance_classes`` (off by default) would
+balance a second time.
 """
 
 import io
@@ -42,7 +47,9 @@ class AugmentConfig(dg.Config):
             "class-balanced sampling only, the measured default)"
         ),
     )
-    balance_classes: bool = Field(True, description="give rarer classes more copies so classes end up even")
+    balance_classes: bool = Field(
+        False, description="give rarer classes more copies (the trainer already samples classes balanced)"
+    )
     seed: int = Field(0, ge=0, description="seed of the augmentation; recorded")
 
 

@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bundled ImageNet backbone to fine-tune: mobilenetv2_100 (default), efficientnet_lite0, "
         "efficientnet_lite1, efficientnet_lite2; 'none' trains --arch from scratch"))
     onboard.add_argument("--arch", default=None, help="timm architecture (implies --backbone none unless given)")
-    onboard.add_argument("--pretrained-weights", default=None, help="LOCAL weights file for --arch; nothing is downloaded")
+    onboard.add_argument("--pretrained-weights", default=None,
+                         help="LOCAL weights file for --arch (default: the backbone's architecture); nothing is downloaded")
     onboard.add_argument("--init-from", default=None, metavar="MODEL_VERSION",
                          help="start from a registered model's weights (e.g. another variant's)")
     onboard.add_argument("--hpo-trials", type=_bounded(int, 1, 1000), default=None,

@@ -45,6 +45,10 @@ def cross_validation(
     from resources.images import load_rgb_batch
 
     recipe = hyperparameter_search
+    if recipe.dataset_id != dataset_version.id:
+        raise dg.Failure(
+            f"recipe {recipe.id} was made for {recipe.dataset_id}, not {dataset_version.id}; materialize the graph in one run"
+        )
     if config.folds == 0:
         handle = CrossValidation(
             id=f"cv:skipped:{recipe.id.split(':', 1)[1]}", dataset_id=dataset_version.id, recipe_id=recipe.id, folds=0, summary=None
@@ -57,7 +61,7 @@ def cross_validation(
     items = load_dataset_items(lineage, dataset_version.id)
     pool = items[items["split"].isin(["train", "val"])].reset_index(drop=True)
     try:
-        check_folds_possible(list(pool["label"]), config.folds)
+        check_folds_possible(list(pool["label"]), config.folds, groups=list(pool["group_id"]))
     except CrossValidationError as exc:
         raise dg.Failure(str(exc)) from exc
     index = {name: i for i, name in enumerate(dataset_version.classes)}

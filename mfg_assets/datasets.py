@@ -49,7 +49,7 @@ def load_split_images(
     dataset: DatasetVersion,
     split: str,
     size: int,
-    resize: str = "squash",
+    resize: str,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Images (uint8 N×size×size×3, fitted by ``resize``), class indices and rows of one split."""
     from resources.images import load_rgb_batch

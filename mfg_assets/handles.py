@@ -79,6 +79,7 @@ class TrainingRecipe(_Handle):
     search: dict[str, Any] | None  # trials, best_params, best_value, space, sampler, objective, seconds, note
     best_checkpoint: Artifact | None  # the best trial's weights: same settings, seed and data as trained_model
     best_history: tuple[dict[str, Any], ...] | None
+    best_epoch: int | None  # the epoch the trainer kept in the best trial
     plots: dict[str, Artifact]  # optuna plot name -> PNG
     init_from: str | None  # registered model version the weights start from
 

@@ -22,7 +22,6 @@ from resources.variants import VariantSpec, load_variant, partition_key, save_va
 
 __all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 class OnboardError(ValueError):
@@ -58,16 +57,16 @@ class OnboardRequest:
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
     """The taxonomy implied by the dataset: class folders, or the labels of the label file."""
     if label_format == "folders":
-        classes, empty = [], []
-        for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            has_images = any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in folder.rglob("*"))
-            (classes if has_images else empty).append(folder.name)
+        from mfg_assets.onboard_checks import class_counts
+
+        counts = class_counts(data_dir, "folders")
+        empty = [name for name, n in counts.items() if n == 0]
         if empty:
             raise OnboardError(
                 f"{data_dir}: class folder(s) {', '.join(f'{e}/' for e in empty)} hold no images; add images "
                 "of that class or remove the folder"
             )
-        return tuple(classes)
+        return tuple(counts)
     from resources.labels import labels_from_coco, labels_from_csv
 
     label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
@@ -139,11 +138,14 @@ def _run_config(request: OnboardRequest) -> dict[str, Any]:
 
 
 def _root_cause(error: Any) -> str:
-    """The innermost exception's message: Dagster wraps a failing op's error in its own
-    ("Error occurred while executing op ..."), which names no cause a user can act on."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error.message.strip()
+    """The message a user can act on: the platform's own ``dg.Failure`` if there is one in the chain
+    (it says what to do), else the innermost exception. Dagster wraps a failing op's error in its own
+    ("Error occurred while executing op ..."), which names no cause."""
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None:
+        chain.append(chain[-1].cause)
+    failure = next((e for e in chain if getattr(e, "cls_name", "") == "Failure"), None)
+    return (failure or chain[-1]).message.strip()
 
 
 def _failure_summary(result: Any) -> str:
@@ -184,6 +186,8 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     started = time.monotonic()
     from mfg_assets.instance import get_instance
 
+    if request.report_json is not None and request.report_json.exists():
+        request.report_json.unlink()  # an earlier run's report must not read as this run's result
     data_dir = request.data_dir.expanduser().resolve()
     if not data_dir.is_dir():
         raise OnboardError(f"{data_dir} is not a folder; pass the dataset folder (one sub-folder per class)")

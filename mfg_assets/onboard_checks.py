@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PreflightError", "check_cv_folds", "check_start_options", "class_counts"]
+from resources.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-TRAIN_VAL_SHARE = 0.8  # train + val fractions of the default split
+__all__ = ["PreflightError", "check_cv_folds", "check_start_options", "class_counts"]
 
 
 class PreflightError(ValueError):
@@ -37,15 +36,19 @@ def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
 
 
 def check_cv_folds(folds: int | None, counts: Mapping[str, int]) -> None:
-    """Each class must keep at least ``folds`` images in train + val (about 80 % of its images)."""
+    """Each class must keep at least ``folds`` images in train + val (the default split's share)."""
     if folds is None or folds == 0:
         return
+    from mfg_assets.datasets import SplitConfig
+
+    defaults = SplitConfig()
+    share = defaults.train_fraction + defaults.val_fraction
     if folds < 2:
         raise PreflightError(f"--cv-folds {folds}: cross-validation needs at least 2 folds")
-    short = {name: n for name, n in counts.items() if math.floor(n * TRAIN_VAL_SHARE) < folds}
+    short = {name: n for name, n in counts.items() if math.floor(n * share) < folds}
     if short:
-        listed = ", ".join(f"{name} ({n} images, about {math.floor(n * TRAIN_VAL_SHARE)} in train + val)" for name, n in short.items())
-        fewest = max(2, min(math.floor(n * TRAIN_VAL_SHARE) for n in counts.values()))
+        listed = ", ".join(f"{name} ({n} images, about {math.floor(n * share)} in train + val)" for name, n in short.items())
+        fewest = max(2, min(math.floor(n * share) for n in counts.values()))
         raise PreflightError(
             f"--cv-folds {folds}: too few images for {folds} folds in class(es) {listed}; "
             f"use --cv-folds {fewest} or fewer, or add images of those classes"
@@ -64,7 +67,7 @@ def check_start_options(
     does not exist or does not fit, by building the starting model once; returns the recipe fields."""
     from resources.backbones import BackboneError, get_spec, weights_path
     from resources.classification_settings import SCRATCH, TrainSettings
-    from resources.model_init import WeightsError, check_start, read_checkpoint_arch
+    from resources.model_init import WeightsError, check_start, registered_start
 
     if pretrained_weights and init_from:
         raise PreflightError("--pretrained-weights and --init-from both given; start from one of them")
@@ -75,7 +78,11 @@ def check_start_options(
         if backbone not in (None, SCRATCH) and not (pretrained_weights or init_from):
             weights_path(get_spec(backbone))
         if init_from:
-            fields.update(_registered_start(init_from, read_checkpoint_arch))
+            from resources.artifact_store import ArtifactStore
+            from resources.registry import ModelRegistry
+
+            start = registered_start(init_from, ModelRegistry(), ArtifactStore())
+            fields.update(init_checkpoint=start["init_checkpoint"], arch=start["arch"])
         settings = TrainSettings.model_validate({k: v for k, v in fields.items() if v is not None})
         check_start(settings, num_classes)
     except (BackboneError, WeightsError) as exc:
@@ -83,27 +90,3 @@ def check_start_options(
     except ValueError as exc:  # pydantic's ValidationError: a setting out of bounds
         raise PreflightError(f"training options are invalid: {exc}") from exc
     return {k: v for k, v in fields.items() if k in ("backbone", "arch", "pretrained_weights")}
-
-
-def _registered_start(version_name: str, read_checkpoint_arch: Any) -> dict[str, Any]:
-    from resources.artifact_store import ArtifactStore
-    from resources.registry import ModelRegistry, UnknownModelVersion
-
-    registry = ModelRegistry()
-    try:
-        version = registry.get(version_name)
-    except UnknownModelVersion:
-        known = ", ".join(v.version for v in registry.list_versions()) or "none registered yet"
-        raise PreflightError(
-            f"--init-from {version_name}: no such registered model version (registered: {known}); see `mfgv models`"
-        ) from None
-    if version.task != "classify":
-        raise PreflightError(f"--init-from {version_name} is a {version.task} model; a classifier starts from a classify model")
-    path = ArtifactStore().path(version.artifacts["checkpoint"])
-    info = read_checkpoint_arch(path)
-    if info["channels"] != 3:
-        raise PreflightError(
-            f"--init-from {version_name}: the model takes {info['channels']}-channel input, this platform's classifiers "
-            "take 3 (RGB); start from a bundled --backbone instead"
-        )
-    return {"init_checkpoint": str(path), "arch": info["arch"]}

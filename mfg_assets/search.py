@@ -62,31 +62,17 @@ def base_settings(
 ) -> tuple[TrainSettings, str | None, str | None]:
     """The configured recipe as TrainSettings, with ``--init-from`` resolved to the registered
     model's checkpoint; returns (settings, init version, init checkpoint sha256)."""
-    from resources.model_init import WeightsError, read_checkpoint_arch
-    from resources.registry import UnknownModelVersion
+    from resources.model_init import WeightsError, registered_start
 
     fields = config.model_dump(exclude={"hpo_trials", "hpo_minutes", "init_from"})
     init_sha = None
     if config.init_from:
         try:
-            version = registry.get(config.init_from)
-        except UnknownModelVersion as exc:
-            known = ", ".join(v.version for v in registry.list_versions()) or "none registered yet"
-            raise dg.Failure(f"--init-from {config.init_from}: no such registered model version ({known}); see `mfgv models`") from exc
-        if version.task != "classify":
-            raise dg.Failure(f"--init-from {config.init_from} is a {version.task} model; a classifier needs a classify model")
-        path = store.path(version.artifacts["checkpoint"])
-        try:
-            info = read_checkpoint_arch(path)
+            start = registered_start(config.init_from, registry, store)
         except WeightsError as exc:
             raise dg.Failure(str(exc)) from exc
-        if info["channels"] != 3:
-            raise dg.Failure(
-                f"--init-from {config.init_from}: the model takes {info['channels']}-channel input, this platform's "
-                "classifiers take 3 (RGB); start from a bundled --backbone instead"
-            )
-        fields.update(init_checkpoint=str(path), arch=info["arch"])
-        init_sha = version.checkpoint_sha256
+        fields.update(init_checkpoint=start["init_checkpoint"], arch=start["arch"])
+        init_sha = start["checkpoint_sha256"]
     try:
         settings = TrainSettings(image_size=augmented.image_size, resize=augmented.resize, **fields)
     except ValueError as exc:
@@ -123,7 +109,7 @@ def hyperparameter_search(
     good_class = variant_for(context, lineage).good_class
     searched = config.hpo_trials > 0 or config.hpo_minutes is not None
     search: dict[str, Any] | None = None
-    settings, best_checkpoint, best_history, plots = base, None, None, {}
+    settings, best_checkpoint, best_history, best_epoch, plots = base, None, None, None, {}
     if searched:
         installed = []
         for name in backbone_names():
@@ -167,6 +153,7 @@ def hyperparameter_search(
         if outcome.best_result is not None:
             best_checkpoint = artifact_store.put_bytes(outcome.best_result.checkpoint, kind="checkpoints", suffix=".pt")
             best_history = tuple(_record_dict(r) for r in outcome.best_result.history)
+            best_epoch = outcome.best_result.best_epoch
         plots = {name: artifact_store.put_bytes(png, kind="plots", suffix=".png") for name, png in outcome.plots.items()}
         search = {
             "trials": outcome.trials_json(),
@@ -183,7 +170,16 @@ def hyperparameter_search(
         }
         if outcome.note:
             context.log.warning(outcome.note)
-    body = json.dumps({"settings": settings.model_dump(mode="json"), "search": search}, sort_keys=True, default=str)
+    body = json.dumps(
+        {
+            "dataset": dataset_version.id,
+            "augmented_set": augmented_set.id,
+            "settings": settings.model_dump(mode="json"),
+            "search": search,
+        },
+        sort_keys=True,
+        default=str,
+    )
     recipe_id = f"recipe:{hashlib.sha256(body.encode()).hexdigest()}"
     record_lineage(
         context,
@@ -202,6 +198,7 @@ def hyperparameter_search(
         search=search,
         best_checkpoint=best_checkpoint,
         best_history=best_history,
+        best_epoch=best_epoch,
         plots=plots,
         init_from=init_version,
     )

@@ -55,10 +55,10 @@ def trained_model(
     settings = TrainSettings.model_validate(recipe.settings)
     good_class = variant_for(context, lineage).good_class
     reused = config.reuse_search_weights and recipe.best_checkpoint is not None and recipe.best_history is not None
-    if reused and recipe.best_checkpoint is not None and recipe.best_history is not None:
+    if reused and recipe.best_checkpoint is not None and recipe.best_history is not None:  # narrowed for typing
         checkpoint = recipe.best_checkpoint
         history = [dict(r) for r in recipe.best_history]
-        best_epoch = _best_epoch(history)
+        best_epoch = recipe.best_epoch or len(history)
         train_seconds = sum(float(r["seconds"]) for r in history)
         init = _checkpoint_init(artifact_store, checkpoint)
         context.log.info(f"reusing the search's best trial ({checkpoint.sha256[:12]}): the recipe it was trained with")
@@ -138,14 +138,6 @@ def trained_model(
             "checkpoint_bytes": checkpoint.n_bytes,
         },
     )
-
-
-def _best_epoch(history: list[dict]) -> int:
-    from resources.classification_settings import EpochRecord
-    from resources.classification_trainer import selection_key
-
-    records = [EpochRecord(**r) for r in history]
-    return max(records, key=lambda r: (selection_key(r), -r.epoch)).epoch
 
 
 def _checkpoint_init(store: ArtifactStore, checkpoint) -> dict:

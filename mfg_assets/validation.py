@@ -148,6 +148,12 @@ def validation_report(
     from resources.classification_model import load_inference_model, predict_proba
     from resources.report_html import render_report_html
 
+    if trained_model.recipe_id != hyperparameter_search.id or cross_validation.recipe_id != hyperparameter_search.id:
+        raise dg.Failure(
+            f"trained model {trained_model.id} (recipe {trained_model.recipe_id}) and cross-validation "
+            f"{cross_validation.id} (recipe {cross_validation.recipe_id}) do not both come from recipe "
+            f"{hyperparameter_search.id}; materialize the graph in one run"
+        )
     model = load_inference_model(artifact_store.path(trained_model.checkpoint))
     size, resize = trained_model.image_size, trained_model.resize
     val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)

@@ -25,7 +25,6 @@ photograph that matplotlib ships as "military uniform" (ImageNet 652), see ``tes
 torchvision's recipe (ImageNet mean and std).
 """
 
-import hashlib
 import importlib.metadata
 import logging
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from resources.artifact_store import sha256_file
 from resources.settings import apply_offline_switches
 
 if TYPE_CHECKING:
@@ -193,14 +193,6 @@ def weights_path(spec: BackboneSpec) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 _LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # Inverted-residual blocks (expand, depthwise, project) and the first, depthwise-separable block.
 _LITE_INVERTED = {
@@ -277,7 +269,7 @@ def load_backbone(name: str, num_classes: int) -> tuple["torch.nn.Module", Backb
 
     spec = get_spec(name)
     path = weights_path(spec)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != spec.sha256:
         raise BackboneError(
             f"backbone {spec.name}: {path} has sha256 {digest}, the catalogue expects {spec.sha256}; the file is "

@@ -48,16 +48,26 @@ class CrossValidationOutcome:
     seconds: float
 
 
-def check_folds_possible(labels: Sequence[str], folds: int, option: str = "--cv-folds") -> None:
-    """Every class needs at least ``folds`` images in train + val, or some fold would lack it."""
+def check_folds_possible(
+    labels: Sequence[str], folds: int, groups: Sequence[Any] | None = None, option: str = "--cv-folds"
+) -> None:
+    """Every class needs at least ``folds`` near-duplicate groups (or images, without groups) in
+    train + val: a group never splits, so a class with fewer groups than folds leaves a fold without it."""
     if folds < 2:
         raise CrossValidationError(f"{option} {folds}: cross-validation needs at least 2 folds")
-    names, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    short = [f"{n} ({c})" for n, c in zip(names, counts, strict=True) if c < folds]
+    names = np.asarray(labels, dtype=object).astype(str)
+    members = range(len(names)) if groups is None else groups  # without groups every image is its own group
+    keys = np.array([f"{n}\0{g}" for n, g in zip(names, members, strict=True)])
+    per_class: dict[str, int] = {}
+    for key in np.unique(keys):
+        name = str(key).split("\0", 1)[0]
+        per_class[name] = per_class.get(name, 0) + 1
+    unit = "images" if groups is None else "groups of near-duplicate images"
+    short = [f"{n} ({c})" for n, c in sorted(per_class.items()) if c < folds]
     if short:
         raise CrossValidationError(
-            f"{option} {folds}: class(es) {', '.join(short)} have fewer images in train + val than folds; "
-            f"use --cv-folds {max(2, int(counts.min()))} or fewer, or add images of those classes"
+            f"{option} {folds}: class(es) {', '.join(short)} have fewer {unit} in train + val than folds; "
+            f"use --cv-folds {max(2, min(per_class.values()))} or fewer, or add images of those classes"
         )
 
 
@@ -66,7 +76,10 @@ def fold_indices(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) 
     from sklearn.model_selection import StratifiedGroupKFold
 
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(train, held) for train, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+    try:
+        return [(train, held) for train, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+    except ValueError as exc:  # e.g. fewer groups than folds
+        raise CrossValidationError(f"--cv-folds {folds}: the images cannot be split into {folds} folds ({exc})") from exc
 
 
 def _rates(scores: np.ndarray, defect: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
@@ -103,12 +116,12 @@ def run_cross_validation(
     from resources.metrics import calibrate_threshold
 
     classes = list(classes)
-    check_folds_possible([classes[i] for i in labels], folds)
+    check_folds_possible([classes[i] for i in labels], folds, groups=list(groups))
     started = time.monotonic()
     per_fold: list[dict[str, Any]] = []
     good_index = None if good_class is None else classes.index(good_class)
     for fold, (train_index, held_index) in enumerate(fold_indices(labels, groups, folds, seed), start=1):
-        inner_splits = min(INNER_FOLDS, int(np.bincount(labels[train_index]).min()))
+        inner_splits = min(INNER_FOLDS, int(np.bincount(labels[train_index], minlength=len(classes)).min()))
         if inner_splits < 2:
             raise CrossValidationError(
                 f"--cv-folds {folds}: fold {fold}'s training part has a class with fewer than 2 images; use fewer folds"

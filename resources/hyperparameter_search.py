@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources.classification_settings import EpochRecord, TrainResult, TrainSettings
+from resources.classification_trainer import TrainingDidNotLearn, selection_key
 
 __all__ = [
     "SearchOutcome",
@@ -107,8 +108,8 @@ def classification_space(base: TrainSettings, installed_backbones: Sequence[str]
     """The classification space around ``base``: its input size and one step (32 px) below, the
     installed bundled backbones (or only ``base``'s start when it is not a bundled backbone)."""
     epochs = base.epochs or 12
-    smaller = max(64, base.image_size - 32)
-    sizes = tuple(sorted({smaller, base.image_size}))
+    # one step (32 px) below the recipe's size, unless that would go under 64 px
+    sizes = (base.image_size - 32, base.image_size) if base.image_size - 32 >= 64 else (base.image_size,)
     if base.init_source() == "backbone":
         backbones = tuple(dict.fromkeys([base.backbone, *installed_backbones]))
     else:
@@ -135,6 +136,9 @@ def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
 
 class _TimeUp(Exception):
     pass
+
+
+FAILED_VALUE = 2.0  # worse than any real objective (an FRR is at most 1)
 
 
 def run_search(
@@ -169,25 +173,29 @@ def run_search(
     started = clock()
     deadline = started + minutes * 60 if minutes is not None else math.inf
     records: list[TrialRecord] = []
-    results: dict[int, tuple[TrainResult, TrainSettings]] = {}
+    best: dict[str, Any] = {}  # only the best completed trial's result is kept (checkpoints are MBs each)
 
     def objective(trial: Any) -> float:
         params = _suggest(trial, space)
         settings = TrainSettings.model_validate({**base.model_dump(), **params})
         trial_started = clock()
         intermediate: list[float] = []
+        seen: list[EpochRecord] = []
 
         def report(record: EpochRecord) -> None:
-            value = objective_value(record)
-            best_so_far = min([value, *intermediate])
-            intermediate.append(best_so_far)
-            trial.report(best_so_far, record.epoch)
+            # The value of the epoch the trainer would keep so far (lowest validation loss), so the
+            # pruner compares what a trial would deliver, not its luckiest epoch.
+            seen.append(record)
+            kept = max(seen, key=lambda r: (selection_key(r), -r.epoch))
+            value = objective_value(kept)
+            intermediate.append(value)
+            trial.report(value, record.epoch)
             if on_epoch is not None:
                 on_epoch(trial.number, record)
             if clock() > deadline:
                 raise _TimeUp
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (value {best_so_far:.4f})")
+                raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (value {value:.4f})")
 
         def finish(state: str, value: float | None, reason: str | None) -> None:
             record = TrialRecord(
@@ -214,12 +222,13 @@ def run_search(
         except optuna.TrialPruned as exc:
             finish("pruned", None, str(exc))
             raise
-        except ValueError as exc:  # TrainingDidNotLearn and bad combinations: a poor configuration
+        except TrainingDidNotLearn as exc:  # a poor configuration, not a broken run: the search goes on
             finish("failed", None, str(exc))
             trial.set_user_attr("failure", str(exc))
-            return 2.0
+            return FAILED_VALUE
         value = objective_value(result.history[result.best_epoch - 1])
-        results[trial.number] = (result, settings)
+        if not best or value < best["value"]:
+            best.update(value=value, result=result, settings=settings, number=trial.number)
         finish("complete", float(value), None)
         if clock() > deadline:
             study.stop()
@@ -231,17 +240,17 @@ def run_search(
         timeout=None if minutes is None else minutes * 60,
         gc_after_trial=True,
     )
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number in results]
     note = None
-    if completed:
-        best = min(completed, key=lambda t: (t.value, t.number))
-        best_result, best_settings = results[best.number]
-        best_params, best_value, best_number = dict(records[_index(records, best.number)].params), float(best.value), best.number
+    if best:
+        best_result, best_settings, best_number = best["result"], best["settings"], best["number"]
+        best_params, best_value = dict(records[_index(records, best_number)].params), float(best["value"])
     else:
         best_result, best_settings, best_params, best_value, best_number = None, base, {}, None, None
+        failures = [r.reason for r in records if r.state == "failed"]
         note = (
-            f"no trial completed within the limits ({len(records)} trials started); the configured recipe is used. "
-            "Give the search more --hpo-minutes or --hpo-trials"
+            f"no trial completed within the limits ({len(records)} trials started"
+            + (f", {len(failures)} did not learn, first: {failures[0]}" if failures else "")
+            + "); the configured recipe is used. Give the search more --hpo-minutes or --hpo-trials"
         )
     return SearchOutcome(
         trials=records,
@@ -255,7 +264,7 @@ def run_search(
         space=space,
         objective=objective_description(good_class is not None),
         note=note,
-        plots=render_search_plots(study),
+        plots=render_search_plots(study, seed),
     )
 
 
@@ -263,7 +272,7 @@ def _index(records: Sequence[TrialRecord], number: int) -> int:
     return next(i for i, r in enumerate(records) if r.number == number)
 
 
-def render_search_plots(study: Any) -> dict[str, bytes]:
+def render_search_plots(study: Any, seed: int = 0) -> dict[str, bytes]:
     """optuna's matplotlib plots as PNG bytes: optimisation history, intermediate values (pruning)
     and, with at least two completed trials, parameter importances. Nothing is fetched."""
     import matplotlib
@@ -279,7 +288,9 @@ def render_search_plots(study: Any) -> dict[str, bytes]:
         makers["optimization_history"] = lambda: optuna_plots.plot_optimization_history(study)
         makers["intermediate_values"] = lambda: optuna_plots.plot_intermediate_values(study)
     if len(completed) >= 2 and len({tuple(sorted(t.params.items())) for t in completed}) >= 2:
-        makers["param_importances"] = lambda: optuna_plots.plot_param_importances(study)
+        # fANOVA fits a random forest: seeded, so the same study gives the same plot.
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        makers["param_importances"] = lambda: optuna_plots.plot_param_importances(study, evaluator=evaluator)
     plots: dict[str, bytes] = {}
     import warnings
 

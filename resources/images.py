@@ -173,7 +173,7 @@ def load_rgb(source: Path | bytes, size: int | None = None, resize: ResizeMode |
 
 
 def load_rgb_batch(
-    sources: Sequence[Path | bytes], size: int, resize: ResizeMode | str = ResizeMode.SQUASH
+    sources: Sequence[Path | bytes], size: int, resize: ResizeMode | str
 ) -> np.ndarray:
     """Decode and resize many images into one uint8 array (N x size x size x 3)."""
     _check_size_argument(size)

@@ -10,7 +10,6 @@ Every failure is a :class:`WeightsError` that names the option (``--backbone``,
 ``--pretrained-weights``, ``--init-from``) and what to do.
 """
 
-import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from resources.artifact_store import sha256_file
 from resources.classification_settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "checkpoint_bytes",
     "freeze_stages",
     "read_checkpoint_arch",
+    "registered_start",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ class InitialModel:
     mean: list[float]  # per channel, 0..255 pixel scale
     std: list[float]
     provenance: dict[str, Any]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_state_dict(path: Path, option: str) -> dict[str, Any]:
@@ -110,6 +103,30 @@ def _head_prefixes(model: "torch.nn.Module") -> tuple[str, ...]:
     name = getattr(model, "default_cfg", {}).get("classifier", "classifier") if hasattr(model, "default_cfg") else "classifier"
     names = name if isinstance(name, (list, tuple)) else [name]
     return tuple(f"{n}." for n in names)
+
+
+def registered_start(version_name: str, registry: Any, store: Any) -> dict[str, Any]:
+    """``--init-from``: the registered model's checkpoint path, arch and sha256, or a :class:`WeightsError`
+    saying why it cannot be a start (unknown version, another task, other input channels)."""
+    from resources.registry import UnknownModelVersion
+
+    try:
+        version = registry.get(version_name)
+    except UnknownModelVersion:
+        known = ", ".join(v.version for v in registry.list_versions()) or "none registered yet"
+        raise WeightsError(
+            f"--init-from {version_name}: no such registered model version (registered: {known}); see `mfgv models`"
+        ) from None
+    if version.task != "classify":
+        raise WeightsError(f"--init-from {version_name} is a {version.task} model; a classifier starts from a classify model")
+    path = store.path(version.artifacts["checkpoint"])
+    info = read_checkpoint_arch(path)
+    if info["channels"] != 3:
+        raise WeightsError(
+            f"--init-from {version_name}: the model takes {info['channels']}-channel input, this platform's classifiers "
+            "take 3 (RGB); start from a bundled --backbone instead"
+        )
+    return {"init_checkpoint": str(path), "arch": info["arch"], "checkpoint_sha256": version.checkpoint_sha256}
 
 
 def read_checkpoint_arch(path: Path) -> dict[str, Any]:
@@ -179,7 +196,7 @@ def build_initial_model(
             model=model,
             mean=[255.0 * m for m in cfg.get("mean", (0.485, 0.456, 0.406))],
             std=[255.0 * s for s in cfg.get("std", (0.229, 0.224, 0.225))],
-            provenance={"source": source, "file": str(path), "sha256": _file_sha256(path), "arch": arch},
+            provenance={"source": source, "file": str(path), "sha256": sha256_file(path), "arch": arch},
         )
     if source == "registered_model":
         path = Path(settings.init_checkpoint or "")
@@ -198,7 +215,7 @@ def build_initial_model(
             std=info["std"],
             provenance={
                 "source": source,
-                "checkpoint_sha256": _file_sha256(path),
+                "checkpoint_sha256": sha256_file(path),
                 "arch": arch,
                 "classes": info["classes"],
                 "head_transferred": same_head,

@@ -388,7 +388,7 @@ def test_altered_manifest_text_is_refused(env: Env) -> None:
 
 def test_unknown_schema_version_is_refused(env: Env) -> None:
     payload = json.loads(canonical_json(_manifest("v2", _package(env.art))))
-    payload["schema_version"] = 2
+    payload["schema_version"] = 3
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     key = load_private_key(env.art.private_key)
     import base64
@@ -839,3 +839,17 @@ def test_agent_against_the_real_sync_server(env: Env, tmp_path: Path) -> None:
     assert len(state.windows("line1")) == 1
     stranger = EdgeAgent(env.config(token="not-registered"), client=client, clock=env.clock).sync_once()
     assert stranger.status == "refused" and "401" in stranger.detail
+
+
+def test_a_version_1_manifest_still_runs_and_means_squash() -> None:
+    """Manifests signed before letterboxing (schema 1, no resize field) keep working: they mean squash.
+    A schema-1 manifest cannot claim letterbox."""
+    from edge_sync.contract import DeploymentManifest
+
+    payload = json.loads(canonical_json(_manifest("v1", {"model.onnx": b"x"})))
+    payload["schema_version"] = 1
+    del payload["input"]["resize"]
+    assert DeploymentManifest.model_validate(payload).input.resize == "squash"
+    payload["input"]["resize"] = "letterbox"
+    with pytest.raises(ValueError, match="needs manifest schema version 2"):
+        DeploymentManifest.model_validate(payload)

@@ -111,3 +111,48 @@ def test_bad_numbers_and_abbreviations_exit_2_before_any_work(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     _nothing_landed_or_registered(mfg_home)
+
+
+def _register(checkpoint: dict, task: str = "classify") -> str:
+    """Register a checkpoint file as a model version, as registered_model would."""
+    import io
+
+    import torch
+
+    from resources.artifact_store import ArtifactStore
+    from resources.registry import ModelRegistry
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    artifact = ArtifactStore().put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
+    return ModelRegistry().register(
+        line="line0", variant="other", task=task, checkpoint_sha256=artifact.sha256, dataset_version="dataset:x",
+        metrics={}, parameters={}, artifacts={"checkpoint": artifact.relpath}, code_version="test",
+    ).version
+
+
+def test_init_from_a_model_with_other_input_channels_or_task_is_refused(mfg_home: Path, tiny_line: Path) -> None:
+    import timm
+
+    grey = timm.create_model("resnet10t", pretrained=False, num_classes=2, in_chans=1)
+    version = _register({"state_dict": grey.state_dict(), "arch": "resnet10t", "classes": ["a", "b"],
+                         "mean": [0.0], "std": [1.0], "image_size": 64, "settings": {}})
+    with pytest.raises(OnboardError, match=f"--init-from {version}: the model takes 1-channel input.*take 3"):
+        onboard(_request(tiny_line, init_from=version))
+    with pytest.raises(OnboardError, match="--pretrained-weights and --init-from both given"):
+        onboard(_request(tiny_line, init_from=version, pretrained_weights="w.pth"))
+
+
+def test_run_summaries_name_the_cause_not_dagsters_wrapper() -> None:
+    from types import SimpleNamespace
+
+    from mfg_assets.onboard import _root_cause
+
+    def error(cls_name: str, message: str, cause=None):
+        return SimpleNamespace(cls_name=cls_name, message=message, cause=cause)
+
+    raw = error("ValueError", "ValueError: shapes (3,) and (4,) differ\n")
+    wrapped = error("DagsterExecutionStepExecutionError", 'Error occurred while executing op "x":', raw)
+    assert _root_cause(wrapped) == "ValueError: shapes (3,) and (4,) differ"
+    friendly = error("Failure", "--init-from v9: no such registered model version; see `mfgv models`", raw)
+    assert _root_cause(error("DagsterExecutionStepExecutionError", "Error occurred", friendly)).startswith("--init-from v9")

@@ -225,6 +225,20 @@ def test_frr_at_zero_escapes() -> None:
     assert frr_at_zero_escapes(probs[:3], labels[:3], 0) is None  # no defects: undefined, not 0
 
 
+def test_per_epoch_frr_agrees_with_the_reports_threshold_calibration() -> None:
+    """The trainer's cheap per-epoch figure is the report's rule (zero escapes, lowest FRR) exactly."""
+    from resources.metrics import calibrate_threshold
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        labels = rng.integers(0, 3, 60)
+        probs = rng.dirichlet(np.ones(3), 60)
+        if (labels == 0).all() or (labels != 0).all():
+            continue
+        expected = calibrate_threshold(1 - probs[:, 0], labels != 0, max_escape_rate=0.0).false_reject_rate
+        assert frr_at_zero_escapes(probs, labels, 0) == pytest.approx(expected)
+
+
 def test_class_without_training_images_is_rejected(data: dict[str, np.ndarray]) -> None:
     only_dark = data["train_labels"] == 0
     with pytest.raises(ValueError, match="no images of class.*bright"):

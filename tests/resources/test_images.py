@@ -234,10 +234,10 @@ def test_load_rgb_from_bytes_resizes_to_an_exact_square(tmp_path: Path) -> None:
 def test_load_rgb_batch_stacks_mixed_sources(tmp_path: Path) -> None:
     grey = _save(tmp_path / "g.png", Image.fromarray(_noise((9, 9))))
     colour = _save(tmp_path / "c.png", Image.fromarray(_noise((5, 7, 3)))).read_bytes()
-    batch = load_rgb_batch([grey, colour, grey], 12)
+    batch = load_rgb_batch([grey, colour, grey], 12, "letterbox")
     assert batch.shape == (3, 12, 12, 3) and batch.dtype == np.uint8
     assert (batch[0] == batch[2]).all()
-    assert load_rgb_batch([], 12).shape == (0, 12, 12, 3)
+    assert load_rgb_batch([], 12, "squash").shape == (0, 12, 12, 3)
 
 
 def test_load_rgb_rejects_what_inspection_rejects(bad_folder: tuple[Path, dict[str, str]]) -> None:

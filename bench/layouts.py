@@ -1,0 +1,59 @@
+"""Lay the shared real datasets out as one folder per class, and describe the machine (for bench/).
+
+The datasets stay read-only where they are (`../shared/datasets`); each benchmark copies what it
+needs into a scratch folder first.
+"""
+
+import os
+import platform
+import re
+import shutil
+from pathlib import Path
+
+__all__ = ["lay_out_magnetic_tile", "lay_out_neu", "machine"]
+
+NEU_CLASS = re.compile(r"^(?P<cls>.+?)_\d+\.jpg$")
+
+
+def lay_out_neu(neu_dir: Path, out: Path) -> dict[str, int]:
+    """NEU-DET as ``out/<class>/<file>`` (class = file-name prefix, e.g. crazing_12.jpg)."""
+    counts: dict[str, int] = {}
+    images = sorted(neu_dir.rglob("*.jpg"))
+    if not images:
+        raise SystemExit(f"{neu_dir}: no .jpg files; pass the neu_det folder (IMAGES/ and Validation_Images/)")
+    for image in images:
+        match = NEU_CLASS.match(image.name)
+        if not match:
+            raise SystemExit(f"{image}: name does not start with a class prefix like crazing_12.jpg")
+        target = out / match["cls"] / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, target)
+        counts[match["cls"]] = counts.get(match["cls"], 0) + 1
+    return counts
+
+
+def lay_out_magnetic_tile(source: Path, out: Path) -> dict[str, int]:
+    """The JPEGs of each ``MT_*`` folder as ``out/<class>/<file>`` (the same-name PNG masks left out)."""
+    counts = {}
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and p.name.startswith("MT_")):
+        images = sorted(class_dir.rglob("*.jpg"))
+        for image in images:
+            target = out / class_dir.name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image, target)
+        counts[class_dir.name] = len(images)
+    if not counts:
+        raise SystemExit(f"{source}: no MT_* class folders; pass the magnetic_tile folder")
+    return counts
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
