@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -57,6 +58,11 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
         "false_reject_rate": test["false_reject_rate"],
         "escape_rate": test["escape_rate"],
         "int8_test_accuracy": report["int8_test_accuracy"],
+        "int8_drop_pt": (
+            None
+            if report.get("int8_test_accuracy") is None or report.get("onnx_test_accuracy") is None
+            else round(100 * (report["onnx_test_accuracy"] - report["int8_test_accuracy"]), 2)
+        ),
         "train_seconds": report["train_seconds"],
         "onboard_seconds": round(wall, 1),
         "test_images": test["n_images"],
@@ -84,18 +90,22 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def _pt(value: float | None) -> str:
+    return "n/a" if value is None else f"-{value:.2f} pt" if value >= 0 else f"+{-value:.2f} pt"
+
+
 def markdown(title: str, result: dict) -> str:
     runs = result["runs"]
-    head = "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy | training s | whole onboard s |"
+    head = "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy (drop vs FP32 ONNX) | training s | whole onboard s |"
     rows = [
         f"| {r['seed']} | {_pct(r['test_accuracy'])} | {_pct(r['false_reject_rate'])} | {_pct(r['escape_rate'])} | "
-        f"{_pct(r['int8_test_accuracy'])} | {r['train_seconds']:.0f} | {r['onboard_seconds']:.0f} |"
+        f"{_pct(r['int8_test_accuracy'])} ({_pt(r['int8_drop_pt'])}) | {r['train_seconds']:.0f} | {r['onboard_seconds']:.0f} |"
         for r in runs
     ]
     med = result["median"]
     rows.append(
         f"| **median** | **{_pct(med['test_accuracy'])}** | **{_pct(med['false_reject_rate'])}** | "
-        f"**{_pct(med['escape_rate'])}** | **{_pct(med['int8_test_accuracy'])}** | **{med['train_seconds']:.0f}** | "
+        f"**{_pct(med['escape_rate'])}** | **{_pct(med['int8_test_accuracy'])} ({_pt(med['int8_drop_pt'])})** | **{med['train_seconds']:.0f}** | "
         f"**{med['onboard_seconds']:.0f}** |"
     )
     first = runs[0]
@@ -136,11 +146,11 @@ def main() -> int:
     else:
         images = lay_out(args.dataset.resolve(), data)
     runs = [run_once(data, seed, args.good_class, args.extra, scratch) for seed in args.seeds]
-    keys = ("test_accuracy", "false_reject_rate", "escape_rate", "int8_test_accuracy", "train_seconds", "onboard_seconds")
+    keys = ("test_accuracy", "false_reject_rate", "escape_rate", "int8_test_accuracy", "int8_drop_pt", "train_seconds", "onboard_seconds")
     result = {
         "date": dt.date.today().isoformat(),
         "machine": machine(),
-        "command": " ".join([".venv/bin/python", "bench/onboard_benchmark.py", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", "bench/onboard_benchmark.py", *sys.argv[1:]]),
         "images": images,
         "n_images": sum(images.values()),
         "good_class": args.good_class,

@@ -106,7 +106,7 @@ class TrainedModel(_Handle):
     train_seconds: float
     best_epoch: int
     settings: dict[str, Any]
-    history: tuple[dict[str, float], ...]  # one record per epoch
+    history: tuple[dict[str, float | None], ...]  # one record per epoch; val_false_reject_rate is None without a good class
 
 
 class ValidationReport(_Handle):
@@ -135,6 +135,7 @@ class ExportedModel(_Handle):
     parity: dict[str, Any]
     latency_ms: dict[str, float]
     int8_test_accuracy: float | None
+    onnx_test_accuracy: float | None = None  # FP32 ONNX, the INT8 check's reference
 
 
 class RegisteredModel(_Handle):

@@ -173,3 +173,20 @@ def test_search_and_folds_run_through_the_graph_and_a_refused_model_still_gets_i
     # every trial is in lineage with its parameters
     rows = LineageStore().read_table("lineage", "asset = ?", ["hyperparameter_search"])
     assert len(rows) == 1 and '"trials"' in rows["parameters"].iloc[0]
+
+
+def test_a_line_without_a_good_class_trains_validates_and_registers(mfg_home: Path, tiny_line: Path, tmp_path: Path) -> None:
+    """Without --good-class (NEU-style: every class is a defect type) there is no false-reject rate
+    per epoch, per fold or at test; the run must still land a registered model and say why the
+    rates are absent."""
+    report_path = tmp_path / "report.json"
+    done = _mfgv(
+        mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "all-defects",
+        "--report-json", str(report_path), "--cv-folds", "2", *FAST,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["registered"] is True and report["model_version"] == "line1-all-defects-v1"
+    assert report["test"]["false_reject_rate"] is None and report["test"]["escape_rate"] is None
+    assert report["cv"]["folds"] == 2 and report["cv"]["false_reject_rate_mean"] is None
+    assert any("No class is marked good" in note for note in report["notes"])

@@ -29,6 +29,7 @@ EXPECTED_BLOCKING_CHECKS = {
     ("dataset_version", "no_leakage_across_splits"),
     ("validation_report", "meets_release_criteria"),
     ("exported_model", "exports_match_trained_model"),
+    ("exported_model", "int8_keeps_accuracy"),
 }
 
 

@@ -1,0 +1,25 @@
+"""The INT8 accuracy check warns (never blocks) when quantisation costs more than allowed."""
+
+import dagster as dg
+
+from mfg_assets.export import _int8_check
+
+
+def test_int8_within_the_allowed_drop_passes() -> None:
+    result = _int8_check(0.960, 0.964, 0.005, 267)
+    assert result.passed
+    assert "0.40 pt, within the 0.50 pt allowed" in result.description
+
+
+def test_int8_losing_more_than_allowed_warns_and_says_what_to_deploy_instead() -> None:
+    result = _int8_check(0.9588, 0.9663, 0.005, 267)
+    assert not result.passed
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    assert "0.75 pt, more than the 0.50 pt allowed" in result.description
+    assert "deploy FP32 ONNX or OpenVINO" in result.description
+    assert abs(result.metadata["drop_pt"].value - 0.75) < 0.01
+
+
+def test_no_int8_model_is_said_so() -> None:
+    result = _int8_check(None, None, 0.005, 10)
+    assert result.passed and "no INT8 model" in result.description
