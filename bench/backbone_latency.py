@@ -1,7 +1,8 @@
 """Per-image latency of the bundled backbones in torch, ONNX Runtime, OpenVINO and INT8, in one run.
 
-Each catalogued backbone is loaded with a 6-class head, wrapped exactly as the trainer deploys it
-(normalisation and softmax inside), exported with the platform's exporter (ONNX, OpenVINO FP32,
+Each catalogued backbone is loaded with a 6-class head, wrapped as the trainer deploys it
+(normalisation and softmax inside) but with one forward pass: the default deployed graph averages
+the image and its three flips, about four times this (the onboard benchmarks time that graph), exported with the platform's exporter (ONNX, OpenVINO FP32,
 static QDQ INT8 calibrated on 32 generated sample-line images) and timed at batch 1 with 2 threads
 by ``resources.exporter.measure_latency`` (median of the repeats). Ratios are within one run, all
 runtimes one after another on the same machine. Accuracy is not measured here (untrained heads):

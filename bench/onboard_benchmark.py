@@ -134,8 +134,10 @@ def main() -> int:
     parser.add_argument("--write", type=Path, default=None, help="append the figures to this Markdown file")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (homes, logs, reports) and print it")
-    parser.add_argument("extra", nargs="*", help="flags for mfgv onboard, after --")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.extra = argv[cut + 1 :]  # flags for mfgv onboard, after --
 
     scratch = Path(tempfile.mkdtemp(prefix="onboard-bench-"))
     data = scratch / "data"

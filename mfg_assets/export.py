@@ -3,7 +3,8 @@
 Normalisation and softmax are inside the exported graph, so a device only resizes to the input
 size. A blocking parity check compares every FP32 runtime against the trained torch model on the
 test images (largest probability difference and decision agreement); the INT8 model is measured for
-test accuracy instead, and a warning check says when it loses more than 0.5 pt against FP32 ONNX. Latency is measured for torch, ONNX Runtime and OpenVINO on this machine.
+test accuracy instead, and a warning check says when it loses more than 0.5 pt against FP32 ONNX.
+Latency is measured for torch, ONNX Runtime and OpenVINO on this machine.
 """
 
 import json
@@ -194,7 +195,7 @@ def _int8_check(
         description=(
             f"INT8 test accuracy {int8_accuracy:.2%} vs FP32 ONNX {fp32_accuracy:.2%} on {n_images} images: a drop of "
             f"{100 * drop:.2f} pt, {verdict} the {100 * max_drop:.2f} pt allowed"
-            + ("" if passed else "; deploy FP32 ONNX or OpenVINO (the default), or recalibrate with more images")
+            + ("" if passed else "; deploy with --format onnx (the default) or openvino, not onnx_int8")
         ),
         metadata={"int8_test_accuracy": int8_accuracy, "fp32_onnx_test_accuracy": fp32_accuracy, "drop_pt": 100 * drop},
     )

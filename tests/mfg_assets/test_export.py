@@ -16,7 +16,7 @@ def test_int8_losing_more_than_allowed_warns_and_says_what_to_deploy_instead() -
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert "0.75 pt, more than the 0.50 pt allowed" in result.description
-    assert "deploy FP32 ONNX or OpenVINO" in result.description
+    assert "deploy with --format onnx (the default) or openvino, not onnx_int8" in result.description
     assert abs(result.metadata["drop_pt"].value - 0.75) < 0.01
 
 

@@ -126,3 +126,15 @@ def test_classification_space_is_built_around_the_recipe() -> None:
     assert space.epochs == (6, 12)
     scratch = classification_space(TrainSettings(backbone="none", image_size=64), ["efficientnet_lite0"])
     assert scratch.backbones == ("none",) and scratch.image_sizes == (64,)
+
+
+def test_the_first_trial_is_the_starting_recipe_so_a_short_search_never_ends_worse() -> None:
+    calls: list[TrainSettings] = []
+    base = BASE.model_copy(update={"learning_rate": 5e-4, "augment_strength": 0.3})
+    outcome = _search(calls, base=base, n_trials=3)
+    first = outcome.trials[0]
+    assert first.number == 0
+    assert first.params["learning_rate"] == 5e-4 and first.params["augment_strength"] == 0.3
+    assert first.params["epochs"] == 4 and first.params["image_size"] == 32
+    assert calls[0].learning_rate == 5e-4
+    assert outcome.best_value <= first.value
