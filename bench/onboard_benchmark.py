@@ -60,8 +60,8 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
         "int8_test_accuracy": report["int8_test_accuracy"],
         "int8_drop_pt": (
             None
-            if report.get("int8_test_accuracy") is None or report.get("onnx_test_accuracy") is None
-            else round(100 * (report["onnx_test_accuracy"] - report["int8_test_accuracy"]), 2)
+            if report.get("int8_test_accuracy") is None
+            else round(100 * (report["test"]["accuracy"] - report["int8_test_accuracy"]), 2)
         ),
         "train_seconds": report["train_seconds"],
         "onboard_seconds": round(wall, 1),
@@ -96,7 +96,7 @@ def _pt(value: float | None) -> str:
 
 def markdown(title: str, result: dict) -> str:
     runs = result["runs"]
-    head = "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy (drop vs FP32 ONNX) | training s | whole onboard s |"
+    head = "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy (drop vs FP32) | training s | whole onboard s |"
     rows = [
         f"| {r['seed']} | {_pct(r['test_accuracy'])} | {_pct(r['false_reject_rate'])} | {_pct(r['escape_rate'])} | "
         f"{_pct(r['int8_test_accuracy'])} ({_pt(r['int8_drop_pt'])}) | {r['train_seconds']:.0f} | {r['onboard_seconds']:.0f} |"

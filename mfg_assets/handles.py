@@ -135,7 +135,6 @@ class ExportedModel(_Handle):
     parity: dict[str, Any]
     latency_ms: dict[str, float]
     int8_test_accuracy: float | None
-    onnx_test_accuracy: float | None = None  # FP32 ONNX, the INT8 check's reference
 
 
 class RegisteredModel(_Handle):

@@ -329,7 +329,6 @@ def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[
         parity=exported.parity,
         latency_ms=exported.latency_ms,
         int8_test_accuracy=exported.int8_test_accuracy,
-        onnx_test_accuracy=exported.onnx_test_accuracy,
         report_html=str(store.path(report_handle.html_artifact)),
         report_json_full=str(store.path(report_handle.json_artifact)),
     )

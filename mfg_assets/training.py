@@ -54,8 +54,9 @@ def trained_model(
         )
     settings = TrainSettings.model_validate(recipe.settings)
     good_class = variant_for(context, lineage).good_class
-    reused = config.reuse_search_weights and recipe.best_checkpoint is not None and recipe.best_history is not None
-    if reused and recipe.best_checkpoint is not None and recipe.best_history is not None:  # narrowed for typing
+    reused = False
+    if config.reuse_search_weights and recipe.best_checkpoint is not None and recipe.best_history is not None:
+        reused = True
         checkpoint = recipe.best_checkpoint
         history = [dict(r) for r in recipe.best_history]
         best_epoch = recipe.best_epoch or len(history)

@@ -15,6 +15,7 @@ calibrates the zero-escape threshold, and the held-out fold is then scored with 
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,13 +56,9 @@ def check_folds_possible(
     train + val: a group never splits, so a class with fewer groups than folds leaves a fold without it."""
     if folds < 2:
         raise CrossValidationError(f"{option} {folds}: cross-validation needs at least 2 folds")
-    names = np.asarray(labels, dtype=object).astype(str)
+    names = [str(label) for label in labels]
     members = range(len(names)) if groups is None else groups  # without groups every image is its own group
-    keys = np.array([f"{n}\0{g}" for n, g in zip(names, members, strict=True)])
-    per_class: dict[str, int] = {}
-    for key in np.unique(keys):
-        name = str(key).split("\0", 1)[0]
-        per_class[name] = per_class.get(name, 0) + 1
+    per_class = Counter(name for name, _ in set(zip(names, members, strict=True)))
     unit = "images" if groups is None else "groups of near-duplicate images"
     short = [f"{n} ({c})" for n, c in sorted(per_class.items()) if c < folds]
     if short:

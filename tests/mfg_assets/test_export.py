@@ -21,5 +21,5 @@ def test_int8_losing_more_than_allowed_warns_and_says_what_to_deploy_instead() -
 
 
 def test_no_int8_model_is_said_so() -> None:
-    result = _int8_check(None, None, 0.005, 10)
+    result = _int8_check(None, 0.9, 0.005, 10)
     assert result.passed and "no INT8 model" in result.description
