@@ -86,7 +86,7 @@ def augmented_set(
     lineage: LineageStore,
 ) -> dg.Output[AugmentedSet]:
     """Training split at training size, plus augmented copies; stored as one .npz artifact."""
-    from edge_sync.imaging import ResizeMode
+    from edge_sync.contract.imaging import ResizeMode
     from resources.augmentation import PRESETS, augment_images, describe_pipeline
     from resources.images import choose_input_size
 

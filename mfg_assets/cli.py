@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from resources.errors import MfgVisionError
 from resources.settings import apply_offline_switches, dagster_home, mfg_home
 
 __all__ = ["main"]
@@ -19,7 +20,7 @@ __all__ = ["main"]
 log = logging.getLogger("mfgv")
 
 
-class CliError(Exception):
+class CliError(MfgVisionError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
@@ -266,12 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     apply_offline_switches()
+    from pydantic import ValidationError
+
+    from edge_sync.errors import EdgeSyncError
+
     try:
         return args.func(args)
-    except CliError as exc:
-        print(f"mfgv {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, LookupError) as exc:
+    except (MfgVisionError, EdgeSyncError, ValidationError) as exc:
+        # The platform's and edge_sync's roots, and a setting out of bounds: messages for the user.
+        # Anything else (a KeyError, a TypeError, a bare ValueError) is a bug and keeps its traceback.
         print(f"mfgv {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -36,16 +36,17 @@ class DeploymentConfig(dg.Config):
 
 
 def baseline_histograms(report: dict, train_images: np.ndarray) -> tuple[list[int], list[int]]:
-    """Test-split defect-score histogram and training brightness histogram, in the device's bins."""
-    from edge_sync.contract import INPUT_BINS, SCORE_BINS
+    """Test-split defect-score histogram and training brightness histogram, in the device's bins.
+
+    Both go through the contract's binning (``edge_sync.contract.windows``), and the brightness is
+    that of each training image's model input, as the device measures its camera images, so the
+    health sensor's PSI compares like with like."""
+    from edge_sync.contract import brightness_histogram, input_brightness, score_histogram
 
     scores = report["test"].get("defect_scores")
     if scores is None:  # no good class: the device scores 1 - max probability
         scores = []
-    score_hist, _ = np.histogram(np.asarray(scores, dtype=float), bins=SCORE_BINS, range=(0.0, 1.0))
-    brightness = train_images.reshape(len(train_images), -1).mean(axis=1)
-    bright_hist, _ = np.histogram(brightness, bins=INPUT_BINS, range=(0.0, 255.0))
-    return score_hist.astype(int).tolist(), bright_hist.astype(int).tolist()
+    return score_histogram(scores), brightness_histogram(input_brightness(image) for image in train_images)
 
 
 @classification_asset("deployment", kinds={"edge"})

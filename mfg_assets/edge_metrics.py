@@ -68,22 +68,49 @@ def edge_feedback(
 
     deployments = lineage.read_table("deployments")
     if deployments.empty:
-        return dg.MaterializeResult(metadata={"new_batches": 0})
+        return dg.MaterializeResult(metadata={"new_batches": 0, "unattributed": 0})
     landed = lineage.read_table("feedback_landed")
     already = set(landed["sha256"]) if not landed.empty else set()
-    latest = deployments.sort_values("deployed_at").drop_duplicates("line", keep="last")
+    state = edge.server_state()
     batches = []
-    for row in latest.itertuples():
-        batch = land_feedback(edge.server_state(), row.line, row.variant, landing.root_path(), already_landed=already)
-        if batch is None:
-            continue
-        keys = landed_keys(batch)
-        lineage.append_table(
-            "feedback_landed",
-            [{"sha256": key, "line": row.line, "variant": row.variant, "batch": batch.name, "run_id": context.run_id} for key in sorted(keys)],
-            prefix=batch.name,
-        )
-        already |= keys
-        batches.append(str(batch))
-        context.log.info(f"landed {len(keys)} operator-labelled images of line {row.line} as {batch}")
-    return dg.MaterializeResult(metadata={"new_batches": len(batches), "batches": dg.MetadataValue.json(batches)})
+    unattributed = 0
+    for line, rows in deployments.groupby("line"):
+        # Each item names the model whose decision the operator judged; that model's variant is where
+        # the image belongs (not the variant deployed last, which may be another product).
+        versions_of: dict[str, set[str]] = {}
+        for row in rows.itertuples():
+            versions_of.setdefault(row.variant, set()).add(row.model_version)
+        known = set().union(*versions_of.values())
+        strays = {
+            item["model_version"]
+            for item in state.feedback(line)
+            if item["model_version"] not in known and item["sha256"] not in already
+        }
+        if strays:
+            unattributed += len(strays)
+            context.log.warning(
+                f"line {line}: feedback names model version(s) {sorted(strays)} never deployed to this line, so its "
+                "variant is unknown; it stays on the sync server (check the device's line and the deployments table)"
+            )
+        for variant, versions in sorted(versions_of.items()):
+            batch = land_feedback(
+                state, line, variant, landing.root_path(), already_landed=already, model_versions=versions
+            )
+            if batch is None:
+                continue
+            keys = landed_keys(batch)
+            lineage.append_table(
+                "feedback_landed",
+                [{"sha256": key, "line": line, "variant": variant, "batch": batch.name, "run_id": context.run_id} for key in sorted(keys)],
+                prefix=batch.name,
+            )
+            already |= keys
+            batches.append(str(batch))
+            context.log.info(f"landed {len(keys)} operator-labelled images of line {line} as {batch}")
+    return dg.MaterializeResult(
+        metadata={
+            "new_batches": len(batches),
+            "batches": dg.MetadataValue.json(batches),
+            "unattributed": unattributed,
+        }
+    )

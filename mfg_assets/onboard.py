@@ -19,12 +19,13 @@ from typing import Any
 from resources.landing import MARKER
 from resources.settings import mfg_home
 from resources.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
+from resources.errors import MfgVisionError
 
 __all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
 
 
 
-class OnboardError(ValueError):
+class OnboardError(MfgVisionError, ValueError):
     """The dataset or the request cannot be onboarded; the message says why and what to do."""
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from resources.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
+from resources.errors import MfgVisionError
 
 __all__ = ["PreflightError", "check_cv_folds", "check_start_options", "class_counts"]
 
 
-class PreflightError(ValueError):
+class PreflightError(MfgVisionError, ValueError):
     """An option cannot work with this dataset or this installation; the message says why."""
 
 

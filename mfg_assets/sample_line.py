@@ -42,11 +42,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from resources.errors import MfgVisionError
 
 __all__ = [
     "DEFAULT_CLASSES",
     "METADATA_COLUMNS",
     "METADATA_FILE",
+    "SampleLineError",
     "SampleLineSummary",
     "generate_sample_line",
 ]
@@ -79,6 +81,11 @@ _NOTCH_R = 0.30
 
 
 @dataclass(frozen=True)
+
+class SampleLineError(MfgVisionError, ValueError):
+    """An option of the sample-line generator is out of range; the message says which and what is allowed."""
+
+
 class SampleLineSummary:
     """What ``generate_sample_line`` wrote: enough to find and check the dataset."""
 
@@ -217,13 +224,13 @@ def generate_sample_line(
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     """Classes must be known defect kinds (the renderer has to know how to draw them), each once."""
     if isinstance(classes, str):
-        raise ValueError(f"classes must be a sequence of names, not the string {classes!r}")
+        raise SampleLineError(f"classes must be a sequence of names, not the string {classes!r}")
     names = tuple(classes)
     if not names:
-        raise ValueError(f"classes is empty; pick some of {', '.join(DEFAULT_CLASSES)}")
+        raise SampleLineError(f"classes is empty; pick some of {', '.join(DEFAULT_CLASSES)}")
     unknown = [name for name in names if name not in DEFAULT_CLASSES]
     if unknown:
-        raise ValueError(
+        raise SampleLineError(
             f"unknown sample-line class(es) {', '.join(map(repr, unknown))}; "
             f"supported: {', '.join(DEFAULT_CLASSES)}"
         )
@@ -234,13 +241,13 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
 def _check_names(what: str, names: Sequence[str]) -> tuple[str, ...]:
     """Camera and shift names become part of file names, so they must be short and plain."""
     if isinstance(names, str):
-        raise ValueError(f"{what}s must be a sequence of names, not the string {names!r}")
+        raise SampleLineError(f"{what}s must be a sequence of names, not the string {names!r}")
     result = tuple(names)
     if not result:
-        raise ValueError(f"{what}s is empty; give at least one {what} name")
+        raise SampleLineError(f"{what}s is empty; give at least one {what} name")
     for name in result:
         if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-            raise ValueError(
+            raise SampleLineError(
                 f"{what} name {name!r} is not usable in a file name; "
                 "use letters, digits and '-' only (no '_', it separates the name's parts)"
             )
@@ -251,14 +258,14 @@ def _check_names(what: str, names: Sequence[str]) -> tuple[str, ...]:
 def _reject_duplicates(what: str, names: tuple[str, ...]) -> None:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{what} lists {', '.join(duplicates)} more than once; list each once")
+        raise SampleLineError(f"{what} lists {', '.join(duplicates)} more than once; list each once")
 
 
 def _check_int(what: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
+        raise SampleLineError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{what} must be between {low} and {high}, got {value}")
+        raise SampleLineError(f"{what} must be between {low} and {high}, got {value}")
 
 
 def _check_start(start_time: datetime | None) -> datetime:
@@ -266,7 +273,7 @@ def _check_start(start_time: datetime | None) -> datetime:
     if start_time is None:
         return _DEFAULT_START
     if start_time.tzinfo is None or start_time.utcoffset() is None:
-        raise ValueError(
+        raise SampleLineError(
             f"start_time {start_time.isoformat()} has no time zone; "
             "pass an aware datetime such as datetime(2026, 1, 5, 6, tzinfo=datetime.UTC)"
         )
@@ -501,7 +508,7 @@ def _draw_defect(
             blobs=tuple(blobs),
             hole=-1,
         )
-    raise ValueError(
+    raise SampleLineError(
         f"unknown sample-line class {class_name!r}; supported: {', '.join(DEFAULT_CLASSES)}"
     )
 

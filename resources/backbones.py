@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from resources.artifact_store import sha256_file
 from resources.settings import apply_offline_switches
+from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +59,7 @@ TF_LITE_MEAN = (0.5, 0.5, 0.5)
 TF_LITE_STD = (0.5, 0.5, 0.5)
 
 
-class BackboneError(ValueError):
+class BackboneError(MfgVisionError, ValueError):
     """A backbone cannot be used: unknown name, package not installed, or a file that is not its weights."""
 
 

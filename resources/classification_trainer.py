@@ -47,6 +47,7 @@ from resources.classification_model import load_inference_model, predict_proba, 
 from resources.classification_settings import EpochRecord, TrainResult, TrainSettings
 from resources.model_init import build_initial_model, checkpoint_bytes, freeze_stages
 from resources.settings import apply_offline_switches
+from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +71,7 @@ logger = logging.getLogger(__name__)
 MIN_SAMPLES_PER_EPOCH = 256
 
 
-class TrainingDidNotLearn(ValueError):
+class TrainingDidNotLearn(MfgVisionError, ValueError):
     """Training ended with a model no better than chance; the message says what to try."""
 
 

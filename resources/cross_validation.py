@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from resources.classification_settings import TrainResult, TrainSettings
+from resources.errors import MfgVisionError
 
 __all__ = ["CrossValidationError", "CrossValidationOutcome", "check_folds_possible", "fold_indices", "run_cross_validation"]
 
@@ -33,7 +34,7 @@ PredictFn = Callable[[bytes, np.ndarray], np.ndarray]
 INNER_FOLDS = 5
 
 
-class CrossValidationError(ValueError):
+class CrossValidationError(MfgVisionError, ValueError):
     """The data cannot be split into the folds asked for; the message says what to change."""
 
 

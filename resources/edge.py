@@ -12,9 +12,18 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from resources.errors import MfgVisionError
 from resources.settings import mfg_home
+from sensors.policy import HealthThresholds
 
-__all__ = ["EdgePolicy", "EdgeSync", "rollback_line"]
+_HEALTH = HealthThresholds()
+
+__all__ = ["EdgePolicy", "EdgeSync", "RollbackRefused", "rollback_line"]
+
+
+
+class RollbackRefused(MfgVisionError, LookupError):
+    """A line cannot be rolled back as asked (no history, no earlier version, a version never deployed)."""
 
 
 class EdgeSync(dg.ConfigurableResource):
@@ -80,7 +89,7 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
         return f"ended canary {canary.deployment_id} ({canary.model_version}); canary devices run the fleet model again"
     published = [r for r in state.history(line) if r.get("event") == "publish"]
     if not published:
-        raise LookupError(f"line {line} has no deployment history on {state.root}; nothing to roll back")
+        raise RollbackRefused(f"line {line} has no deployment history on {state.root}; nothing to roll back")
     current_fleet = (
         DeploymentManifest.model_validate_json(live[Ring.FLEET.value].manifest_json).model_version
         if Ring.FLEET.value in live
@@ -89,12 +98,12 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
     if to_version is None:
         earlier = [r for r in published if r["ring"] == Ring.FLEET.value and r["model_version"] != current_fleet]
         if not earlier:
-            raise LookupError(f"line {line} has no earlier fleet version than {current_fleet}; pass --to VERSION")
+            raise RollbackRefused(f"line {line} has no earlier fleet version than {current_fleet}; pass --to VERSION")
         to_version = earlier[-1]["model_version"]
     candidates = [r for r in published if r["model_version"] == to_version]
     if not candidates:
         versions = sorted({r["model_version"] for r in published})
-        raise LookupError(f"{to_version} was never deployed to line {line}; deployed versions: {', '.join(versions)}")
+        raise RollbackRefused(f"{to_version} was never deployed to line {line}; deployed versions: {', '.join(versions)}")
     old = DeploymentManifest.model_validate_json(candidates[-1]["signed_manifest"]["manifest_json"])
     now = datetime.now(UTC)
     manifest = old.model_copy(
@@ -112,10 +121,23 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
 
 
 class EdgePolicy(dg.ConfigurableResource):
-    """The plant's thresholds for judging a model on the line (read by the edge-loop sensor)."""
+    """The plant's thresholds for judging a model on the line (read by the edge-loop sensor).
 
-    min_inspected: int = Field(100, ge=1, description="parts a deployment must inspect before it is judged")
-    max_false_reject_rate: float = Field(0.05, ge=0.0, le=1.0, description="operator-confirmed false rejects / good parts")
-    max_escape_rate: float = Field(0.0, ge=0.0, le=1.0, description="escapes found at audit / defective parts")
-    max_score_psi: float = Field(0.25, ge=0.0, description="PSI of the defect-score histogram against the test baseline")
-    max_brightness_psi: float = Field(0.25, ge=0.0, description="PSI of input brightness against the training images")
+    The defaults are :class:`sensors.policy.HealthThresholds`' own: one definition, which the pure
+    policy functions use when called without a resource."""
+
+    min_inspected: int = Field(_HEALTH.min_inspected, ge=1, description="parts a deployment must inspect before it is judged")
+    max_false_reject_rate: float = Field(
+        _HEALTH.max_false_reject_rate, ge=0.0, le=1.0, description="operator-confirmed false rejects / good parts"
+    )
+    max_escape_rate: float = Field(_HEALTH.max_escape_rate, ge=0.0, le=1.0, description="escapes found at audit / defective parts")
+    max_score_psi: float = Field(
+        _HEALTH.max_score_psi, ge=0.0, description="PSI of the defect-score histogram against the test baseline"
+    )
+    max_brightness_psi: float = Field(
+        _HEALTH.max_brightness_psi, ge=0.0, description="PSI of input brightness against the training images"
+    )
+
+    def thresholds(self) -> HealthThresholds:
+        """The policy functions' view of these settings."""
+        return HealthThresholds(**self.model_dump())

@@ -59,6 +59,7 @@ import numpy as np
 from edge_sync.inference import InferenceError, ModelFormat, load_predictor, preprocess
 from resources.artifact_store import sha256_file
 from resources.settings import apply_offline_switches
+from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
     import torch
@@ -94,7 +95,7 @@ OUTPUT_NAME = "probabilities"
 _TORCH_BATCH = 32
 
 
-class ExportError(RuntimeError):
+class ExportError(MfgVisionError, RuntimeError):
     """An export, conversion or quantisation failed or produced a file that does not fit the contract."""
 
 

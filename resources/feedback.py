@@ -23,6 +23,7 @@ from typing import Any
 from edge_sync.server_state import ServerState
 from resources.landing import MARKER
 from resources.variants import NAME_PATTERN
+from resources.errors import MfgVisionError
 
 __all__ = ["BATCH_PREFIX", "FeedbackLandingError", "land_feedback", "landed_keys"]
 
@@ -32,7 +33,7 @@ BATCH_PREFIX = "edge-feedback-"
 """Batch folders made by :func:`land_feedback` start with this, then a UTC timestamp."""
 
 
-class FeedbackLandingError(Exception):
+class FeedbackLandingError(MfgVisionError):
     """Feedback cannot be landed (bad name, batch folder already there); the message says what to do."""
 
 
@@ -43,9 +44,14 @@ def land_feedback(
     landing_root: Path,
     *,
     already_landed: set[str],
+    model_versions: set[str] | None = None,
     now: Callable[[], datetime] | None = None,
 ) -> Path | None:
     """Write the line's feedback images not in ``already_landed`` into a new batch; None when none is new.
+
+    ``model_versions``: land only feedback on decisions of these model versions (the variant's own:
+    a line can run several variants over time, and each feedback item names the model whose decision
+    the operator judged); None lands all of the line's feedback.
 
     ``already_landed`` holds image sha256s (see :func:`landed_keys` to read them back from a batch).
     Files are copied (the server keeps its copy), ``labels.csv`` is written after the images and
@@ -53,14 +59,14 @@ def land_feedback(
     the same image, the first received wins; differing labels are logged as a warning.
     """
     for kind, value in (("line", line), ("variant", variant)):
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise FeedbackLandingError(
                 f"{kind} {value!r} is not a valid landing-zone name (pattern {NAME_PATTERN.pattern}); fix the caller"
             )
     chosen: dict[str, dict[str, Any]] = {}
     for record in state.feedback(line):
         sha256 = record["sha256"]
-        if sha256 in already_landed:
+        if sha256 in already_landed or (model_versions is not None and record["model_version"] not in model_versions):
             continue
         first = chosen.get(sha256)
         if first is None:

@@ -23,8 +23,9 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from edge_sync.imaging import ResizeMode, fit_to_input
+from edge_sync.contract.imaging import ResizeMode, fit_to_input
 from edge_sync.inference import PIL_DECODE_ERRORS
+from resources.errors import MfgVisionError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -80,7 +81,7 @@ _HASH_BITS = 64
 _BLOCK_CELLS = 4_000_000  # pairwise distances computed at once (about 40 MB of temporaries)
 
 
-class ImageRejected(Exception):
+class ImageRejected(MfgVisionError):
     """A file that cannot be used as an image, with a reason code and a message naming the fix.
 
     ``reason`` is one of ``REJECTION_REASONS`` (for quarantine folders and counts); ``detail`` is
@@ -154,7 +155,7 @@ def load_rgb(source: Path | bytes, size: int | None = None, resize: ResizeMode |
     """Decode an image to uint8 RGB (H x W x 3); grey is replicated, alpha and palettes resolved.
 
     With ``size`` the image becomes size x size under ``resize`` (``squash`` or ``letterbox``), by
-    :func:`edge_sync.imaging.fit_to_input`, the very function the edge device runs, so training and
+    :func:`edge_sync.contract.imaging.fit_to_input`, the very function the edge device runs, so training and
     the line see the same pixels. Alpha is dropped, not composited: camera frames are opaque, and
     an alpha channel is an export artefact.
     Raises ``ImageRejected`` for data that ``inspect_image`` would reject as undecodable,

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from resources.errors import MfgVisionError
 
 __all__ = [
     "CSV_FILE",
@@ -52,7 +53,7 @@ COCO_DEFAULT_REVIEWER = "coco"
 _MAX_EXAMPLES = 5
 
 
-class LabelImportError(Exception):
+class LabelImportError(MfgVisionError):
     """A batch's label file (or folder layout) cannot be read; the message names the file, the
     problem and the fix."""
 

@@ -45,7 +45,7 @@ def find_complete_batches(landing_root: Path) -> list[LandingBatch]:
         batch_dir = marker.parent
         variant_dir = batch_dir.parent
         line_dir = variant_dir.parent
-        if not all(NAME_PATTERN.match(p.name) for p in (batch_dir, variant_dir, line_dir)):
+        if not all(NAME_PATTERN.fullmatch(p.name) for p in (batch_dir, variant_dir, line_dir)):
             continue
         batches.append(
             LandingBatch(line_dir.name, variant_dir.name, batch_dir.name, batch_dir, marker.stat().st_mtime_ns)
@@ -58,7 +58,7 @@ def invalid_folders(landing_root: Path) -> list[Path]:
     return [
         marker.parent
         for marker in sorted(landing_root.glob(f"*/*/*/{MARKER}"))
-        if not all(NAME_PATTERN.match(p.name) for p in (marker.parent, marker.parent.parent, marker.parent.parent.parent))
+        if not all(NAME_PATTERN.fullmatch(p.name) for p in (marker.parent, marker.parent.parent, marker.parent.parent.parent))
     ]
 
 

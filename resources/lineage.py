@@ -18,11 +18,12 @@ import pandas as pd
 from resources.code_version import code_version
 from resources.settings import mfg_home
 from resources.warehouse import Warehouse
+from resources.errors import MfgVisionError
 
 __all__ = ["LineageStore", "LineageNode", "LineageNotFound"]
 
 
-class LineageNotFound(LookupError):
+class LineageNotFound(MfgVisionError, LookupError):
     """No lineage row produced the requested id."""
 
 

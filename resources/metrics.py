@@ -160,22 +160,27 @@ def classification_metrics(
     y = _label_indices(y_true, names, n)
     pred = probs.argmax(axis=1)
 
-    k = len(names)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    per_class: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        tp = int(cm[i, i])
-        support = int(cm[i, :].sum())
-        predicted = int(cm[:, i].sum())
-        fp = predicted - tp
-        fn = support - tp
-        precision = tp / predicted if predicted else None
-        recall = tp / support if support else None
-        f1_den = 2 * tp + fp + fn
-        f1 = 2 * tp / f1_den if f1_den else None
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    labels = list(range(len(names)))
+    cm = confusion_matrix(y, pred, labels=labels)
+    # zero_division=nan keeps an undefined figure undefined (None below) instead of a measured-looking 0.
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=labels, average=None, zero_division=np.nan
+    )
+
+    def defined(value: float) -> float | None:
+        return None if np.isnan(value) else float(value)
+
+    per_class: dict[str, dict[str, Any]] = {
+        name: {
+            "precision": defined(precision[i]),
+            "recall": defined(recall[i]),
+            "f1": defined(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
 
     return {
         "accuracy": float(np.trace(cm) / n),

@@ -20,6 +20,7 @@ import numpy as np
 
 from resources.artifact_store import sha256_file
 from resources.classification_settings import TrainSettings
+from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class WeightsError(ValueError):
+class WeightsError(MfgVisionError, ValueError):
     """A start for training cannot be used; the message names the option and the fix."""
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from resources.settings import mfg_home
 from resources.warehouse import Warehouse
+from resources.errors import MfgVisionError
 
 __all__ = ["ModelRegistry", "ModelStatus", "ModelVersion", "UnknownModelVersion"]
 
@@ -31,7 +32,7 @@ class ModelStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class UnknownModelVersion(LookupError):
+class UnknownModelVersion(MfgVisionError, LookupError):
     pass
 
 

@@ -5,12 +5,13 @@ A variant is registered once (``mfgv onboard`` does it) and stored as JSON under
 """
 
 import json
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_sync.contract.names import NAME, InvalidName
 from resources.settings import mfg_home
+from resources.errors import MfgVisionError
 
 __all__ = [
     "NAME_PATTERN",
@@ -24,18 +25,18 @@ __all__ = [
     "validate_name",
 ]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+NAME_PATTERN = NAME  # one rule for the platform, the sync server and the device (edge_sync.contract.names)
 TASKS = ("classify",)
 PARTITION_SEPARATOR = "."
 
 
-class UnknownVariant(LookupError):
+class UnknownVariant(MfgVisionError, LookupError):
     pass
 
 
 def validate_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise ValueError(
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidName(
             f"{kind} name {value!r} is not valid: use letters, digits, '-' and '_' "
             f"(1-63 characters, starting with a letter or digit), e.g. 'line1' or 'bracket-a'"
         )

@@ -15,7 +15,7 @@ from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.rollback import rollback_job
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
-from sensors.policy import HealthThresholds, LiveDeployment, plan_edge_actions
+from sensors.policy import LiveDeployment, plan_edge_actions
 
 __all__ = ["edge_loop_sensor", "edge_housekeeping_schedule", "live_deployments"]
 
@@ -67,7 +67,7 @@ with warnings.catch_warnings():
     ) -> dg.SensorResult:
         live = live_deployments(edge, lineage)
         windows = load_edge_windows(lineage)
-        thresholds = HealthThresholds(**edge_policy.model_dump())
+        thresholds = edge_policy.thresholds()
         actions, verdicts = plan_edge_actions(live, windows.to_dict("records") if not windows.empty else [], thresholds)
         for deployment_id, verdict in verdicts.items():
             context.log.info(f"{deployment_id}: {verdict.action} {'; '.join(verdict.reasons)} {verdict.metrics}")

@@ -30,7 +30,7 @@ import pytest
 from tests.deployable import deployable_model, smooth_images
 from PIL import Image
 
-import edge_sync.agent as agent_module
+import edge_sync.agent.download as download_module
 from edge_sync.agent import (
     ACTIVE_FILE,
     AgentConfig,
@@ -464,7 +464,7 @@ def test_disk_full_is_a_clean_error_and_leaves_no_partial(env: Env, monkeypatch:
     def full(handle: object, chunk: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(agent_module, "_write_chunk", full)
+    monkeypatch.setattr(download_module, "_write_chunk", full)
     with pytest.raises(DownloadError, match="no space left on the device") as raised:
         agent.sync_once()
 
@@ -478,7 +478,7 @@ def test_disk_full_is_a_clean_error_and_leaves_no_partial(env: Env, monkeypatch:
 def test_not_enough_free_space_is_refused_before_writing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env.deploy("v1")
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(agent_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
 
     with pytest.raises(DownloadError, match="no space left"):
         env.agent().sync_once()

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from edge_sync.contract import InputSpec
-from edge_sync.imaging import fit_to_input, letterbox_box
+from edge_sync.contract.imaging import fit_to_input, letterbox_box
 
 
 def _crop(width: int, height: int, mode: str = "L") -> Image.Image:
@@ -35,13 +35,13 @@ def test_grey_and_its_rgb_copy_fit_to_the_same_pixels() -> None:
 
 
 def test_the_platform_and_the_device_fit_camera_files_identically(tmp_path) -> None:
-    from edge_sync.agent import _decode_image
+    from edge_sync.agent.inspector import decode_image
     from resources.images import load_rgb
 
     path = tmp_path / "frame.png"
     _crop(311, 188).save(path)
     for resize in ("letterbox", "squash"):
-        device, _ = _decode_image(path, InputSpec(height=128, width=128, resize=resize))
+        device, _ = decode_image(path, InputSpec(height=128, width=128, resize=resize))
         np.testing.assert_array_equal(device, load_rgb(path, 128, resize))
 
 

@@ -28,6 +28,8 @@ from edge_sync.contract import (
     sign_manifest,
     verify_manifest,
 )
+from edge_sync.contract.names import NAME
+from edge_sync.errors import EdgeSyncError
 from edge_sync.server_state import (
     DeviceRecord,
     Forbidden,
@@ -35,6 +37,7 @@ from edge_sync.server_state import (
     NotFound,
     PackageMismatch,
     ServerState,
+    SyncError,
     UnknownDevice,
 )
 
@@ -150,6 +153,20 @@ def test_unknown_token_and_bad_names_are_refused(state: ServerState) -> None:
             state.register_device(device_id, line)
     with pytest.raises(UnknownDevice, match="not registered"):
         state.set_canary("cam-99", True)
+
+
+def test_names_follow_the_contract_rule_and_errors_share_the_edge_sync_root(state: ServerState) -> None:
+    """The server refuses what the device and the platform refuse: one NAME rule, one exception root."""
+    for line in ("-x", "_x", "-line1"):
+        assert not NAME.fullmatch(line)
+        with pytest.raises(InvalidInput, match="starting with a letter or digit") as refused:
+            state.register_device("cam-01", line)
+        assert isinstance(refused.value, EdgeSyncError) and isinstance(refused.value, SyncError)
+        assert isinstance(refused.value, ValueError)
+    with pytest.raises(InvalidInput):
+        state.register_device("-cam", "line1")
+    assert NAME.fullmatch("line1") and state.register_device("cam-01", "line1")
+    assert issubclass(SyncError, EdgeSyncError) and issubclass(InvalidInput, EdgeSyncError)
 
 
 def test_canary_devices_of_a_line(state: ServerState) -> None:

@@ -13,11 +13,13 @@ from resources.edge import EdgeSync, rollback_line
 def _publish(edge: EdgeSync, tmp_path: Path, version: str, ring: Ring) -> None:
     package = tmp_path / version
     package.mkdir(exist_ok=True)
-    data = version.encode()
-    (package / "model.onnx").write_bytes(data)
+    files = {"model.onnx": version.encode(), "selftest.npz": b"self-test of " + version.encode()}
+    for name, data in files.items():
+        (package / name).write_bytes(data)
     manifest = DeploymentManifest(
         deployment_id=f"{version}-{ring.value}", line="line1", model_version=version, model_format="onnx",
-        model_path="model.onnx", files=(ModelFile(path="model.onnx", sha256=hashlib.sha256(data).hexdigest(), n_bytes=len(data)),),
+        model_path="model.onnx",
+        files=tuple(ModelFile(path=n, sha256=hashlib.sha256(d).hexdigest(), n_bytes=len(d)) for n, d in files.items()),
         input=InputSpec(height=32, width=32), classes=("bad", "good"), dataset_version="dataset:x", ring=ring,
         devices=("dev1",) if ring is Ring.CANARY else (), created_at=datetime.now(UTC),
     )
@@ -45,3 +47,14 @@ def test_rollback_ends_a_canary_then_returns_the_fleet_to_earlier_versions(mfg_h
     assert _fleet_version(edge) == "line1-a-v3"
     with pytest.raises(LookupError, match="never deployed"):
         rollback_line(edge, "line1", "line1-a-v9")
+
+
+def test_edge_policy_defaults_are_the_health_thresholds() -> None:
+    """One definition of the thresholds: the Dagster resource and the pure policy agree."""
+    from dataclasses import asdict
+
+    from resources.edge import EdgePolicy
+    from sensors.policy import HealthThresholds
+
+    assert EdgePolicy().model_dump() == asdict(HealthThresholds())
+    assert EdgePolicy(min_inspected=7).thresholds() == HealthThresholds(min_inspected=7)

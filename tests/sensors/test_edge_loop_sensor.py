@@ -17,11 +17,13 @@ from sensors.edge import edge_loop_sensor
 def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime) -> str:
     package = tmp_path / "package"
     package.mkdir()
-    (package / "model.onnx").write_bytes(b"model bytes")
-    digest = hashlib.sha256(b"model bytes").hexdigest()
+    files = {"model.onnx": b"model bytes", "selftest.npz": b"self-test bytes"}
+    for name, data in files.items():
+        (package / name).write_bytes(data)
     manifest = DeploymentManifest(
         deployment_id="line1-a-v2-canary-1", line="line1", model_version="line1-a-v2", model_format="onnx",
-        model_path="model.onnx", files=(ModelFile(path="model.onnx", sha256=digest, n_bytes=11),),
+        model_path="model.onnx",
+        files=tuple(ModelFile(path=n, sha256=hashlib.sha256(d).hexdigest(), n_bytes=len(d)) for n, d in files.items()),
         input=InputSpec(height=32, width=32), classes=("bad", "good"), good_class="good", threshold=0.5,
         dataset_version="dataset:x", ring=Ring.CANARY, devices=("dev1",), created_at=deployed_at,
     )

@@ -1,0 +1,3 @@
+from edge_sync.agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The contract between the platform and its edge devices: every rule both sides use, in one place.
+
+* :mod:`~edge_sync.contract.names`: line, variant, device, model-version and label names;
+* :mod:`~edge_sync.contract.manifest`: deployment manifests (tasks, formats, rings, input spec, the
+  package layout and the decision fields), with their checks;
+* :mod:`~edge_sync.contract.signing`: ed25519 signatures over the manifest's canonical JSON;
+* :mod:`~edge_sync.contract.windows`: metric windows and how scores and brightness are binned;
+* :mod:`~edge_sync.contract.imaging`: how a decoded image becomes a model input.
+
+The platform imports these to build what it sends; the device imports them to check what it gets.
+"""
+
+from edge_sync.contract.manifest import (
+    MAX_PACKAGE_PATH,
+    MODEL_FORMATS,
+    SCHEMA_VERSION,
+    SELFTEST_FILE,
+    SUPPORTED_SCHEMA_VERSIONS,
+    ContractError,
+    DeploymentManifest,
+    InputSpec,
+    ModelFile,
+    Ring,
+    SignatureInvalid,
+    SignedManifest,
+    Task,
+    UnknownSchemaVersion,
+    package_layout_problem,
+)
+from edge_sync.contract.names import (
+    LABEL,
+    MODEL_VERSION,
+    NAME,
+    InvalidName,
+    check_label,
+    check_model_version,
+    check_name,
+)
+from edge_sync.contract.signing import (
+    canonical_json,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sign_manifest,
+    verify_manifest,
+)
+from edge_sync.contract.windows import (
+    INPUT_BINS,
+    SCORE_BINS,
+    MetricWindow,
+    brightness_bin,
+    brightness_histogram,
+    input_brightness,
+    score_bin,
+    score_histogram,
+)
+
+__all__ = [
+    "INPUT_BINS",
+    "LABEL",
+    "MAX_PACKAGE_PATH",
+    "MODEL_FORMATS",
+    "MODEL_VERSION",
+    "NAME",
+    "SCHEMA_VERSION",
+    "SCORE_BINS",
+    "SELFTEST_FILE",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "ContractError",
+    "DeploymentManifest",
+    "InputSpec",
+    "InvalidName",
+    "MetricWindow",
+    "ModelFile",
+    "Ring",
+    "SignatureInvalid",
+    "SignedManifest",
+    "Task",
+    "UnknownSchemaVersion",
+    "brightness_bin",
+    "brightness_histogram",
+    "canonical_json",
+    "check_label",
+    "check_model_version",
+    "check_name",
+    "generate_keypair",
+    "input_brightness",
+    "load_private_key",
+    "load_public_key",
+    "package_layout_problem",
+    "score_bin",
+    "score_histogram",
+    "sign_manifest",
+    "verify_manifest",
+]

@@ -1,0 +1,95 @@
+"""Metric windows and the histograms in them: the counts a device reports and how it bins them.
+
+Windows carry **counts** (never ratios), so windows from many devices add up exactly, and a window
+id makes each upload idempotent. The platform's baseline histograms (defect scores on the test
+split, brightness of the training images) are binned by the same functions as the device's, so
+population-stability indices compare like with like: the brightness of an image is the mean of its
+**model input** (the pixels :func:`~edge_sync.contract.imaging.fit_to_input` produced), on both sides.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "INPUT_BINS",
+    "SCORE_BINS",
+    "MetricWindow",
+    "brightness_bin",
+    "brightness_histogram",
+    "input_brightness",
+    "score_bin",
+    "score_histogram",
+]
+
+SCORE_BINS = 20  # defect-score histogram: 20 equal bins over [0, 1]
+INPUT_BINS = 16  # mean-brightness histogram of model inputs: 16 equal bins of 16 grey levels over [0, 256)
+
+
+def score_bin(score: float) -> int:
+    """Bin of a defect score in [0, 1]: ``floor(score * SCORE_BINS)``, 1.0 in the last bin."""
+    return min(max(int(float(score) * SCORE_BINS), 0), SCORE_BINS - 1)
+
+
+def brightness_bin(brightness: float) -> int:
+    """Bin of a mean brightness in [0, 255]: ``floor(brightness / 16)``, so 239.5 is bin 14 everywhere."""
+    return min(max(int(float(brightness) * INPUT_BINS / 256.0), 0), INPUT_BINS - 1)
+
+
+def input_brightness(pixels: np.ndarray) -> float:
+    """Mean grey level of one model input (uint8 H×W×3): what both sides bin for brightness drift."""
+    return float(np.asarray(pixels, dtype=np.float64).mean())
+
+
+def score_histogram(scores: Iterable[float]) -> list[int]:
+    """Counts of :func:`score_bin` over ``scores``."""
+    counts = [0] * SCORE_BINS
+    for score in scores:
+        counts[score_bin(score)] += 1
+    return counts
+
+
+def brightness_histogram(brightness: Iterable[float]) -> list[int]:
+    """Counts of :func:`brightness_bin` over mean brightness values."""
+    counts = [0] * INPUT_BINS
+    for value in brightness:
+        counts[brightness_bin(value)] += 1
+    return counts
+
+
+class MetricWindow(BaseModel):
+    """Counts a device observed over one window. Ratios are computed on the platform from sums."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_id: str = Field(description="device-unique id; the server keeps the first upload of an id")
+    device_id: str
+    line: str
+    model_version: str
+    started_at: datetime = Field(description="device clock; the server also records its own receive time")
+    ended_at: datetime
+    inspected: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    confirmed_defects: int = Field(ge=0, description="rejections an operator confirmed as real defects")
+    false_rejects: int = Field(ge=0, description="rejections an operator marked as good parts")
+    escapes_found: int = Field(ge=0, description="passed parts found defective at audit")
+    score_histogram: tuple[int, ...] = Field(description=f"{SCORE_BINS} bins of the defect score over [0, 1]")
+    input_brightness_histogram: tuple[int, ...] = Field(
+        description=f"{INPUT_BINS} bins of the model input's mean brightness (brightness_bin)"
+    )
+
+    @field_validator("score_histogram")
+    @classmethod
+    def _score_bins(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) != SCORE_BINS or min(value, default=0) < 0:
+            raise ValueError(f"score_histogram needs {SCORE_BINS} non-negative counts, got {len(value)}")
+        return value
+
+    @field_validator("input_brightness_histogram")
+    @classmethod
+    def _input_bins(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) != INPUT_BINS or min(value, default=0) < 0:
+            raise ValueError(f"input_brightness_histogram needs {INPUT_BINS} non-negative counts, got {len(value)}")
+        return value

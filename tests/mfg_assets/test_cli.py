@@ -1,0 +1,60 @@
+"""The CLI turns the platform's own errors into messages and lets bugs keep their tracebacks."""
+
+from pathlib import Path
+
+import pytest
+
+import mfg_assets.cli as cli
+from edge_sync.contract import InvalidName
+from resources.errors import MfgVisionError
+from resources.registry import UnknownModelVersion
+
+
+def _raising(exc: BaseException):
+    def command(args) -> int:
+        raise exc
+
+    return command
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [UnknownModelVersion("line1-a-v9 is not registered; run mfgv models"), InvalidName("line '-x' is not a valid name")],
+)
+def test_platform_and_edge_errors_are_messages_with_exit_code_2(
+    exc: Exception, mfg_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_cmd_models", _raising(exc))
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfgv models: ") and str(exc) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bug", [KeyError("row"), ValueError("unpacking went wrong"), TypeError("None is not iterable")])
+def test_a_bug_keeps_its_traceback(bug: Exception, mfg_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_cmd_models", _raising(bug))
+    with pytest.raises(type(bug)):
+        cli.main(["models"])
+
+
+def test_every_platform_error_class_has_the_root() -> None:
+    from mfg_assets.onboard import OnboardError
+    from mfg_assets.onboard_checks import PreflightError
+    from mfg_assets.sample_line import SampleLineError
+    from resources.backbones import BackboneError
+    from resources.classification_trainer import TrainingDidNotLearn
+    from resources.cross_validation import CrossValidationError
+    from resources.edge import RollbackRefused
+    from resources.exporter import ExportError
+    from resources.images import ImageRejected
+    from resources.labels import LabelImportError
+    from resources.lineage import LineageNotFound
+    from resources.model_init import WeightsError
+    from resources.variants import UnknownVariant
+
+    for error in (
+        OnboardError, PreflightError, SampleLineError, BackboneError, TrainingDidNotLearn, CrossValidationError,
+        RollbackRefused, ExportError, ImageRejected, LabelImportError, LineageNotFound, WeightsError, UnknownVariant,
+        UnknownModelVersion, cli.CliError,
+    ):
+        assert issubclass(error, MfgVisionError), error
