@@ -4,7 +4,7 @@ Each catalogued backbone is loaded with a 6-class head, wrapped as the trainer d
 (normalisation and softmax inside) but with one forward pass: the default deployed graph averages
 the image and its three flips, about four times this (the onboard benchmarks time that graph), exported with the platform's exporter (ONNX, OpenVINO FP32,
 static QDQ INT8 calibrated on 32 generated sample-line images) and timed at batch 1 with 2 threads
-by ``resources.exporter.measure_latency`` (median of the repeats). Ratios are within one run, all
+by ``resources.classify.parity.measure_latency`` (median of the repeats). Ratios are within one run, all
 runtimes one after another on the same machine. Accuracy is not measured here (untrained heads):
 the INT8 accuracy loss comes from the onboard benchmarks, which export the trained models.
 
@@ -28,8 +28,8 @@ from layouts import machine  # noqa: E402
 def calibration_images(size: int, folder: Path):
     import numpy as np
 
-    from mfg_assets.sample_line import generate_sample_line
-    from resources.images import load_rgb
+    from resources.data.sample_line import generate_sample_line
+    from resources.data.images import load_rgb
 
     generate_sample_line(folder, seed=11, images_per_class=8, image_size=max(64, size))
     files = sorted(folder.rglob("*.png"))
@@ -37,9 +37,10 @@ def calibration_images(size: int, folder: Path):
 
 
 def measure(name: str, size: int, images, repeats: int, out: Path) -> dict:
-    from resources.backbones import get_spec, load_backbone
-    from resources.classification_model import _inference_module_class
-    from resources.exporter import ExportFormat, export_onnx, export_openvino, measure_latency, quantize_onnx_int8
+    from resources.classify.backbones import get_spec, load_backbone
+    from resources.classify.model import _inference_module_class
+    from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
+    from resources.classify.parity import measure_latency
 
     spec = get_spec(name)
     net, _ = load_backbone(name, num_classes=6)
@@ -62,7 +63,7 @@ def main() -> int:
     parser.add_argument("--backbones", nargs="+", default=None)
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    from resources.backbones import backbone_names
+    from resources.classify.backbones import backbone_names
 
     with tempfile.TemporaryDirectory(prefix="backbone-latency-") as tmp:
         images = calibration_images(args.size, Path(tmp) / "line")

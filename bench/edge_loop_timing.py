@@ -50,7 +50,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edge-loop-bench-"))
     os.environ["MFG_HOME"] = str(work / "home")
     os.environ.pop("DAGSTER_HOME", None)
-    from mfg_assets.sample_line import generate_sample_line
+    from resources.data.sample_line import generate_sample_line
     from tests.processes import MFGV, free_port, start_edge_server
 
     generate_sample_line(work / "line", seed=1, images_per_class=12, image_size=64)

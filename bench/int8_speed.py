@@ -1,7 +1,7 @@
 """How much faster than torch eager are the edge runtimes, per image at batch size 1?
 
 Builds a from-scratch timm classifier wrapped like the trainer's deployable module (0..255 pixels in,
-normalisation and softmax inside), exports it with ``resources.exporter`` (ONNX, OpenVINO FP32 IR,
+normalisation and softmax inside), exports it with ``resources.classify.exporter`` (ONNX, OpenVINO FP32 IR,
 static QDQ INT8 from 32 smooth random calibration images) and prints the median milliseconds per
 image for torch eager, ORT FP32, ORT INT8 and OpenVINO FP32, all with the same thread count.
 
@@ -48,12 +48,8 @@ from typing import Any
 import numpy as np
 
 from edge_sync.inference import ModelFormat, load_predictor, preprocess
-from resources.exporter import (
-    export_onnx,
-    export_openvino,
-    measure_latency,
-    quantize_onnx_int8,
-)
+from resources.classify.exporter import export_onnx, export_openvino, quantize_onnx_int8
+from resources.classify.parity import measure_latency
 from resources.settings import apply_offline_switches
 
 __all__ = ["build_model", "calibration_images", "main"]
@@ -95,7 +91,7 @@ def calibration_images(n: int, size: int, seed: int) -> np.ndarray:
 def _time_predictor(
     run: Callable[[np.ndarray], Any], images: np.ndarray, repeats: int, warmup: int
 ) -> float:
-    """Median ms per image at batch 1, same method as ``resources.exporter.measure_latency``."""
+    """Median ms per image at batch 1, same method as ``resources.classify.parity.measure_latency``."""
     singles = [images[i : i + 1] for i in range(images.shape[0])]
     for i in range(warmup):
         run(singles[i % len(singles)])

@@ -2,7 +2,7 @@
 
 Target: test accuracy >= 99.5 % on a stratified, seeded 60/20/20 split of NEU-DET's 1,800 images
 (6 classes x 300, class = file-name prefix), trained from scratch (no pretrained weights) in at most
-10 minutes on a 2-core CPU. The defaults of ``resources.classification_trainer.TrainSettings`` are
+10 minutes on a 2-core CPU. The defaults of ``resources.classify.trainer.TrainSettings`` are
 the recipe this script found, and that class's docstring records the measured figures.
 
 Two modes, so that the shared CPU is spent on a few full runs only:
@@ -71,7 +71,7 @@ def split_60_20_20(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarr
 
 def estimate(root: Path, candidates: list[str], subset: int, batch_size: int, threads: int) -> list[dict]:
     """Seconds per full-size epoch (1,080 training images + 360 validation) from one subset epoch."""
-    from resources.classification_trainer import TrainSettings, train_classifier
+    from resources.classify.trainer import TrainSettings, train_classifier
 
     results = []
     cache: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
@@ -105,8 +105,8 @@ def estimate(root: Path, candidates: list[str], subset: int, batch_size: int, th
 
 def full_run(root: Path, args: argparse.Namespace) -> dict:
     """Train one recipe on the 60 % split, pick the epoch on the 20 % validation split, score the 20 % test."""
-    from resources.augmentation import augment_images
-    from resources.classification_trainer import (
+    from resources.data.augmentation import augment_images
+    from resources.classify.trainer import (
         EpochRecord,
         TrainSettings,
         load_inference_model,
@@ -182,7 +182,7 @@ def full_run(root: Path, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resources.classification_trainer import TrainSettings
+    from resources.classify.trainer import TrainSettings
 
     defaults = TrainSettings(backbone="none")  # this script studies the from-scratch recipe
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,6 +1,6 @@
 """Run an exported inspection model on a CPU: the edge device's runtime and the platform's parity check.
 
-The exported graph carries its own normalisation and softmax (see ``resources.exporter``), so the
+The exported graph carries its own normalisation and softmax (see ``resources.classify.exporter``), so the
 only thing a caller must get right is the pixel layout: RGB ``uint8`` images, N×H×W×3, at the size the
 model was exported for. :func:`preprocess` turns that into the float32 N×3×H×W tensor of raw 0..255
 values the graph expects; nothing here normalises, so the device cannot disagree with training about
@@ -17,7 +17,7 @@ OpenVINO is compiled with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with AVX512-
 platform's own build machine has AVX512-BF16) OpenVINO silently runs FP32 IRs in bfloat16, which
 moved softmax probabilities by 3e-4 (resnet10t) to 5e-2 (convnext_atto) in our measurements, whereas
 with ``f32`` they stay within 5e-6 of torch. A device must run the numbers that were validated, so
-precision is pinned here (measurements: ``resources/exporter.py``).
+precision is pinned here (measurements: ``resources/classify/exporter.py``).
 
 This module imports nothing from Dagster or from the platform's packages, so a device can install it
 alone; it uses only the OpenVINO runtime (``Core``), never the converter, which is where OpenVINO's
@@ -172,7 +172,7 @@ class _BasePredictor:
         if len(shape) != 4:
             raise InferenceError(
                 f"{self.path}: expected a model taking one N×3×H×W image tensor, its input has "
-                f"shape {shape}; export the classifier with resources.exporter.export_onnx"
+                f"shape {shape}; export the classifier with resources.classify.exporter.export_onnx"
             )
         channels = _static_dim(shape[1])
         if channels is not None and channels != 3:
@@ -202,7 +202,7 @@ class _BasePredictor:
         if out.ndim != 2 or out.shape[0] != n_images:
             raise InferenceError(
                 f"{self.path}: expected N×C probabilities for {n_images} images, the model returned "
-                f"shape {out.shape}; re-export it with resources.exporter.export_onnx"
+                f"shape {out.shape}; re-export it with resources.classify.exporter.export_onnx"
             )
         return out
 
@@ -246,14 +246,14 @@ class _OnnxRuntimePredictor(_BasePredictor):
             raise InferenceError(
                 f"{path}: expected one image input and a probabilities output, found inputs "
                 f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the "
-                "classifier with resources.exporter.export_onnx"
+                "classifier with resources.classify.exporter.export_onnx"
             )
         self._input_name = inputs[0].name
         self._output_name = outputs[0].name
         if inputs[0].type != "tensor(float)":
             raise InferenceError(
                 f"{path}: expected a float32 image input, found {inputs[0].type}; export the "
-                "classifier with resources.exporter.export_onnx"
+                "classifier with resources.classify.exporter.export_onnx"
             )
         self._check_input_layout(list(inputs[0].shape))
 
@@ -298,13 +298,13 @@ class _OpenVinoPredictor(_BasePredictor):
         except Exception as exc:  # openvino raises RuntimeError subclasses with the parser's text
             raise InferenceError(
                 f"{path}: OpenVINO cannot read this IR ({exc}); re-export it with "
-                "resources.exporter.export_openvino"
+                "resources.classify.exporter.export_openvino"
             ) from exc
         if len(model.inputs) != 1 or len(model.outputs) < 1:
             raise InferenceError(
                 f"{path}: expected one image input and a probabilities output, found "
                 f"{len(model.inputs)} inputs and {len(model.outputs)} outputs; export the classifier "
-                "with resources.exporter.export_onnx, then export_openvino"
+                "with resources.classify.exporter.export_onnx, then export_openvino"
             )
         partial = model.inputs[0].get_partial_shape()
         if partial.rank.is_dynamic:

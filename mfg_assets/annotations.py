@@ -31,7 +31,7 @@ CHECK_DESCRIPTIONS = {
 
 
 def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str, store: ArtifactStore) -> pd.DataFrame:
-    from resources.labels import LabelImportError, labels_from_coco, labels_from_csv, labels_from_folders
+    from resources.data.labels import LabelImportError, labels_from_coco, labels_from_csv, labels_from_folders
 
     sidecars = json.loads(batch_row["sidecars"])
     has_csv, has_coco = "labels.csv" in sidecars, "annotations.json" in sidecars
@@ -78,8 +78,8 @@ def annotations(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[AnnotationSet] | dg.AssetCheckResult]:
     """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
-    from resources.label_quality import run_all
-    from resources.labels import LabelImportError
+    from resources.data.label_quality import run_all
+    from resources.data.labels import LabelImportError
 
     spec = variant_for(context, lineage)
     images = load_image_table(lineage, raw_images.partition)

@@ -87,8 +87,8 @@ def augmented_set(
 ) -> dg.Output[AugmentedSet]:
     """Training split at training size, plus augmented copies; stored as one .npz artifact."""
     from edge_sync.contract.imaging import ResizeMode
-    from resources.augmentation import PRESETS, augment_images, describe_pipeline
-    from resources.images import choose_input_size
+    from resources.data.augmentation import PRESETS, augment_images, describe_pipeline
+    from resources.data.images import choose_input_size
 
     if config.preset not in PRESETS:
         raise dg.Failure(f"augmentation preset {config.preset!r} is unknown; choose one of {', '.join(PRESETS)}")

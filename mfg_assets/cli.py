@@ -33,7 +33,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_line(args: argparse.Namespace) -> int:
-    from mfg_assets.sample_line import generate_sample_line
+    from resources.data.sample_line import generate_sample_line
 
     summary = generate_sample_line(
         Path(args.out_dir),

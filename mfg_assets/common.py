@@ -7,10 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from resources.code_version import code_version
-
+from resources.data.variants import VariantSpec, load_variant, split_partition_key
 from resources.lineage import LineageStore
-from resources.variants import VariantSpec, load_variant, split_partition_key
+from resources.storage.code_version import code_version
 
 __all__ = ["blocking_check_result", "classification_asset", "hash_rows", "record_lineage", "variant_for"]
 

@@ -18,7 +18,7 @@ from mfg_assets.common import classification_asset, record_lineage, variant_for
 from mfg_assets.datasets import load_dataset_items
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
-from resources.classification_settings import TrainSettings
+from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
 from resources.trainers import ClassificationTrainer
 
@@ -41,8 +41,8 @@ def cross_validation(
     lineage: LineageStore,
 ) -> dg.Output[CrossValidation]:
     """Per-fold accuracy, false-reject and escape rates of the recipe, and their mean and spread."""
-    from resources.cross_validation import CrossValidationError, check_folds_possible, run_cross_validation
-    from resources.images import load_rgb_batch
+    from resources.classify.cross_validation import CrossValidationError, check_folds_possible, run_cross_validation
+    from resources.data.images import load_rgb_batch
 
     recipe = hyperparameter_search
     if recipe.dataset_id != dataset_version.id:

@@ -52,7 +52,7 @@ def load_split_images(
     resize: str,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Images (uint8 N×size×size×3, fitted by ``resize``), class indices and rows of one split."""
-    from resources.images import load_rgb_batch
+    from resources.data.images import load_rgb_batch
 
     items = load_dataset_items(lineage, dataset.id)
     rows = items[items["split"] == split].reset_index(drop=True)
@@ -72,8 +72,8 @@ def dataset_version(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
     """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
-    from resources.label_quality import consensus_labels
-    from resources.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
+    from resources.data.label_quality import consensus_labels
+    from resources.data.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
 
     spec = variant_for(context, lineage)
     split_spec = SplitSpec(

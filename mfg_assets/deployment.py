@@ -20,7 +20,7 @@ from mfg_assets.handles import DatasetVersion, DeploymentRecord, ExportedModel, 
 from resources.artifact_store import ArtifactStore
 from resources.edge import EdgeSync
 from resources.lineage import LineageStore
-from resources.variants import split_partition_key
+from resources.data.variants import split_partition_key
 
 __all__ = ["DeploymentConfig", "deployment", "baseline_histograms"]
 

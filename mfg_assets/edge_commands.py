@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resources.edge import EdgeSync, rollback_line
-from resources.variants import partition_key
+from resources.data.variants import partition_key
 
 __all__ = ["add_device", "deploy", "run_agent", "run_server", "rollback"]
 

@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 
-from resources.code_version import code_version
+from resources.storage.code_version import code_version
 from resources.edge import EdgeSync
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
@@ -64,7 +64,7 @@ def edge_feedback(
     The landing-zone sensor then ingests them like any camera batch, so the next training run
     (a retrain the edge-loop sensor requested, say) trains on a new dataset version that includes them.
     """
-    from resources.feedback import land_feedback, landed_keys
+    from resources.data.feedback import land_feedback, landed_keys
 
     deployments = lineage.read_table("deployments")
     if deployments.empty:

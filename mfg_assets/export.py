@@ -20,8 +20,8 @@ from mfg_assets.common import blocking_check_result, classification_asset, recor
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore, sha256_file
-from resources.code_version import code_version
-from resources.exporter import PARITY_TOLERANCE
+from resources.storage.code_version import code_version
+from resources.classify.exporter import PARITY_TOLERANCE
 from resources.lineage import LineageStore
 
 __all__ = ["ExportConfig", "exported_model"]
@@ -63,15 +63,9 @@ def exported_model(
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
     """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
     from edge_sync.inference import load_predictor
-    from resources.classification_model import load_inference_model, predict_proba
-    from resources.exporter import (
-        ExportFormat,
-        check_parity,
-        export_onnx,
-        export_openvino,
-        measure_latency,
-        quantize_onnx_int8,
-    )
+    from resources.classify.model import load_inference_model, predict_proba
+    from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
+    from resources.classify.parity import check_parity, measure_latency
 
     if validation_report.model_id != trained_model.id:
         raise dg.Failure(

@@ -22,7 +22,7 @@ from mfg_assets.handles import ImageSet
 from resources.artifact_store import ArtifactStore
 from resources.landing import SIDECAR_FILES, LandingBatch, LandingZone
 from resources.lineage import LineageStore
-from resources.variants import split_partition_key
+from resources.data.variants import split_partition_key
 
 __all__ = ["IngestConfig", "BatchIngest", "ingest_batch", "raw_images", "load_image_table"]
 
@@ -65,7 +65,7 @@ def ingest_batch(
     run_id: str,
 ) -> BatchIngest:
     """Check, store and describe every file of one batch; quarantine what cannot be used."""
-    from resources.images import ImageRejected, inspect_image, perceptual_hash
+    from resources.data.images import ImageRejected, inspect_image, perceptual_hash
 
     result = BatchIngest()
     now = datetime.now(UTC).isoformat()

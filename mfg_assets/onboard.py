@@ -18,7 +18,7 @@ from typing import Any
 
 from resources.landing import MARKER
 from resources.settings import mfg_home
-from resources.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
+from resources.data.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
 from resources.errors import MfgVisionError
 
 __all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
@@ -68,7 +68,7 @@ def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
                 "of that class or remove the folder"
             )
         return tuple(counts)
-    from resources.labels import labels_from_coco, labels_from_csv
+    from resources.data.labels import labels_from_coco, labels_from_csv
 
     label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
     if not label_file.exists():

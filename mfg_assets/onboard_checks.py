@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from resources.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
+from resources.data.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
 from resources.errors import MfgVisionError
 
 __all__ = ["PreflightError", "check_cv_folds", "check_start_options", "class_counts"]
@@ -28,7 +28,7 @@ def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
         for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             counts[folder.name] = sum(1 for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         return counts
-    from resources.labels import labels_from_coco, labels_from_csv
+    from resources.data.labels import labels_from_coco, labels_from_csv
 
     label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
     labels = labels_from_csv(label_file) if label_format == "csv" else labels_from_coco(label_file)
@@ -66,9 +66,9 @@ def check_start_options(
 ) -> dict[str, Any]:
     """Refuse an unknown or missing backbone, an unusable weights file and a registered model that
     does not exist or does not fit, by building the starting model once; returns the recipe fields."""
-    from resources.backbones import BackboneError, get_spec, weights_path
-    from resources.classification_settings import SCRATCH, TrainSettings
-    from resources.model_init import WeightsError, check_start, registered_start
+    from resources.classify.backbones import BackboneError, get_spec, weights_path
+    from resources.classify.train_settings import SCRATCH, TrainSettings
+    from resources.classify.model_init import WeightsError, check_start, registered_start
 
     if pretrained_weights and init_from:
         raise PreflightError("--pretrained-weights and --init-from both given; start from one of them")

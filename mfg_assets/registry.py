@@ -9,10 +9,10 @@ import dagster as dg
 from mfg_assets.common import classification_asset, record_lineage
 from mfg_assets.handles import DatasetVersion, ExportedModel, RegisteredModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
+from resources.storage.code_version import code_version
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
-from resources.variants import split_partition_key
+from resources.data.variants import split_partition_key
 
 __all__ = ["registered_model"]
 

@@ -20,7 +20,7 @@ from mfg_assets.augment import training_arrays
 from mfg_assets.common import classification_asset, record_lineage, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
-from resources.classification_settings import DEFAULT_BACKBONE, TrainSettings
+from resources.classify.train_settings import DEFAULT_BACKBONE, TrainSettings
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
 from resources.trainers import ClassificationTrainer
@@ -62,7 +62,7 @@ def base_settings(
 ) -> tuple[TrainSettings, str | None, str | None]:
     """The configured recipe as TrainSettings, with ``--init-from`` resolved to the registered
     model's checkpoint; returns (settings, init version, init checkpoint sha256)."""
-    from resources.model_init import WeightsError, registered_start
+    from resources.classify.model_init import WeightsError, registered_start
 
     fields = config.model_dump(exclude={"hpo_trials", "hpo_minutes", "init_from"})
     init_sha = None
@@ -92,9 +92,9 @@ def hyperparameter_search(
     lineage: LineageStore,
 ) -> dg.Output[TrainingRecipe]:
     """The training recipe: the configured one, or the best of an optuna search on train/val."""
-    from resources.backbones import backbone_names, weights_path, get_spec, BackboneError
-    from resources.hyperparameter_search import classification_space, run_search
-    from resources.model_init import WeightsError, check_start
+    from resources.classify.backbones import backbone_names, weights_path, get_spec, BackboneError
+    from resources.classify.search import classification_space, run_search
+    from resources.classify.model_init import WeightsError, check_start
 
     if augmented_set.dataset_id != dataset_version.id:
         raise dg.Failure(

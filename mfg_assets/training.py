@@ -16,7 +16,7 @@ from mfg_assets.augment import training_arrays
 from mfg_assets.common import classification_asset, record_lineage, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel, TrainingRecipe
 from resources.artifact_store import ArtifactStore
-from resources.classification_settings import TrainSettings
+from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
 from resources.trainers import ClassificationTrainer
 
@@ -41,10 +41,10 @@ def trained_model(
     lineage: LineageStore,
 ) -> dg.Output[TrainedModel]:
     """A classifier over the variant's taxonomy, checkpoint stored by hash."""
-    from resources.backbones import BackboneError
-    from resources.classification_settings import EpochRecord
-    from resources.classification_trainer import TrainingDidNotLearn
-    from resources.model_init import WeightsError
+    from resources.classify.backbones import BackboneError
+    from resources.classify.train_settings import EpochRecord
+    from resources.classify.trainer import TrainingDidNotLearn
+    from resources.classify.model_init import WeightsError
 
     recipe = hyperparameter_search
     if recipe.augmented_set_id != augmented_set.id or augmented_set.dataset_id != dataset_version.id:

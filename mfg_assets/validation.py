@@ -20,9 +20,9 @@ from mfg_assets.common import blocking_check_result, classification_asset, recor
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from resources.artifact_store import ArtifactStore
-from resources.code_version import code_version
+from resources.storage.code_version import code_version
 from resources.lineage import LineageStore
-from resources.variants import split_partition_key
+from resources.data.variants import split_partition_key
 
 __all__ = ["ValidationConfig", "build_report", "validation_report"]
 
@@ -41,7 +41,7 @@ class ValidationConfig(dg.Config):
 
 
 def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold):
-    from resources.metrics import classification_metrics, decision_rates, defect_scores, roc_points
+    from resources.reporting.metrics import classification_metrics, decision_rates, defect_scores, roc_points
 
     section = classification_metrics(labels, probabilities, classes)
     if good_class is not None:
@@ -72,7 +72,7 @@ def build_report(
     cv: CrossValidation | None = None,
 ) -> dict:
     """The report dictionary from validation and test probabilities (pure; no I/O)."""
-    from resources.metrics import calibrate_threshold, defect_scores, worst_errors
+    from resources.reporting.metrics import calibrate_threshold, defect_scores, worst_errors
 
     line, variant = split_partition_key(partition)
     classes, good_class = list(dataset.classes), dataset.good_class
@@ -145,8 +145,8 @@ def validation_report(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
     """Per-class metrics, calibrated FRR/escape rate, ROC and worst errors, as JSON and HTML."""
-    from resources.classification_model import load_inference_model, predict_proba
-    from resources.report_html import render_report_html
+    from resources.classify.model import load_inference_model, predict_proba
+    from resources.reporting.html import render_report_html
 
     if trained_model.recipe_id != hyperparameter_search.id or cross_validation.recipe_id != hyperparameter_search.id:
         raise dg.Failure(

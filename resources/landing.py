@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.settings import mfg_home
-from resources.variants import NAME_PATTERN
+from resources.data.variants import NAME_PATTERN
 
 __all__ = ["LandingBatch", "LandingZone", "MARKER", "SIDECAR_FILES", "find_complete_batches"]
 

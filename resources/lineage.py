@@ -15,9 +15,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from resources.code_version import code_version
+from resources.storage.code_version import code_version
 from resources.settings import mfg_home
-from resources.warehouse import Warehouse
+from resources.storage.warehouse import Warehouse
 from resources.errors import MfgVisionError
 
 __all__ = ["LineageStore", "LineageNode", "LineageNotFound"]

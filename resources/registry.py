@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from resources.settings import mfg_home
-from resources.warehouse import Warehouse
+from resources.storage.warehouse import Warehouse
 from resources.errors import MfgVisionError
 
 __all__ = ["ModelRegistry", "ModelStatus", "ModelVersion", "UnknownModelVersion"]

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 if TYPE_CHECKING:
-    from resources.classification_settings import EpochRecord, TrainResult, TrainSettings
+    from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
 
 __all__ = ["ClassificationTrainer"]
 
@@ -32,7 +32,7 @@ class ClassificationTrainer(dg.ConfigurableResource):
         good_class: str | None = None,
         require_learning: bool = True,
     ) -> "TrainResult":
-        from resources.classification_trainer import train_classifier
+        from resources.classify.trainer import train_classifier
 
         settings = settings.model_copy(update={"num_threads": self.num_threads})
         return train_classifier(
@@ -49,6 +49,6 @@ class ClassificationTrainer(dg.ConfigurableResource):
 
     def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:
         """Class probabilities of a checkpoint's model (what the device will compute)."""
-        from resources.classification_model import load_inference_model, predict_proba
+        from resources.classify.model import load_inference_model, predict_proba
 
         return predict_proba(load_inference_model(checkpoint), images)

@@ -23,7 +23,7 @@ def mfg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_line(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated sample line (5 classes x 12 images, 64 px), made once per session."""
-    from mfg_assets.sample_line import generate_sample_line
+    from resources.data.sample_line import generate_sample_line
 
     out = tmp_path_factory.mktemp("tiny-line") / "line"
     generate_sample_line(out, seed=3, images_per_class=12, image_size=64)

@@ -2,7 +2,7 @@
 
 A model sees exactly what its training pixels looked like only if every place that resizes does it
 the same way, so both sides import :func:`fit_to_input` from here (the platform through
-``resources.images``, the device directly).
+``resources.data.images``, the device directly).
 
 Two rules (:class:`ResizeMode`):
 

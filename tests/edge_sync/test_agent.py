@@ -81,7 +81,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     import torch
 
     from edge_sync.inference import preprocess
-    from resources.exporter import export_onnx
+    from resources.classify.exporter import export_onnx
 
     folder = tmp_path_factory.mktemp("package")
     model = deployable_model(0, len(CLASSES))

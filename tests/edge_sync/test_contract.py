@@ -21,7 +21,7 @@ from edge_sync.contract import (
     score_histogram,
 )
 from edge_sync.errors import EdgeSyncError
-from resources.variants import validate_name
+from resources.data.variants import validate_name
 
 
 def _manifest(**fields: object) -> DeploymentManifest:

@@ -36,7 +36,7 @@ def test_grey_and_its_rgb_copy_fit_to_the_same_pixels() -> None:
 
 def test_the_platform_and_the_device_fit_camera_files_identically(tmp_path) -> None:
     from edge_sync.agent.inspector import decode_image
-    from resources.images import load_rgb
+    from resources.data.images import load_rgb
 
     path = tmp_path / "frame.png"
     _crop(311, 188).save(path)

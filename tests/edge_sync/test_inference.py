@@ -37,7 +37,7 @@ def _images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory):
-    from resources.exporter import export_onnx, export_openvino, quantize_onnx_int8
+    from resources.classify.exporter import export_onnx, export_openvino, quantize_onnx_int8
 
     folder = tmp_path_factory.mktemp("inference")
     model = _deployable(seed=0)
@@ -102,7 +102,7 @@ def test_round_trip_predicts_probabilities_like_torch(exported, fmt: ModelFormat
     assert probabilities.shape == (6, N_CLASSES)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
     reference = _torch_probabilities(model, images)
-    # FP32 runtimes reproduce torch (see resources.exporter for the measured tolerance); INT8 only
+    # FP32 runtimes reproduce torch (see resources.classify.exporter for the measured tolerance); INT8 only
     # approximates it.
     atol = 5e-2 if fmt is ModelFormat.ONNX_INT8 else 1e-4
     np.testing.assert_allclose(probabilities, reference, atol=atol)

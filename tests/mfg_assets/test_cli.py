@@ -40,17 +40,17 @@ def test_a_bug_keeps_its_traceback(bug: Exception, mfg_home: Path, monkeypatch: 
 def test_every_platform_error_class_has_the_root() -> None:
     from mfg_assets.onboard import OnboardError
     from mfg_assets.onboard_checks import PreflightError
-    from mfg_assets.sample_line import SampleLineError
-    from resources.backbones import BackboneError
-    from resources.classification_trainer import TrainingDidNotLearn
-    from resources.cross_validation import CrossValidationError
+    from resources.data.sample_line import SampleLineError
+    from resources.classify.backbones import BackboneError
+    from resources.classify.trainer import TrainingDidNotLearn
+    from resources.classify.cross_validation import CrossValidationError
     from resources.edge import RollbackRefused
-    from resources.exporter import ExportError
-    from resources.images import ImageRejected
-    from resources.labels import LabelImportError
+    from resources.classify.exporter import ExportError
+    from resources.data.images import ImageRejected
+    from resources.data.labels import LabelImportError
     from resources.lineage import LineageNotFound
-    from resources.model_init import WeightsError
-    from resources.variants import UnknownVariant
+    from resources.classify.model_init import WeightsError
+    from resources.data.variants import UnknownVariant
 
     for error in (
         OnboardError, PreflightError, SampleLineError, BackboneError, TrainingDidNotLearn, CrossValidationError,

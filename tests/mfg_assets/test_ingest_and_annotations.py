@@ -12,7 +12,7 @@ from mfg_assets.ingest import raw_images
 from resources.artifact_store import ArtifactStore
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
-from resources.variants import VariantSpec, save_variant
+from resources.data.variants import VariantSpec, save_variant
 from tests.bad_images import TOO_LARGE_MAX_PIXELS, write_bad_images
 
 PARTITION = "line1.a"

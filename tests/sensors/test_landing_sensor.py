@@ -7,7 +7,7 @@ import dagster as dg
 
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
-from resources.variants import VariantSpec, save_variant
+from resources.data.variants import VariantSpec, save_variant
 from sensors.landing import landing_zone_sensor
 
 

@@ -1,0 +1,390 @@
+"""Export a trained classifier to the formats edge devices run, and prove the exports are the model.
+
+The trainer hands over a deployable ``torch.nn.Module``: float32 N×3×H×W RGB pixel values 0..255 in,
+softmax probabilities N×C out, normalisation inside. Exporting that module keeps pre- and
+post-processing in the graph, so a device only has to deliver pixels (see ``edge_sync.inference``).
+
+* :func:`export_onnx` writes ONE self-contained ``.onnx`` file (no ``.onnx.data`` side file that could
+  be separated from it in the artifact store), input ``images`` [batch, 3, H, W], output
+  ``probabilities`` [batch, C], batch dynamic.
+* :func:`export_openvino` converts that file to an OpenVINO IR with FP32 weights
+  (``compress_to_fp16=False``: the default FP16 weights moved logits by ~1e-3).
+* :func:`quantize_onnx_int8` makes a static QDQ INT8 ONNX file for ONNX Runtime (and OpenVINO, which
+  reads QDQ too).
+* parity with torch and latency per runtime: :mod:`resources.classify.parity`.
+
+Parity tolerance (:data:`PARITY_TOLERANCE`, 1e-4 on softmax probabilities), as measured on this
+2-core x86_64 build machine (AVX512 with BF16, torch 2.14.1, onnxruntime 1.32, openvino 2026.4.1), 64
+seeded smooth-noise images, untrained timm models with the classifier scaled ×30 so that
+probabilities are as peaked as a trained model's. Max |p_torch - p_runtime|:
+
+=====================  =========  =========  ===============  ==============  =========  ===========
+model @ size           ONNX RT    OV FP32    OV FP16 weights  OV bf16 (CPU    0.1 %      other seed
+                                             (default save)   default here)   weight
+                                                                              noise
+=====================  =========  =========  ===============  ==============  =========  ===========
+resnet10t @ 128        2.4e-7     1.2e-7     7.2e-6           2.8e-4          2.4e-5     0.98
+mobilenetv3_small @128 1.8e-7     4.2e-7     1.4e-4           2.9e-3          9.6e-4     0.13
+resnet18 @ 224         4.2e-7     4.8e-7     5.4e-4           3.8e-3          1.1e-3     0.70
+convnext_atto @ 128    4.0e-6     4.2e-6     7.4e-3           4.6e-2          1.9e-2     1.00
+=====================  =========  =========  ===============  ==============  =========  ===========
+
+(efficientnet_b0 @ 128 and resnet10t @ 64: ≤ 1e-7; resnet10t @ 128 trained 6 epochs on NEU, 330
+test images: 3.0e-7 ONNX RT, 4.8e-7 OpenVINO.) 1e-4 is 25× above the worst honest FP32 difference
+(convnext's LayerNorm/GELU) and over 200× above the CNNs', leaving room for other instruction paths,
+yet it catches a runtime left in bf16 (which ``edge_sync.inference`` therefore pins to f32), FP16
+weights and 0.1 % weight noise on three of the four models, and any other checkpoint. Parity proves
+"same model, same precision", not "same to the last bit of every weight". The 1e-3 first proposed would have let bf16 on resnet10t and FP16 weights on three of the
+four models through. The predicted class must also agree on every image, except where torch itself
+scores the runtime's class within the tolerance of its top one (a tie at this precision, decided by
+rounding, not by the model).
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_sync.inference import InferenceError, ModelFormat, load_predictor, preprocess
+from resources.artifact_store import sha256_file
+from resources.settings import apply_offline_switches
+from resources.errors import MfgVisionError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ExportError",
+    "ExportFormat",
+    "FP32_FORMATS",
+    "PARITY_TOLERANCE",
+    "export_onnx",
+    "export_openvino",
+    "quantize_onnx_int8",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+ExportFormat = ModelFormat
+"""The platform's name for the formats; the same enum the device runtime uses, so values never drift."""
+
+PARITY_TOLERANCE = 1e-4
+"""Largest accepted |p_torch - p_runtime| on softmax probabilities; measured in the module docstring."""
+
+FP32_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
+"""Formats that must reproduce torch's numbers; INT8 is judged on accuracy, not parity."""
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+_TORCH_BATCH = 32
+
+
+class ExportError(MfgVisionError, RuntimeError):
+    """An export, conversion or quantisation failed or produced a file that does not fit the contract."""
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+
+def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset: int = 18) -> Path:
+    """Export ``model`` to ONE self-contained ONNX file at ``path`` and validate it with the checker.
+
+    Uses the torch.export-based (dynamo) exporter, torch's default and the supported one (the
+    TorchScript exporter is deprecated), with ``external_data=False`` on both export and save so the
+    weights are embedded; it then checks that no initializer points at external data and that no
+    ``.onnx.data`` file was written. That limits a model to 2 GB, far above an inspection CNN. The
+    example batch is 2, so torch.export cannot specialise the batch dimension to 1. The file is
+    written under a temporary name and renamed, so a reader never sees half a model.
+    """
+    import onnx
+    import torch
+
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ExportError(f"image_size: expected an integer >= 8 pixels, got {image_size!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(
+            f"model: expected the trainer's deployable torch.nn.Module, got {type(model).__name__}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    example = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 255
+    started = time.perf_counter()
+    try:
+        with _eval_mode(model), torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                None,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+        if program is None:
+            raise ExportError(f"{path}: torch.onnx.export returned no program (torch {torch.__version__})")
+        program.save(str(tmp), external_data=False)
+        _require_single_file(tmp, path)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        _check_onnx_io(tmp, path, image_size)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:  # torch.export and onnx raise many unrelated types; translate them all
+        raise ExportError(
+            f"{path}: ONNX export of {type(model).__name__} at {image_size}×{image_size} failed: "
+            f"{type(exc).__name__}: {exc}; check the model is traceable by torch.export "
+            "(no data-dependent Python control flow) and returns a single N×C tensor"
+        ) from exc
+    finally:
+        for leftover in (tmp, Path(f"{tmp}.data")):
+            leftover.unlink(missing_ok=True)
+    logger.info(
+        "exported ONNX %s (%d×%d, opset %d, %.1f MB) in %.1f s",
+        path,
+        image_size,
+        image_size,
+        opset,
+        path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """Convert an ONNX export to an OpenVINO IR (``xml_path`` plus a ``.bin`` beside it), FP32 weights.
+
+    ``save_model`` compresses weights to FP16 unless told not to; that alone moved logits by ~1e-3 on
+    this machine, so ``compress_to_fp16=False`` keeps the IR numerically the validated model. Works
+    for a QDQ INT8 ONNX file too (OpenVINO then runs it in INT8).
+    """
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: ONNX file not found; run export_onnx first")
+    if xml_path.suffix.lower() != ".xml":
+        raise ExportError(
+            f"{xml_path}: an OpenVINO IR path must end in .xml (the .bin is written beside it), got "
+            f"{xml_path.suffix or 'no suffix'}"
+        )
+    apply_offline_switches()
+    import openvino as ov
+
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        converted = ov.convert_model(str(onnx_path))
+        ov.save_model(converted, str(xml_path), compress_to_fp16=False)
+    except Exception as exc:  # openvino raises RuntimeError/OpConversionFailure with the converter's text
+        raise ExportError(
+            f"{onnx_path}: OpenVINO conversion to {xml_path} failed: {exc}; check the ONNX file with "
+            "onnx.checker and that its opset is supported by openvino"
+        ) from exc
+    bin_path = xml_path.with_suffix(".bin")
+    if not bin_path.is_file():
+        raise ExportError(f"{xml_path}: OpenVINO wrote no weights file {bin_path.name} beside it")
+    logger.info(
+        "exported OpenVINO IR %s (+%s, %.1f MB) in %.1f s",
+        xml_path,
+        bin_path.name,
+        bin_path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return xml_path
+
+
+def quantize_onnx_int8(
+    onnx_path: Path,
+    calibration_images: np.ndarray,
+    out_path: Path,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    max_images: int = 32,
+    nodes_to_exclude: tuple[str, ...] = (),
+) -> Path:
+    """Quantise an FP32 ONNX export to a static QDQ INT8 ONNX file for CPU inference.
+
+    Static (calibrated) quantisation, because dynamic quantisation gave no speed-up for CNNs here
+    (it only quantises MatMul/Gemm at run time). QDQ because ONNX Runtime's CPU kernels are optimised
+    for it and OpenVINO reads it too. Weights are per-channel INT8 (ResNet-style conv weights vary a
+    lot between output channels), activations asymmetric UINT8 with MinMax ranges, the ORT
+    recommendation for x86 CPUs with VNNI; pass ``reduce_range=True`` for x86 CPUs without VNNI
+    (7-bit weights avoid integer saturation there). ``quant_pre_process`` first folds BatchNorm into
+    convolutions and infers shapes, so BN is quantised as part of its conv. The final Softmax stays in
+    float: quantised, its UINT8 output rounded probabilities to steps of 1/255 (0.0039), too coarse
+    for reject thresholds, for no measurable speed gain. ``nodes_to_exclude`` keeps more nodes
+    in float (e.g. the first conv and the classifier, see ``bench/int8_speed.py``). Up to ``max_images``
+    calibration images (uint8 N×H×W×3, at the model's size, spread evenly over what is given) are used;
+    about 32 is enough for MinMax ranges and keeps calibration to seconds.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: ONNX file not found; run export_onnx first")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ExportError(f"max_images: expected an integer >= 1, got {max_images!r}")
+    try:
+        batch = preprocess(calibration_images)
+    except InferenceError as exc:
+        raise ExportError(f"calibration images for {onnx_path}: {exc}") from exc
+    if batch.shape[0] == 0:
+        raise ExportError(f"calibration images for {onnx_path}: got none; pass about 32 uint8 images")
+    try:
+        # Loading and running one image proves the file is an image classifier at this image size,
+        # with the device runtime's own error message (which says what to resize to) if it is not.
+        load_predictor(onnx_path, ModelFormat.ONNX, num_threads=1).predict(calibration_images[:1])
+    except InferenceError as exc:
+        raise ExportError(f"calibration images for {onnx_path}: {exc}") from exc
+    if batch.shape[0] > max_images:
+        keep = np.linspace(0, batch.shape[0] - 1, max_images).round().astype(int)
+        batch = batch[keep]
+    if batch.shape[0] < 16:
+        logger.warning(
+            "quantising %s with only %d calibration images; about 32 give steadier activation ranges",
+            onnx_path,
+            batch.shape[0],
+        )
+
+    class _Reader(CalibrationDataReader):
+        """Feeds one image at a time, so the calibration session runs at the deployed batch size."""
+
+        def __init__(self, images: np.ndarray) -> None:
+            self._iter: Iterator[np.ndarray] = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            image = next(self._iter, None)
+            return None if image is None else {INPUT_NAME: image[None]}
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    # Temporary files (pre-processed model, augmented calibration model) live in a private folder,
+    # never in the working directory, and go away afterwards.
+    with tempfile.TemporaryDirectory(prefix="mfg-quant-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        tmp_out = Path(work) / "int8.onnx"
+        try:
+            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:  # symbolic shape inference fails on some graphs; the raw graph still quantises
+            logger.warning(
+                "quant_pre_process failed on %s (%s); quantising the graph without BN folding",
+                onnx_path,
+                exc,
+            )
+            prepared = onnx_path
+        try:
+            quantize_static(
+                str(prepared),
+                str(tmp_out),
+                _Reader(batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=[*_softmax_nodes(prepared), *nodes_to_exclude],
+                use_external_data_format=False,
+            )
+        except Exception as exc:
+            raise ExportError(
+                f"{onnx_path}: static INT8 quantisation failed: {type(exc).__name__}: {exc}; check "
+                "the FP32 file loads with edge_sync.inference.load_predictor"
+            ) from exc
+        _require_single_file(tmp_out, out_path)
+        # Copy next to the target first (the temporary folder may be on another file system), then
+        # rename, so a reader never sees half a model.
+        tmp_final = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(tmp_out, tmp_final)
+        os.replace(tmp_final, out_path)
+    logger.info(
+        "quantised %s → %s (QDQ INT8, per_channel=%s, %d calibration images, %.1f MB) in %.1f s",
+        onnx_path,
+        out_path,
+        per_channel,
+        batch.shape[0],
+        out_path.stat().st_size / 1e6,
+        time.perf_counter() - started,
+    )
+    return out_path
+
+
+@contextlib.contextmanager
+def _eval_mode(model: "torch.nn.Module") -> Iterator[None]:
+    """Run in eval mode (BatchNorm/Dropout frozen) and give the caller its model back as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _softmax_nodes(model_path: Path) -> list[str]:
+    """Names of the Softmax nodes, kept in float so probabilities are not rounded to 1/255 steps."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Softmax"]
+
+
+def _require_single_file(written: Path, target: Path) -> None:
+    """Fail if ONNX weights went to a side file: a lone ``.onnx`` would then be unloadable."""
+    import onnx
+
+    side = Path(f"{written}.data")
+    proto = onnx.load(str(written), load_external_data=False)
+    external = [
+        t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if external or side.exists():
+        raise ExportError(
+            f"{target}: expected one self-contained ONNX file, but {len(external)} weights are stored "
+            f"externally (first: {external[:1]}) and side file exists: {side.exists()}; the model may "
+            "exceed ONNX's 2 GB single-file limit"
+        )
+
+
+def _check_onnx_io(written: Path, target: Path, image_size: int) -> None:
+    import onnx
+
+    graph = onnx.load(str(written), load_external_data=False).graph
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    inputs = [(i.name, dims(i)) for i in graph.input]
+    outputs = [(o.name, dims(o)) for o in graph.output]
+    ok_input = (
+        len(inputs) == 1
+        and inputs[0][0] == INPUT_NAME
+        and len(inputs[0][1]) == 4
+        and isinstance(inputs[0][1][0], str)
+        and inputs[0][1][1:] == [3, image_size, image_size]
+    )
+    ok_output = len(outputs) == 1 and outputs[0][0] == OUTPUT_NAME and len(outputs[0][1]) == 2
+    if not (ok_input and ok_output):
+        raise ExportError(
+            f"{target}: expected input {INPUT_NAME} [batch, 3, {image_size}, {image_size}] and output "
+            f"{OUTPUT_NAME} [batch, C], got inputs {inputs} and outputs {outputs}; the model must take "
+            "one N×3×H×W tensor and return one N×C tensor"
+        )

@@ -1,0 +1,358 @@
+"""Leakage-free train/val/test split and the content-addressed dataset id.
+
+Production-line images come in near-identical runs (the same part photographed twice, a camera that
+fires on a still conveyor). If one shot lands in train and its twin in test, test accuracy measures
+memory, not generalisation. So images are first grouped by perceptual-hash distance (transitively:
+a~b and b~c puts a, b and c together), and whole groups are assigned to one split, stratified by each
+group's majority label so every class appears in every split when it can.
+
+The split is a pure function of the items and the ``SplitSpec``: same input, same output, whatever the
+row order, so a dataset version can be rebuilt from its id. ``leakage_violations`` re-checks a split
+independently of how it was made, and ``dataset_content_hash`` gives the id.
+"""
+
+import hashlib
+import json
+import logging
+import operator
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SPLITS",
+    "SplitSpec",
+    "dataset_content_hash",
+    "grouped_stratified_split",
+    "leakage_violations",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_HASH_BITS = 64
+_MASK = (1 << _HASH_BITS) - 1
+# Pairs compared per numpy block in leakage_violations: bounds memory to a few tens of MB.
+_BLOCK_PAIRS = 4_000_000
+
+
+class SplitSpec(BaseModel):
+    """How a dataset version is split; part of the dataset's content hash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of images for training")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of images for validation (model selection, thresholds)"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of images held out for the release report"
+    )
+    seed: int = Field(0, ge=0, description="seed of the group shuffle; change it for another split")
+    near_duplicate_max_distance: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description=(
+            "largest 64-bit pHash Hamming distance at which two images count as near-duplicates and "
+            "must share a split; 0 groups only identical hashes"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> "SplitSpec":
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_fraction + val_fraction + test_fraction must be 1, got "
+                f"{self.train_fraction} + {self.val_fraction} + {self.test_fraction} = {total:g}; "
+                f"adjust them, e.g. 0.6/0.2/0.2"
+            )
+        return self
+
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, val, test), in the order of ``SPLITS``."""
+        return (self.train_fraction, self.val_fraction, self.test_fraction)
+
+
+def _require_columns(table: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: the table is missing column(s) {missing} (it has {list(table.columns)}); "
+            f"it needs {list(columns)}"
+        )
+    for column in columns:
+        nulls = table[column].isna()
+        if nulls.any():
+            first = table.loc[nulls].index[:3].tolist()
+            raise ValueError(
+                f"{what}: column {column!r} has {int(nulls.sum())} missing value(s) (first rows: "
+                f"{first}); drop or fix those rows before splitting"
+            )
+
+
+def _phash_array(values: pd.Series, what: str) -> np.ndarray:
+    """64-bit pHashes as ``uint64``, from pandas ``UInt64``, numpy integers or Python ints.
+
+    Signed 64-bit values are accepted as two's complement, because a pHash stored in a DuckDB
+    BIGINT or a Parquet int64 column comes back negative when its top bit is set. Floats are
+    refused: a float64 cannot hold 64 bits, so it has already lost hash bits.
+    """
+    out = np.empty(len(values), dtype=np.uint64)
+    for position, value in enumerate(values.tolist()):
+        try:
+            number = operator.index(value)
+        except TypeError as exc:
+            raise ValueError(
+                f"{what}: phash at row {values.index[position]!r} is {value!r} "
+                f"({type(value).__name__}), not an integer; store pHashes as UInt64 or Python ints"
+            ) from exc
+        if not -(1 << 63) <= number <= _MASK:
+            raise ValueError(
+                f"{what}: phash at row {values.index[position]!r} is {number}, outside 64 bits; "
+                f"compute it with resources.data.images (64-bit pHash)"
+            )
+        out[position] = number & _MASK
+    return out
+
+
+def _union_by_sha(group_of: np.ndarray, sha256: np.ndarray) -> np.ndarray:
+    """Merge groups that share a content hash, so identical files can never straddle splits even
+    if their stored pHashes disagree."""
+    parent = {int(g): int(g) for g in np.unique(group_of)}
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first_group: dict[str, int] = {}
+    for sha, group in zip(sha256.tolist(), group_of.tolist()):
+        if sha in first_group:
+            a, b = find(first_group[sha]), find(group)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first_group[sha] = group
+    return np.array([find(int(g)) for g in group_of], dtype=np.int64)
+
+
+def _stable_int(text: str) -> int:
+    """A per-class seed component that does not depend on PYTHONHASHSEED or class order."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def _assign_groups(
+    group_ids: list[int], sizes: list[int], fractions: tuple[float, float, float], rng: np.random.Generator
+) -> dict[int, str]:
+    """Assign one class's groups to splits so item counts track the fractions.
+
+    Groups are shuffled (seeded), then placed largest first into the split furthest below its target
+    item count; large groups placed early leave the small ones to even out the totals. With three or
+    more groups, the three smallest are first put one per split so every split sees the class.
+    """
+    total = sum(sizes)
+    targets = np.array(fractions) * total
+    counts = np.zeros(3)
+    order = [group_ids[i] for i in rng.permutation(len(group_ids))]
+    size_of = dict(zip(group_ids, sizes))
+    order.sort(key=lambda g: -size_of[g])  # stable: ties keep the shuffled order
+    assignment: dict[int, str] = {}
+    if len(order) >= 3:
+        # The smallest groups: test and val usually have the smaller targets.
+        for split_index, group in zip((2, 1, 0), order[-3:]):
+            assignment[group] = SPLITS[split_index]
+            counts[split_index] += size_of[group]
+        order = order[:-3]
+    for group in order:
+        split_index = int(np.argmax(targets - counts))
+        assignment[group] = SPLITS[split_index]
+        counts[split_index] += size_of[group]
+    return assignment
+
+
+def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
+    """Split items into train/val/test with near-duplicates kept together.
+
+    ``items`` has ``sha256``, ``label`` and ``phash`` (64-bit pHash). Returns a copy with ``group_id``
+    (near-duplicate group, int) and ``split`` added, rows and index as given. Groups go whole to one
+    split; each class (by the group's majority label, ties to the first label in sort order) is split
+    by its own seeded shuffle; a class with at least three groups lands in every split. The result
+    does not depend on row order.
+    """
+    from resources.data.images import near_duplicate_groups
+
+    what = "grouped_stratified_split"
+    _require_columns(items, ("sha256", "label", "phash"), what)
+    out = items.copy()
+    if items.empty:
+        return out.assign(group_id=pd.Series([], dtype="int64"), split=pd.Series([], dtype=str))
+
+    hashes = _phash_array(items["phash"], what)
+    sha256 = items["sha256"].astype(str).to_numpy()
+    labels = items["label"].astype(str).to_numpy()
+    # A canonical row order makes the groups, and so the split, independent of the input order.
+    canonical = np.lexsort((hashes, labels, sha256))
+    raw_groups = near_duplicate_groups(
+        [int(h) for h in hashes[canonical]], spec.near_duplicate_max_distance
+    )
+    if len(raw_groups) != len(canonical):
+        raise RuntimeError(
+            f"{what}: near_duplicate_groups returned {len(raw_groups)} group ids for "
+            f"{len(canonical)} hashes; resources.data.images.near_duplicate_groups must return one per hash"
+        )
+    merged = _union_by_sha(np.asarray(raw_groups, dtype=np.int64), sha256[canonical])
+    # Renumber groups 0..G-1 by first appearance in canonical order.
+    _, first_seen, inverse = np.unique(merged, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_seen), dtype=np.int64)
+    rank[np.argsort(first_seen, kind="stable")] = np.arange(len(first_seen))
+    group_canonical = rank[inverse]
+    group_id = np.empty(len(items), dtype=np.int64)
+    group_id[canonical] = group_canonical
+
+    frame = pd.DataFrame({"group_id": group_id, "label": labels})
+    votes = frame.groupby(["group_id", "label"]).size().rename("votes").reset_index()
+    votes = votes.sort_values(["group_id", "votes", "label"], ascending=[True, False, True])
+    majority = votes.drop_duplicates("group_id").set_index("group_id")["label"]
+    sizes = frame.groupby("group_id").size()
+
+    split_of_group: dict[int, str] = {}
+    for label in sorted(majority.unique()):
+        groups = sorted(int(g) for g in majority.index[majority == label])
+        rng = np.random.default_rng([spec.seed, _stable_int(label)])
+        split_of_group.update(
+            _assign_groups(groups, [int(sizes[g]) for g in groups], spec.fractions(), rng)
+        )
+        if len(groups) < 3:
+            logger.warning(
+                "class %r has only %d near-duplicate group(s); it cannot appear in every split",
+                label,
+                len(groups),
+            )
+
+    out["group_id"] = group_id
+    out["split"] = pd.Series([split_of_group[int(g)] for g in group_id], index=items.index, dtype=str)
+    counts = out["split"].value_counts()
+    logger.info(
+        "split %d items in %d groups: %s",
+        len(out),
+        len(sizes),
+        ", ".join(f"{s}={int(counts.get(s, 0))}" for s in SPLITS),
+    )
+    return out
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    return (SPLITS.index(name), name) if name in SPLITS else (len(SPLITS), name)
+
+
+def leakage_violations(split: pd.DataFrame, max_distance: int) -> list[dict]:
+    """Every way a split leaks: one content hash in two splits, or two items in different splits
+    whose pHashes are within ``max_distance`` bits.
+
+    Independent of ``grouped_stratified_split`` (it uses no groups), so it also catches a split that
+    was edited by hand or produced by older code. Pairs are compared with vectorised XOR + popcount in
+    blocks; fine up to about 5,000 items. Returns dicts with sha256_a, sha256_b, split_a, split_b,
+    distance, sorted; an identical file is reported once per pair of splits with distance 0.
+    """
+    what = "leakage_violations"
+    if not 0 <= max_distance <= _HASH_BITS:
+        raise ValueError(f"{what}: max_distance is {max_distance}; it must be between 0 and 64 bits")
+    _require_columns(split, ("sha256", "split", "phash"), what)
+    table = pd.DataFrame(
+        {
+            "sha256": split["sha256"].astype(str).to_numpy(),
+            "split": split["split"].astype(str).to_numpy(),
+            "phash": _phash_array(split["phash"], what),
+        }
+    ).drop_duplicates()
+    violations: list[dict] = []
+
+    per_sha = table[["sha256", "split"]].drop_duplicates()
+    for sha, group in per_sha.groupby("sha256", sort=True):
+        names = sorted(group["split"], key=_split_order)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                violations.append(
+                    {"sha256_a": sha, "sha256_b": sha, "split_a": a, "split_b": b, "distance": 0}
+                )
+
+    names = sorted(table["split"].unique(), key=_split_order)
+    parts = {name: table.loc[table["split"] == name] for name in names}
+    seen: set[tuple[str, str, str, str]] = set()
+    for i, name_a in enumerate(names):
+        for name_b in names[i + 1 :]:
+            a, b = parts[name_a], parts[name_b]
+            hashes_a, hashes_b = a["phash"].to_numpy(), b["phash"].to_numpy()
+            sha_a, sha_b = a["sha256"].to_numpy(), b["sha256"].to_numpy()
+            if not len(hashes_a) or not len(hashes_b):
+                continue
+            block = max(1, _BLOCK_PAIRS // len(hashes_b))
+            for start in range(0, len(hashes_a), block):
+                xor = hashes_a[start : start + block, None] ^ hashes_b[None, :]
+                distance = np.bitwise_count(xor)
+                rows, cols = np.nonzero(distance <= max_distance)
+                for r, c in zip(rows.tolist(), cols.tolist()):
+                    sa, sb = str(sha_a[start + r]), str(sha_b[c])
+                    if sa == sb:
+                        continue  # already reported as the same file in two splits
+                    key = (sa, sb, name_a, name_b)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    violations.append(
+                        {
+                            "sha256_a": sa,
+                            "sha256_b": sb,
+                            "split_a": name_a,
+                            "split_b": name_b,
+                            "distance": int(distance[r, c]),
+                        }
+                    )
+    violations.sort(
+        key=lambda v: (_split_order(v["split_a"]), _split_order(v["split_b"]), v["sha256_a"], v["sha256_b"])
+    )
+    if violations:
+        logger.warning("%s: %d leakage violation(s) at max_distance %d", what, len(violations), max_distance)
+    return violations
+
+
+def dataset_content_hash(
+    split: pd.DataFrame, spec: SplitSpec, extra: Mapping[str, str] | None = None
+) -> str:
+    """The dataset version's id: SHA-256 over its sorted (sha256, label, split) rows, the spec and
+    ``extra`` (e.g. the taxonomy or the code version).
+
+    Sorting makes the id independent of row order, so the same dataset rebuilt anywhere gets the same
+    id; any change of image, label, split or spec gives a new one. Rows are JSON-encoded so no label
+    text can make two different tables hash alike.
+    """
+    what = "dataset_content_hash"
+    _require_columns(split, ("sha256", "label", "split"), what)
+    extra = dict(extra or {})
+    for key, value in extra.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"{what}: extra must map str to str, got {key!r}: {value!r}; convert the values to "
+                f"strings (e.g. json.dumps) first"
+            )
+    rows = sorted(
+        zip(
+            split["sha256"].astype(str).tolist(),
+            split["label"].astype(str).tolist(),
+            split["split"].astype(str).tolist(),
+        )
+    )
+    digest = hashlib.sha256(b"mfg-vision dataset v1\n")
+    for row in rows:
+        digest.update(json.dumps(row, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    digest.update(b"spec\n")
+    digest.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update(b"\nextra\n")
+    digest.update(json.dumps(extra, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()

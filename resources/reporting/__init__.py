@@ -1,0 +1,1 @@
+"""Validation reports for every task: metrics at a calibrated threshold, plots, the HTML page."""

@@ -1,0 +1,1 @@
+"""Where the platform keeps things: the Parquet/DuckDB warehouse and code versions."""

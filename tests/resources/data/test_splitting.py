@@ -1,0 +1,236 @@
+"""Leakage-free split: determinism, near-duplicate grouping, stratification, leakage re-check, dataset id."""
+
+import importlib
+import sys
+import types
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from resources.data.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
+
+
+def reference_groups(hashes: Sequence[int], max_distance: int) -> list[int]:
+    """Brute-force transitive grouping, used only while resources.data.images is not written yet."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    values = np.array([int(h) for h in hashes], dtype=np.uint64)
+    close = np.bitwise_count(values[:, None] ^ values[None, :]) <= max_distance
+    _, groups = connected_components(csr_matrix(close), directed=False)
+    return groups.tolist()
+
+
+@pytest.fixture(autouse=True)
+def near_duplicate_groups(monkeypatch: pytest.MonkeyPatch):
+    """The real resources.data.images.near_duplicate_groups when it exists, else the reference above."""
+    try:
+        module = importlib.import_module("resources.data.images")
+        if hasattr(module, "near_duplicate_groups"):
+            return module.near_duplicate_groups
+    except ImportError:
+        pass
+    stand_in = types.ModuleType("resources.data.images")
+    stand_in.near_duplicate_groups = reference_groups
+    monkeypatch.setitem(sys.modules, "resources.data.images", stand_in)
+    return reference_groups
+
+
+def flip_bits(value: int, bits: Sequence[int]) -> int:
+    for bit in bits:
+        value ^= 1 << bit
+    return value
+
+
+def make_items(per_class: dict[str, int], seed: int = 0, twins: int = 0) -> pd.DataFrame:
+    """Random 64-bit pHashes (mean distance 32, so no accidental near-duplicates), plus ``twins``
+    near-duplicates per class (1-3 bits flipped from an existing item of the class)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, count in per_class.items():
+        base = [int(h) for h in rng.integers(0, 2**64, size=count, dtype=np.uint64)]
+        for i, h in enumerate(base):
+            rows.append((f"{label}-{i:05d}", label, h))
+        for t in range(twins):
+            source = base[int(rng.integers(0, count))]
+            bits = rng.choice(64, size=int(rng.integers(1, 4)), replace=False)
+            rows.append((f"{label}-twin-{t:04d}", label, flip_bits(source, bits.tolist())))
+    table = pd.DataFrame(rows, columns=["sha256", "label", "phash"])
+    return table.assign(phash=table["phash"].astype("UInt64"))
+
+
+# ----------------------------------------------------------------------------------------------- spec
+
+
+def test_spec_defaults_and_bounds() -> None:
+    spec = SplitSpec()
+    assert spec.fractions() == (0.6, 0.2, 0.2) and spec.near_duplicate_max_distance == 4
+    with pytest.raises(ValidationError, match=r"must be 1, got 0.7 \+ 0.2 \+ 0.2 = 1.1"):
+        SplitSpec(train_fraction=0.7)
+    with pytest.raises(ValidationError, match="greater than 0"):
+        SplitSpec(train_fraction=0.8, val_fraction=0.2, test_fraction=0.0)
+    with pytest.raises(ValidationError, match="less than or equal to 16"):
+        SplitSpec(near_duplicate_max_distance=17)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        SplitSpec(validation_fraction=0.2)
+    with pytest.raises(ValidationError):
+        spec.seed = 3  # frozen
+    assert SplitSpec.model_fields["seed"].description
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+
+def test_split_is_deterministic_and_row_order_independent() -> None:
+    items = make_items({"good": 120, "scratch": 60}, twins=10)
+    spec = SplitSpec(seed=7)
+    first = grouped_stratified_split(items, spec)
+    again = grouped_stratified_split(items, spec)
+    pd.testing.assert_frame_equal(first, again)
+    shuffled = grouped_stratified_split(items.sample(frac=1, random_state=3), spec)
+    assert shuffled.sort_values("sha256")["split"].tolist() == first.sort_values("sha256")["split"].tolist()
+    other_seed = grouped_stratified_split(items, SplitSpec(seed=8))
+    assert other_seed["split"].tolist() != first["split"].tolist()
+
+
+def test_split_keeps_input_rows_and_adds_columns() -> None:
+    items = make_items({"good": 20, "dent": 20}).set_index(pd.Index(range(100, 140)))
+    out = grouped_stratified_split(items, SplitSpec())
+    assert list(out.index) == list(items.index)
+    assert list(out.columns) == ["sha256", "label", "phash", "group_id", "split"]
+    assert out["group_id"].dtype == np.int64 and set(out["split"]) == {"train", "val", "test"}
+
+
+def test_split_has_no_leakage_for_injected_near_duplicates() -> None:
+    items = make_items({"good": 200, "scratch": 80, "dent": 40}, twins=25, seed=1)
+    spec = SplitSpec(near_duplicate_max_distance=4)
+    out = grouped_stratified_split(items, spec)
+    twins = out[out["sha256"].str.contains("twin")]
+    assert len(twins) == 75
+    # every twin shares a group with at least one original, and groups never straddle splits
+    assert (out.groupby("group_id")["split"].nunique() == 1).all()
+    assert out["group_id"].nunique() < len(out)
+    assert leakage_violations(out, spec.near_duplicate_max_distance) == []
+
+
+def test_identical_content_is_one_group_even_if_stored_phash_differs() -> None:
+    items = pd.DataFrame(
+        {"sha256": ["same", "same", "x", "y", "z"], "label": ["good"] * 5, "phash": [1, 2**63, 5, 2**40, 2**50]}
+    )
+    out = grouped_stratified_split(items, SplitSpec(near_duplicate_max_distance=0))
+    assert out.loc[0, "group_id"] == out.loc[1, "group_id"]
+    assert out.loc[0, "split"] == out.loc[1, "split"]
+
+
+def test_fractions_honoured_per_class() -> None:
+    items = make_items({"good": 400, "scratch": 320, "dent": 300}, twins=30, seed=2)
+    out = grouped_stratified_split(items, SplitSpec(train_fraction=0.7, val_fraction=0.15, test_fraction=0.15))
+    for label, group in out.groupby("label"):
+        shares = group["split"].value_counts(normalize=True)
+        assert abs(shares["train"] - 0.7) < 0.03, (label, shares.to_dict())
+        assert abs(shares["val"] - 0.15) < 0.03, (label, shares.to_dict())
+        assert abs(shares["test"] - 0.15) < 0.03, (label, shares.to_dict())
+
+
+def test_small_classes_reach_every_split() -> None:
+    items = make_items({"good": 100, "crack": 3, "dent": 4})
+    out = grouped_stratified_split(items, SplitSpec())
+    for label in ("crack", "dent"):
+        assert set(out.loc[out["label"] == label, "split"]) == {"train", "val", "test"}
+
+
+def test_group_goes_by_majority_label() -> None:
+    base = 0x0F0F0F0F0F0F0F0F
+    items = pd.DataFrame(
+        {
+            "sha256": ["a", "b", "c"],
+            "label": ["dent", "dent", "good"],
+            "phash": [base, flip_bits(base, [1]), flip_bits(base, [2])],
+        }
+    )
+    out = grouped_stratified_split(items, SplitSpec())
+    assert out["group_id"].nunique() == 1 and out["split"].nunique() == 1
+
+
+def test_split_accepts_python_ints_and_signed_int64() -> None:
+    items = make_items({"good": 30, "dent": 30})
+    as_int = items.assign(phash=[int(h) for h in items["phash"]])
+    signed = items.assign(phash=np.array([int(h) for h in items["phash"]], dtype=np.uint64).view(np.int64))
+    expected = grouped_stratified_split(items, SplitSpec())["split"].tolist()
+    assert grouped_stratified_split(as_int.astype({"phash": object}), SplitSpec())["split"].tolist() == expected
+    assert grouped_stratified_split(signed, SplitSpec())["split"].tolist() == expected
+
+
+def test_split_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['phash'\]"):
+        grouped_stratified_split(pd.DataFrame({"sha256": ["a"], "label": ["good"]}), SplitSpec())
+    with pytest.raises(ValueError, match="not an integer"):
+        grouped_stratified_split(pd.DataFrame({"sha256": ["a"], "label": ["g"], "phash": [1.5]}), SplitSpec())
+    with pytest.raises(ValueError, match="'label' has 1 missing value"):
+        grouped_stratified_split(pd.DataFrame({"sha256": ["a"], "label": [None], "phash": [1]}), SplitSpec())
+
+
+def test_split_calls_resources_images(monkeypatch: pytest.MonkeyPatch, near_duplicate_groups) -> None:
+    images = importlib.import_module("resources.data.images")
+    calls = []
+
+    def spy(hashes: Sequence[int], max_distance: int) -> list[int]:
+        calls.append((len(hashes), max_distance))
+        return near_duplicate_groups(hashes, max_distance)
+
+    monkeypatch.setattr(images, "near_duplicate_groups", spy)
+    grouped_stratified_split(make_items({"good": 5, "dent": 5}), SplitSpec(near_duplicate_max_distance=3))
+    assert calls == [(10, 3)]
+
+
+# -------------------------------------------------------------------------------------------- leakage
+
+
+def test_leakage_violations_finds_shared_content_and_near_duplicates() -> None:
+    base = 0x123456789ABCDEF0
+    split = pd.DataFrame(
+        {
+            "sha256": ["a", "a", "b", "c", "d"],
+            "split": ["train", "test", "train", "val", "test"],
+            "phash": pd.array([base, base, 2**60, flip_bits(2**60, [0, 5, 9]), 7], dtype="UInt64"),
+        }
+    )
+    assert leakage_violations(split, max_distance=3) == [
+        {"sha256_a": "b", "sha256_b": "c", "split_a": "train", "split_b": "val", "distance": 3},
+        {"sha256_a": "a", "sha256_b": "a", "split_a": "train", "split_b": "test", "distance": 0},
+    ]  # sorted by split pair (train/val, train/test, val/test), then hashes
+    assert [v["sha256_a"] for v in leakage_violations(split, max_distance=2)] == ["a"]
+
+
+def test_leakage_violations_scales_to_thousands() -> None:
+    items = make_items({"good": 2500, "dent": 2500}, seed=5)
+    split = items.assign(split=np.resize(np.array(["train", "train", "train", "val", "test"]), len(items)))
+    assert leakage_violations(split, max_distance=4) == []
+    with pytest.raises(ValueError, match="between 0 and 64"):
+        leakage_violations(split, max_distance=65)
+
+
+# ----------------------------------------------------------------------------------------------- hash
+
+
+def test_content_hash_is_order_independent_and_sensitive() -> None:
+    items = make_items({"good": 30, "dent": 30})
+    spec = SplitSpec()
+    split = grouped_stratified_split(items, spec)
+    digest = dataset_content_hash(split, spec, {"classes": "good,dent"})
+    assert len(digest) == 64
+    assert dataset_content_hash(split.sample(frac=1, random_state=1), spec, {"classes": "good,dent"}) == digest
+    relabelled = split.copy()
+    relabelled.loc[relabelled.index[0], "label"] = "dent" if relabelled.iloc[0]["label"] == "good" else "good"
+    assert dataset_content_hash(relabelled, spec, {"classes": "good,dent"}) != digest
+    moved = split.copy()
+    moved.loc[moved.index[0], "split"] = "test" if moved.iloc[0]["split"] != "test" else "train"
+    assert dataset_content_hash(moved, spec, {"classes": "good,dent"}) != digest
+    assert dataset_content_hash(split, SplitSpec(seed=1), {"classes": "good,dent"}) != digest
+    assert dataset_content_hash(split, spec, {"classes": "good,dent,crack"}) != digest
+    assert dataset_content_hash(split, spec) != digest
+    with pytest.raises(TypeError, match="extra must map str to str"):
+        dataset_content_hash(split, spec, {"classes": 3})  # type: ignore[dict-item]
