@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfg_assets.common import blocking_check_result, classification_asset, hash_rows, record_lineage, variant_for
+from mfg_assets.common import blocking_check_result, inspection_asset, hash_rows, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, ImageSet
 from mfg_assets.ingest import load_image_table
 from resources.artifact_store import ArtifactStore
@@ -69,7 +69,7 @@ class AnnotationConfig(dg.Config):
     )
 
 
-@classification_asset("annotations", kinds={"parquet"}, checks=CHECK_DESCRIPTIONS)
+@inspection_asset("annotations", kinds={"parquet"}, checks=CHECK_DESCRIPTIONS)
 def annotations(
     context: dg.AssetExecutionContext,
     config: AnnotationConfig,

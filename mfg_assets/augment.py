@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import classification_asset, record_lineage
+from mfg_assets.common import inspection_asset, record_lineage
 from mfg_assets.datasets import load_dataset_items, load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
@@ -77,7 +77,7 @@ def training_arrays(
     return train_images, train_labels, val_images, val_labels
 
 
-@classification_asset("augmented_set", kinds={"albumentations"})
+@inspection_asset("augmented_set", kinds={"albumentations"})
 def augmented_set(
     context: dg.AssetExecutionContext,
     config: AugmentConfig,

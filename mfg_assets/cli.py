@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     onboard.add_argument("data_dir")
-    onboard.add_argument("--task", default="classify", choices=["classify"])
+    onboard.add_argument(
+        "--task", default="classify", help="inspection task (resources.tasks): classify in this release; others are refused with why"
+    )
     onboard.add_argument("--format", default="folders", choices=["folders", "csv", "coco"])
     onboard.add_argument("--line", required=True)
     onboard.add_argument("--variant", required=True)

@@ -11,7 +11,7 @@ from resources.data.variants import VariantSpec, load_variant, split_partition_k
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 
-__all__ = ["blocking_check_result", "classification_asset", "hash_rows", "record_lineage", "variant_for"]
+__all__ = ["blocking_check_result", "inspection_asset", "hash_rows", "record_lineage", "variant_for"]
 
 
 def variant_for(context: dg.AssetExecutionContext, lineage: LineageStore) -> VariantSpec:
@@ -50,16 +50,18 @@ def record_lineage(
     context.log.info(f"lineage: {output_id} <- {', '.join(input_ids) or '(landing zone)'}")
 
 
-def classification_asset(name: str, *, kinds: set[str], checks: Mapping[str, str] | None = None):
-    """``dg.asset`` for a stage of the classification graph: one partition per line/variant, the
-    platform's code version, and blocking checks (``check name -> description``) evaluated in the
-    asset's own step, so a failing check stops everything downstream in that run."""
+def inspection_asset(name: str, *, kinds: set[str], checks: Mapping[str, str] | None = None):
+    """``dg.asset`` for a stage of the one inspection graph, whatever the task: one partition per
+    line/variant, the platform's code version, and blocking checks (``check name -> description``)
+    evaluated in the asset's own step, so a failing check stops everything downstream in that run.
+    What differs by task is asked of the variant's engine (``resources.tasks.engine_for``) inside the
+    asset, never by a second graph."""
     from mfg_assets.partitions import line_variant_partitions
 
     return dg.asset(
         name=name,
         partitions_def=line_variant_partitions,
-        group_name="classification",
+        group_name="inspection",
         code_version=code_version(),
         kinds=kinds,
         check_specs=[

@@ -14,13 +14,13 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import classification_asset, record_lineage, variant_for
+from mfg_assets.common import inspection_asset, record_lineage, variant_for
 from mfg_assets.datasets import load_dataset_items
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
-from resources.trainers import ClassificationTrainer
+from resources.trainers import Trainer
 
 __all__ = ["CrossValidationConfig", "cross_validation"]
 
@@ -30,13 +30,13 @@ class CrossValidationConfig(dg.Config):
     seed: int = Field(0, ge=0, description="seed of the fold assignment; recorded")
 
 
-@classification_asset("cross_validation", kinds={"scikitlearn"})
+@inspection_asset("cross_validation", kinds={"scikitlearn"})
 def cross_validation(
     context: dg.AssetExecutionContext,
     config: CrossValidationConfig,
     dataset_version: DatasetVersion,
     hyperparameter_search: TrainingRecipe,
-    trainer: ClassificationTrainer,
+    trainer: Trainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[CrossValidation]:

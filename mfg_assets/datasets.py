@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from mfg_assets.annotations import load_labels
-from mfg_assets.common import blocking_check_result, classification_asset, record_lineage, variant_for
+from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
 from resources.artifact_store import ArtifactStore
@@ -64,7 +64,7 @@ def load_split_images(
     return images, labels, rows
 
 
-@classification_asset("dataset_version", kinds={"parquet"}, checks=LEAKAGE_CHECK)
+@inspection_asset("dataset_version", kinds={"parquet"}, checks=LEAKAGE_CHECK)
 def dataset_version(
     context: dg.AssetExecutionContext,
     config: SplitConfig,
@@ -122,6 +122,7 @@ def dataset_version(
         partition=annotations.partition,
         classes=spec.classes,
         good_class=spec.good_class,
+        task=spec.task,
         counts=counts,
         split_spec=split_spec.model_dump(),
     )

@@ -14,7 +14,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import classification_asset, record_lineage
+from mfg_assets.common import inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, DeploymentRecord, ExportedModel, RegisteredModel, ValidationReport
 from resources.artifact_store import ArtifactStore
@@ -49,7 +49,7 @@ def baseline_histograms(report: dict, train_images: np.ndarray) -> tuple[list[in
     return score_histogram(scores), brightness_histogram(input_brightness(image) for image in train_images)
 
 
-@classification_asset("deployment", kinds={"edge"})
+@inspection_asset("deployment", kinds={"edge"})
 def deployment(
     context: dg.AssetExecutionContext,
     config: DeploymentConfig,
@@ -62,7 +62,7 @@ def deployment(
     lineage: LineageStore,
 ) -> dg.Output[DeploymentRecord]:
     """Signs and publishes the registered model for the line's devices (canary ring by default)."""
-    from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring
+    from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring, Task
 
     if config.ring not in ("canary", "fleet"):
         raise dg.Failure(f"ring {config.ring!r} is unknown; choose canary or fleet")
@@ -92,6 +92,7 @@ def deployment(
         deployment_id=deployment_id,
         line=line,
         model_version=registered_model.version,
+        task=Task(dataset_version.task),
         model_format=config.model_format,
         model_path=exported_model.files[config.model_format],
         files=tuple(

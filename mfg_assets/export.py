@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import blocking_check_result, classification_asset, record_lineage
+from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore, sha256_file
@@ -51,7 +51,7 @@ class ExportConfig(dg.Config):
     latency_repeats: int = Field(20, ge=1, le=1000, description="timed single-image runs per runtime")
 
 
-@classification_asset("exported_model", kinds={"onnx", "openvino"}, checks=PARITY_CHECK)
+@inspection_asset("exported_model", kinds={"onnx", "openvino"}, checks=PARITY_CHECK)
 def exported_model(
     context: dg.AssetExecutionContext,
     config: ExportConfig,

@@ -53,6 +53,7 @@ class DatasetVersion(_Handle):
     classes: tuple[str, ...]
     good_class: str | None
     counts: dict[str, dict[str, int]]  # split -> class -> images
+    task: str = "classify"  # the variant's task: which engine (resources.tasks) the downstream assets use
     split_spec: dict[str, Any]
 
 

@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfg_assets.common import classification_asset, hash_rows, record_lineage
+from mfg_assets.common import inspection_asset, hash_rows, record_lineage
 from mfg_assets.handles import ImageSet
 from resources.artifact_store import ArtifactStore
 from resources.landing import SIDECAR_FILES, LandingBatch, LandingZone
@@ -154,7 +154,7 @@ def load_image_table(lineage: LineageStore, partition: str) -> pd.DataFrame:
     return lineage.read_table("images", "partition = ?", [partition])
 
 
-@classification_asset("raw_images", kinds={"parquet"})
+@inspection_asset("raw_images", kinds={"parquet"})
 def raw_images(
     context: dg.AssetExecutionContext,
     config: IngestConfig,

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resources.landing import MARKER
-from resources.settings import mfg_home
 from resources.data.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
 from resources.errors import MfgVisionError
+from resources.landing import MARKER
+from resources.settings import mfg_home
+from resources.tasks import engine_for
 
 __all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
 
@@ -194,12 +195,10 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         raise OnboardError(f"{data_dir} is not a folder; pass the dataset folder (one sub-folder per class)")
     validate_name("line", request.line)
     validate_name("variant", request.variant)
+    engine = engine_for(request.task)  # a task without an engine is refused before anything lands
     classes = discover_classes(data_dir, request.label_format)
-    if len(classes) < 2:
-        raise OnboardError(
-            f"{data_dir}: found {len(classes)} class ({', '.join(classes) or 'none'}); a classifier needs at "
-            "least two classes, e.g. good parts and one defect type"
-        )
+    if problems := engine.variant_problems(classes, request.good_class):
+        raise OnboardError(f"{data_dir}: {'; '.join(problems)}, e.g. good parts and one defect type")
     if request.good_class is not None and request.good_class not in classes:
         raise OnboardError(
             f"--good-class {request.good_class!r} is not a class of {data_dir}; choose one of {', '.join(classes)}"

@@ -6,7 +6,7 @@ check gets here (both checks are blocking). Approval and deployment are later, a
 
 import dagster as dg
 
-from mfg_assets.common import classification_asset, record_lineage
+from mfg_assets.common import inspection_asset, record_lineage
 from mfg_assets.handles import DatasetVersion, ExportedModel, RegisteredModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.storage.code_version import code_version
@@ -17,7 +17,7 @@ from resources.data.variants import split_partition_key
 __all__ = ["registered_model"]
 
 
-@classification_asset("registered_model", kinds={"duckdb"})
+@inspection_asset("registered_model", kinds={"duckdb"})
 def registered_model(
     context: dg.AssetExecutionContext,
     trained_model: TrainedModel,
@@ -38,7 +38,7 @@ def registered_model(
     version = registry.register(
         line=line,
         variant=variant,
-        task="classify",
+        task=dataset_version.task,
         checkpoint_sha256=trained_model.checkpoint.sha256,
         dataset_version=dataset_version.id,
         metrics={

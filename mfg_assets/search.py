@@ -17,13 +17,13 @@ import dagster as dg
 from pydantic import Field
 
 from mfg_assets.augment import training_arrays
-from mfg_assets.common import classification_asset, record_lineage, variant_for
+from mfg_assets.common import inspection_asset, record_lineage, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import DEFAULT_BACKBONE, TrainSettings
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
-from resources.trainers import ClassificationTrainer
+from resources.trainers import Trainer
 
 __all__ = ["RecipeConfig", "base_settings", "hyperparameter_search"]
 
@@ -80,13 +80,13 @@ def base_settings(
     return settings, config.init_from, init_sha
 
 
-@classification_asset("hyperparameter_search", kinds={"optuna"})
+@inspection_asset("hyperparameter_search", kinds={"optuna"})
 def hyperparameter_search(
     context: dg.AssetExecutionContext,
     config: RecipeConfig,
     dataset_version: DatasetVersion,
     augmented_set: AugmentedSet,
-    trainer: ClassificationTrainer,
+    trainer: Trainer,
     registry: ModelRegistry,
     artifact_store: ArtifactStore,
     lineage: LineageStore,

@@ -13,12 +13,12 @@ import dagster as dg
 from pydantic import Field
 
 from mfg_assets.augment import training_arrays
-from mfg_assets.common import classification_asset, record_lineage, variant_for
+from mfg_assets.common import inspection_asset, record_lineage, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel, TrainingRecipe
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
-from resources.trainers import ClassificationTrainer
+from resources.trainers import Trainer
 
 __all__ = ["TrainModelConfig", "trained_model"]
 
@@ -29,14 +29,14 @@ class TrainModelConfig(dg.Config):
     )
 
 
-@classification_asset("trained_model", kinds={"pytorch"})
+@inspection_asset("trained_model", kinds={"pytorch"})
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainModelConfig,
     dataset_version: DatasetVersion,
     augmented_set: AugmentedSet,
     hyperparameter_search: TrainingRecipe,
-    trainer: ClassificationTrainer,
+    trainer: Trainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[TrainedModel]:

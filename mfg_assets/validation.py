@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import blocking_check_result, classification_asset, record_lineage
+from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from resources.artifact_store import ArtifactStore
@@ -40,10 +40,12 @@ class ValidationConfig(dg.Config):
     gallery_size: int = Field(12, ge=0, le=100, description="worst errors shown in the HTML gallery")
 
 
-def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold):
-    from resources.reporting.metrics import classification_metrics, decision_rates, defect_scores, roc_points
+def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str) -> dict:
+    """The task's metrics on one split (its engine's), plus the decision rates every task reports."""
+    from resources.reporting.metrics import decision_rates, defect_scores, roc_points
+    from resources.tasks import engine_for
 
-    section = classification_metrics(labels, probabilities, classes)
+    section = engine_for(task).metrics(labels, probabilities, classes)
     if good_class is not None:
         scores = defect_scores(probabilities, classes, good_class)
         is_defect = labels != list(classes).index(good_class)
@@ -89,7 +91,7 @@ def build_report(
         )
     threshold = calibration["threshold"] if calibration else None
     report = {
-        "task": "classify",
+        "task": dataset.task,
         "line": line,
         "variant": variant,
         "model_id": model.id,
@@ -99,8 +101,8 @@ def build_report(
         "classes": classes,
         "good_class": good_class,
         "threshold": calibration,
-        "val": _split_section(val[0], val[1], classes, good_class, threshold),
-        "test": _split_section(test[0], test[1], classes, good_class, threshold),
+        "val": _split_section(val[0], val[1], classes, good_class, threshold, dataset.task),
+        "test": _split_section(test[0], test[1], classes, good_class, threshold, dataset.task),
         "worst_errors": worst_errors(test[1], test[0], classes, k=config.gallery_size),
         "training": {
             "arch": model.arch,
@@ -133,7 +135,7 @@ def build_report(
     return report
 
 
-@classification_asset("validation_report", kinds={"html"}, checks=RELEASE_CHECK)
+@inspection_asset("validation_report", kinds={"html"}, checks=RELEASE_CHECK)
 def validation_report(
     context: dg.AssetExecutionContext,
     config: ValidationConfig,

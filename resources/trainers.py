@@ -1,7 +1,11 @@
-"""Trainer resources: one per task. The engines live in their own modules (``classification_trainer``);
-a resource holds the machine-level settings (threads) and is what assets annotate, so tests can
-swap in a lighter one."""
+"""Trainer resources: the abstract :class:`Trainer` the training assets annotate, one implementation per task.
 
+The engines live in their task's package (``resources.classify.trainer``); a resource holds the
+machine-level settings (threads). Assets depend on :class:`Trainer` only, so a task plugs in its own
+trainer and a test binds a small fake one under the same ``trainer`` key.
+"""
+
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -12,10 +16,33 @@ from pydantic import Field
 if TYPE_CHECKING:
     from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
 
-__all__ = ["ClassificationTrainer"]
+__all__ = ["ClassificationTrainer", "Trainer"]
 
 
-class ClassificationTrainer(dg.ConfigurableResource):
+class Trainer(dg.ConfigurableResource, ABC):
+    """What the search, the folds and the training asset need: train on arrays, predict with a checkpoint."""
+
+    @abstractmethod
+    def train(
+        self,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        val_images: np.ndarray,
+        val_labels: np.ndarray,
+        classes: Sequence[str],
+        settings: "TrainSettings",
+        on_epoch: "Callable[[EpochRecord], None] | None" = None,
+        good_class: str | None = None,
+        require_learning: bool = True,
+    ) -> "TrainResult":
+        """Train on the arrays with ``settings``; the checkpoint is bytes the artifact store keeps."""
+
+    @abstractmethod
+    def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:
+        """Per-image outputs of a checkpoint's model (for classification: class probabilities)."""
+
+
+class ClassificationTrainer(Trainer):
     """Trains timm image classifiers on the CPU (or a GPU when torch sees one)."""
 
     num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads used for training")

@@ -15,7 +15,6 @@ from resources.errors import MfgVisionError
 
 __all__ = [
     "NAME_PATTERN",
-    "TASKS",
     "UnknownVariant",
     "VariantSpec",
     "load_variant",
@@ -26,7 +25,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = NAME  # one rule for the platform, the sync server and the device (edge_sync.contract.names)
-TASKS = ("classify",)
 PARTITION_SEPARATOR = "."
 
 
@@ -62,7 +60,7 @@ class VariantSpec(BaseModel):
 
     line: str
     variant: str
-    task: str = Field("classify", description=f"one of {TASKS}")
+    task: str = Field("classify", description="the inspection task (resources.tasks); classify in this release")
     classes: tuple[str, ...] = Field(description="the taxonomy: every label must be one of these")
     good_class: str | None = Field(
         None, description="class of acceptable parts; None when every class is a defect type"
@@ -77,17 +75,17 @@ class VariantSpec(BaseModel):
     @field_validator("task")
     @classmethod
     def _task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"task {value!r} is not supported; choose one of {', '.join(TASKS)}")
+        from resources.tasks import engine_for
+
+        engine_for(value)  # an unknown task, or one without an engine yet, is refused here
         return value
 
     @model_validator(mode="after")
     def _taxonomy(self) -> "VariantSpec":
-        if len(self.classes) < 2:
-            raise ValueError(
-                f"variant {self.line}/{self.variant} has {len(self.classes)} class(es) "
-                f"({', '.join(self.classes) or 'none'}); a classifier needs at least two"
-            )
+        from resources.tasks import engine_for
+
+        if problems := engine_for(self.task).variant_problems(self.classes, self.good_class):
+            raise ValueError(f"variant {self.line}/{self.variant} ({self.task}): {'; '.join(problems)}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"variant {self.line}/{self.variant}: duplicate class names in {self.classes}")
         if self.good_class is not None and self.good_class not in self.classes:

@@ -112,3 +112,19 @@ def test_device_and_platform_bin_the_same_image_into_the_same_brightness_bin(tmp
     assert brightness == 239.5
     assert window.input_brightness_histogram == baseline
     assert baseline.index(1) == 14
+
+
+def test_the_agent_refuses_a_manifest_for_a_task_it_cannot_run(tmp_path) -> None:
+    import httpx
+
+    from edge_sync.agent.errors import VerificationError
+    from edge_sync.agent.installer import Installer
+
+    installer = Installer(
+        tmp_path, public_key=None, client=httpx.Client(), server_url="http://x", auth={}, num_threads=1,
+        clock=lambda: datetime(2026, 12, 2, tzinfo=UTC),
+    )
+    files = (ModelFile(path="model.onnx", sha256="0" * 64, n_bytes=1), ModelFile(path="selftest.npz", sha256="1" * 64, n_bytes=1))
+    installer.check_manifest(_manifest(files=files))
+    with pytest.raises(VerificationError, match="'detect' model; this agent runs classify models only; update the edge agent"):
+        installer.check_manifest(_manifest(task="detect", files=files))

@@ -58,3 +58,21 @@ def test_loading_definitions_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+PIPELINE = (
+    "raw_images", "annotations", "dataset_version", "augmented_set", "hyperparameter_search", "trained_model",
+    "validation_report", "exported_model", "registered_model", "deployment",
+)
+
+
+def test_one_graph_for_every_task() -> None:
+    """The stages form one chain in one group; a task is an engine behind it, never a second graph."""
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {groups[name] for name in PIPELINE} | {groups["cross_validation"]} == {"inspection"}
+    assert {name for name, group in groups.items() if group == "inspection"} == set(PIPELINE) | {"cross_validation"}
+    for upstream, downstream in zip(PIPELINE, PIPELINE[1:], strict=False):
+        parents = {key.to_user_string() for key in graph.get(dg.AssetKey(downstream)).parent_keys}
+        assert upstream in parents, (upstream, downstream, parents)
+    assert all(graph.get(dg.AssetKey(name)).partitions_def is not None for name in PIPELINE)

@@ -1,0 +1,87 @@
+"""The downstream assets run behind the abstract ``Trainer`` resource: a small fake trainer in, a
+validated, exported, registered model out, with no training at all.
+
+This is what a new task's trainer plugs into, and it keeps the graph's plumbing under test at the
+cost of an export instead of a training run.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from mfg_assets.definitions import defs
+from mfg_assets.jobs import CLASSIFY_ASSETS
+from mfg_assets.onboard import OnboardRequest, _land, _run_config
+from mfg_assets.partitions import line_variant_partitions
+from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+from resources.data.variants import VariantSpec, partition_key, save_variant
+from resources.registry import ModelRegistry
+from resources.trainers import Trainer
+
+
+class FakeTrainer(Trainer):
+    """Builds the recipe's architecture with untrained weights and reports one made-up epoch."""
+
+    def train(
+        self,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        val_images: np.ndarray,
+        val_labels: np.ndarray,
+        classes: Sequence[str],
+        settings: TrainSettings,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        good_class: str | None = None,
+        require_learning: bool = True,
+    ) -> TrainResult:
+        import timm
+        import torch
+
+        from resources.classify.model_init import checkpoint_bytes
+
+        torch.manual_seed(settings.seed)
+        model = timm.create_model(settings.timm_arch(), pretrained=False, num_classes=len(classes))
+        record = EpochRecord(
+            epoch=1, train_loss=1.0, val_loss=1.0, val_accuracy=0.5, val_balanced_accuracy=0.5,
+            val_false_reject_rate=None if good_class is None else 0.5, learning_rate=settings.learning_rate, seconds=0.01,
+        )
+        if on_epoch is not None:
+            on_epoch(record)
+        init = {"source": "scratch", "fake": True}
+        checkpoint = checkpoint_bytes({
+            "state_dict": model.state_dict(), "arch": settings.timm_arch(), "classes": list(classes),
+            "image_size": settings.image_size, "resize": settings.resize, "mean": (0.5, 0.5, 0.5),
+            "std": (0.25, 0.25, 0.25), "settings": settings.model_dump(mode="json"), "init": init,
+        })
+        return TrainResult(checkpoint=checkpoint, history=[record], best_epoch=1, train_seconds=0.01, init=init)
+
+    def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:
+        from resources.classify.model import load_inference_model, predict_proba
+
+        return predict_proba(load_inference_model(checkpoint), images)
+
+
+def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
+    spec = VariantSpec(line="line1", variant="bracket-a", classes=("dent", "good", "missing_hole", "scratch", "stain"), good_class="good")
+    save_variant(spec, mfg_home)
+    _land(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
+    key = partition_key("line1", "bracket-a")
+    request = OnboardRequest(
+        data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
+        backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0,
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+        assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
+        resources = {**defs.resources, "trainer": FakeTrainer()}
+        result = dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=_run_config(request))
+
+    assert result.success
+    version = ModelRegistry().get("line1-bracket-a-v1")
+    assert version.task == "classify"
+    trained = result.output_for_node("trained_model")
+    assert trained.init == {"source": "scratch", "fake": True} and trained.arch == "resnet10t"
+    exported = result.output_for_node("exported_model")
+    assert exported.parity_passed and set(exported.files) == {"onnx", "openvino", "onnx_int8"}

@@ -1,0 +1,36 @@
+"""The task seam: which tasks exist, which have an engine, and how a missing one is refused."""
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge_sync.contract import Task
+from resources.data.variants import VariantSpec
+from resources.errors import MfgVisionError
+from resources.tasks import ClassifyEngine, UnsupportedTask, engine_for, supported_tasks
+
+
+def test_classification_is_the_first_tenant() -> None:
+    engine = engine_for("classify")
+    assert isinstance(engine, ClassifyEngine) and engine.task is Task.CLASSIFY
+    assert supported_tasks() == ("classify",)
+    metrics = engine.metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["good", "scratch"])
+    assert set(engine.metric_keys) <= set(metrics) and metrics["accuracy"] == 1.0
+    assert engine.stratify_key("scratch") == "scratch"
+    assert engine.variant_problems(["good"], "good") and not engine.variant_problems(["good", "dent"], "good")
+
+
+def test_a_planned_task_and_an_unknown_one_are_refused_with_why() -> None:
+    with pytest.raises(UnsupportedTask, match="'detect' has no engine in this release .*supported now: classify"):
+        engine_for("detect")
+    with pytest.raises(UnsupportedTask, match="'count' is unknown; the platform's tasks are classify, anomaly"):
+        engine_for("count")
+    assert issubclass(UnsupportedTask, MfgVisionError)
+
+
+def test_a_variant_of_a_task_without_engine_cannot_be_registered() -> None:
+    with pytest.raises(ValidationError, match="has no engine in this release"):
+        VariantSpec(line="line1", variant="a", task="segment", classes=("good", "dent"))
+    with pytest.raises(ValidationError, match="a classifier needs at least two"):
+        VariantSpec(line="line1", variant="a", task="classify", classes=("good",))
+    assert VariantSpec(line="line1", variant="a", classes=("good", "dent")).task == "classify"
