@@ -36,7 +36,9 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
                 "threshold", "exports", "parity", "report_html"):
         assert key in report, key
     assert report["model_version"] == "line1-bracket-a-v1"
-    assert 0.0 <= report["test"]["accuracy"] <= 1.0
+    matrix = report["test"]["confusion_matrix"]
+    assert sum(map(sum, matrix)) == report["test"]["n_images"] > 0
+    assert report["test"]["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(len(matrix))) / report["test"]["n_images"])
     assert set(report["test"]["per_class"]) == {"good", "scratch", "dent", "stain", "missing_hole"}
     assert report["test"]["false_reject_rate"] is not None and report["test"]["escape_rate"] is not None
     assert report["parity"]["passed"] is True

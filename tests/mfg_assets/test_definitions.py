@@ -41,13 +41,10 @@ def test_definitions_load_with_the_expected_assets_and_checks() -> None:
     assert checks == EXPECTED_BLOCKING_CHECKS
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
-    assert defs.resolve_job_def("classify_job") is not None
-    assert defs.resolve_job_def("deploy_job") is not None
-    assert defs.resolve_sensor_def("landing_zone_sensor") is not None
-    assert defs.resolve_sensor_def("edge_loop_sensor") is not None
-    assert defs.resolve_schedule_def("edge_housekeeping_schedule") is not None
-    for job in ("retrain_job", "edge_metrics_job", "rollback_job"):
-        assert defs.resolve_job_def(job) is not None
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"classify_job", "deploy_job", "retrain_job", "edge_metrics_job", "rollback_job"} <= jobs
+    assert {sensor.name for sensor in defs.sensors} == {"landing_zone_sensor", "edge_loop_sensor"}
+    assert [schedule.name for schedule in defs.schedules] == ["edge_housekeeping_schedule"]
 
 
 def test_loading_definitions_does_not_import_heavy_libraries() -> None:
@@ -76,3 +73,12 @@ def test_one_graph_for_every_task() -> None:
         parents = {key.to_user_string() for key in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream, parents)
     assert all(graph.get(dg.AssetKey(name)).partitions_def is not None for name in PIPELINE)
+
+
+def test_importing_the_definitions_writes_nothing_to_the_home(tmp_path) -> None:
+    import os
+
+    home = tmp_path / "home"
+    env = {**os.environ, "MFG_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    subprocess.run([sys.executable, "-c", "import mfg_assets.definitions"], env=env, capture_output=True, check=True)
+    assert not home.exists()

@@ -36,3 +36,23 @@ def test_unknown_version_names_the_latest(tmp_path: Path) -> None:
     _register(registry, "c1")
     with pytest.raises(UnknownModelVersion, match="line1-a-v1"):
         registry.get("line1-a-v9")
+
+
+def _register_one(args: tuple[str, int]) -> str:
+    home, n = args
+    from resources.registry import ModelRegistry
+
+    version = ModelRegistry(home=home).register(
+        line="line1", variant="a", task="classify", checkpoint_sha256=f"{n:064x}", dataset_version="dataset:x",
+        metrics={}, parameters={}, artifacts={}, code_version="test",
+    )
+    return version.version
+
+
+def test_concurrent_registrations_get_distinct_consecutive_numbers(tmp_path) -> None:
+    """Processes registering at once (two onboard runs, a retrain and a sensor) never share a number."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_register_one, [(str(tmp_path), n) for n in range(8)])
+    assert sorted(versions, key=lambda v: int(v.rsplit("v", 1)[1])) == [f"line1-a-v{i}" for i in range(1, 9)]
