@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from resources.data.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
 from resources.errors import MfgVisionError
 from resources.landing import MARKER
@@ -53,7 +55,6 @@ class OnboardRequest:
     max_test_escape_rate: float | None = None
     min_images_per_class: int | None = None
     augment_copies: int | None = None
-    extra_run_config: dict[str, Any] | None = None
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
@@ -102,41 +103,45 @@ def _land(data_dir: Path, landing_dir: Path) -> Path:
     return batch_dir
 
 
-def _run_config(request: OnboardRequest) -> dict[str, Any]:
-    ops: dict[str, dict[str, Any]] = {
-        "dataset_version": {"config": {"seed": request.seed}},
-        "augmented_set": {"config": {"seed": request.seed}},
-        "hyperparameter_search": {"config": {"seed": request.seed}},
+def _run_config(request: OnboardRequest) -> dg.RunConfig:
+    """The run's typed config: each asset's own ``Config`` class, so a wrong field or value fails here."""
+    from mfg_assets.annotations import AnnotationConfig
+    from mfg_assets.augment import AugmentConfig
+    from mfg_assets.cross_validation import CrossValidationConfig
+    from mfg_assets.datasets import SplitConfig
+    from mfg_assets.search import RecipeConfig
+    from mfg_assets.validation import ValidationConfig
+
+    def given(**values: Any) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    ops: dict[str, dg.Config] = {
+        "dataset_version": SplitConfig(seed=request.seed),
+        "augmented_set": AugmentConfig(
+            seed=request.seed, **given(image_size=request.image_size, copies_per_image=request.augment_copies)
+        ),
+        "hyperparameter_search": RecipeConfig(
+            seed=request.seed,
+            **given(
+                epochs=request.epochs,
+                arch=request.arch,
+                backbone=request.backbone,
+                pretrained_weights=request.pretrained_weights,
+                init_from=request.init_from,
+                hpo_trials=request.hpo_trials,
+                hpo_minutes=request.hpo_minutes,
+            ),
+        ),
     }
-    if request.image_size is not None:
-        ops["augmented_set"]["config"]["image_size"] = request.image_size
-    if request.augment_copies is not None:
-        ops["augmented_set"]["config"]["copies_per_image"] = request.augment_copies
-    recipe = {
-        "epochs": request.epochs,
-        "arch": request.arch,
-        "backbone": request.backbone,
-        "pretrained_weights": request.pretrained_weights,
-        "init_from": request.init_from,
-        "hpo_trials": request.hpo_trials,
-        "hpo_minutes": request.hpo_minutes,
-    }
-    ops["hyperparameter_search"]["config"].update({k: v for k, v in recipe.items() if v is not None})
     if request.cv_folds is not None:
-        ops["cross_validation"] = {"config": {"folds": request.cv_folds, "seed": request.seed}}
-    release: dict[str, Any] = {}
-    if request.min_accuracy is not None:
-        release["release_min_accuracy"] = request.min_accuracy
-    if request.max_test_escape_rate is not None:
-        release["release_max_escape_rate"] = request.max_test_escape_rate
+        ops["cross_validation"] = CrossValidationConfig(folds=request.cv_folds, seed=request.seed)
+    release = given(release_min_accuracy=request.min_accuracy, release_max_escape_rate=request.max_test_escape_rate)
     if release:
-        ops["validation_report"] = {"config": release}
+        ops["validation_report"] = ValidationConfig(**release)
     if request.min_images_per_class is not None:
-        ops["annotations"] = {"config": {"min_images_per_class": request.min_images_per_class}}
-    for op, config in (request.extra_run_config or {}).items():
-        ops.setdefault(op, {"config": {}})["config"].update(config)
+        ops["annotations"] = AnnotationConfig(min_images_per_class=request.min_images_per_class)
     # INFO, not Dagster's DEBUG event stream: a line per phase and per epoch is what a user follows.
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    return dg.RunConfig(ops=ops, loggers={"console": {"config": {"log_level": "INFO"}}})
 
 
 def _root_cause(error: Any) -> str:
