@@ -10,7 +10,7 @@ __all__ = ["backbone_section", "cross_validation_section", "release_section", "s
 
 _PLOT_TITLES = {
     "optimization_history": "optimisation history",
-    "intermediate_values": "validation objective per epoch (pruned trials stop early)",
+    "intermediate_values": "validation loss per epoch, what pruning compares (pruned trials stop early)",
     "param_importances": "parameter importances",
 }
 

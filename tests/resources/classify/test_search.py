@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
-from resources.classify.search import SearchSpace, classification_space, objective_value, run_search
+from resources.classify.search import PRUNE_AFTER_EPOCHS, SearchSpace, classification_space, objective_value, run_search
 
 CLASSES = ("good", "crack")
-BASE = TrainSettings(backbone="none", arch="test_resnet", image_size=32, epochs=4)
-SPACE = SearchSpace(image_sizes=(32,), backbones=("none",), epochs=(3, 4))
+BASE = TrainSettings(backbone="none", arch="test_resnet", image_size=32, epochs=6)
+SPACE = SearchSpace(image_sizes=(32,), backbones=("none",), epochs=(5, 6))
 
 
 def _arrays(size: int):
@@ -18,14 +18,14 @@ def _arrays(size: int):
 
 
 def _fake_train(calls: list[TrainSettings], frr_of=lambda s, epoch: abs(np.log10(s.learning_rate) + 3) / 3):
-    """A trainer whose validation FRR is best near lr = 1e-3 and improves with epochs."""
+    """A trainer whose validation FRR and loss are best near lr = 1e-3 and improve with epochs."""
 
     def train(train_x, train_y, val_x, val_y, classes, settings, on_epoch=None, good_class=None):
         calls.append(settings)
         history = []
         for epoch in range(1, settings.epochs + 1):
             record = EpochRecord(
-                epoch=epoch, train_loss=1.0, val_loss=1.0 / epoch, val_accuracy=0.5 + 0.1 * epoch,
+                epoch=epoch, train_loss=1.0, val_loss=(1.0 + frr_of(settings, epoch)) / epoch, val_accuracy=0.5 + 0.1 * epoch,
                 val_balanced_accuracy=0.5, val_false_reject_rate=frr_of(settings, epoch) / epoch,
                 learning_rate=settings.learning_rate, seconds=0.01,
             )
@@ -69,6 +69,17 @@ def test_trials_that_fall_behind_are_pruned_at_an_epoch() -> None:
     assert pruned, [t.intermediate for t in outcome.trials]
     assert all(t.epochs_run <= t.params["epochs"] and "pruned at epoch" in t.reason for t in pruned)
     assert any(t.epochs_run < t.params["epochs"] for t in pruned)  # stopped before its last epoch
+    assert all(t.epochs_run > PRUNE_AFTER_EPOCHS for t in pruned)  # every trial gets past the warm-up
+
+
+def test_pruning_compares_validation_loss_not_the_noisy_false_reject_rate() -> None:
+    # FRR is awful (and random-looking) for every lr, but the loss is best near 1e-3: pruning follows the loss.
+    rng = np.random.default_rng(0)
+    outcome = _search([], n_trials=12, train=_fake_train([], frr_of=lambda s, epoch: float(rng.uniform(0.5, 1.0)) * epoch))
+    for trial in outcome.trials:
+        assert trial.intermediate == sorted(trial.intermediate, reverse=True)  # best-so-far loss never rises
+    pruned = [t for t in outcome.trials if t.state == "pruned"]
+    assert all("validation loss" in t.reason for t in pruned)
 
 
 def test_time_limit_stops_the_trial_in_progress_and_the_search() -> None:
@@ -135,6 +146,6 @@ def test_the_first_trial_is_the_starting_recipe_so_a_short_search_never_ends_wor
     first = outcome.trials[0]
     assert first.number == 0
     assert first.params["learning_rate"] == 5e-4 and first.params["augment_strength"] == 0.3
-    assert first.params["epochs"] == 4 and first.params["image_size"] == 32
+    assert first.params["epochs"] == 6 and first.params["image_size"] == 32
     assert calls[0].learning_rate == 5e-4
     assert outcome.best_value <= first.value
