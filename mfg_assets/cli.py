@@ -71,6 +71,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_accuracy=args.min_accuracy,
         max_test_escape_rate=args.max_test_escape_rate,
+        escape_budget=args.escape_budget,
         min_images_per_class=args.min_images_per_class,
         augment_copies=args.augment_copies,
     )
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="release criterion: lowest test accuracy")
     onboard.add_argument("--max-test-escape-rate", type=_bounded(float, 0.0, 1.0), default=None,
                          help="release criterion: highest test escape rate")
+    onboard.add_argument("--escape-budget", type=_bounded(float, 0.0, 0.5), default=None,
+                         help="operating threshold: escape rate allowed on validation (default 0: pass no defective "
+                              "validation image); a budget trades escapes for fewer false rejects")
     onboard.add_argument("--min-images-per-class", type=_bounded(int, 1, 10**6), default=None,
                          help="annotation check: fewest images a class may have")
     onboard.set_defaults(func=_cmd_onboard)

@@ -53,6 +53,7 @@ class OnboardRequest:
     seed: int = 0
     min_accuracy: float | None = None
     max_test_escape_rate: float | None = None
+    escape_budget: float | None = None
     min_images_per_class: int | None = None
     augment_copies: int | None = None
 
@@ -135,7 +136,11 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
     }
     if request.cv_folds is not None:
         ops["cross_validation"] = CrossValidationConfig(folds=request.cv_folds, seed=request.seed)
-    release = given(release_min_accuracy=request.min_accuracy, release_max_escape_rate=request.max_test_escape_rate)
+    release = given(
+        release_min_accuracy=request.min_accuracy,
+        release_max_escape_rate=request.max_test_escape_rate,
+        max_escape_rate=request.escape_budget,
+    )
     if release:
         ops["validation_report"] = ValidationConfig(**release)
     if request.min_images_per_class is not None:

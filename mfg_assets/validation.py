@@ -31,7 +31,7 @@ RELEASE_CHECK = {"meets_release_criteria": "test accuracy and escape rate meet t
 
 class ValidationConfig(dg.Config):
     max_escape_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="calibration target: highest escape rate allowed on the validation split"
+        0.0, ge=0.0, lt=1.0, description="calibration target: highest escape rate allowed on the validation split"
     )
     release_min_accuracy: float = Field(0.9, ge=0.0, le=1.0, description="release criterion: lowest test accuracy")
     release_max_escape_rate: float = Field(

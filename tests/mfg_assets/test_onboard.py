@@ -101,6 +101,7 @@ def test_more_folds_than_a_class_can_fill_is_refused(mfg_home: Path, tiny_line: 
         (["--epochs", "0"], "--epochs: 0 is out of range"),
         (["--image-size", "8"], "--image-size: 8 is out of range"),
         (["--epoch", "3"], "unrecognized arguments: --epoch"),
+        (["--escape-budget", "0.7"], "--escape-budget: 0.7 is out of range: must be at least 0 and at most 0.5"),
     ],
 )
 def test_bad_numbers_and_abbreviations_exit_2_before_any_work(
@@ -156,3 +157,18 @@ def test_run_summaries_name_the_cause_not_dagsters_wrapper() -> None:
     assert _root_cause(wrapped) == "ValueError: shapes (3,) and (4,) differ"
     friendly = error("Failure", "--init-from v9: no such registered model version; see `mfgv models`", raw)
     assert _root_cause(error("DagsterExecutionStepExecutionError", "Error occurred", friendly)).startswith("--init-from v9")
+
+
+def test_escape_budget_sets_the_calibration_target_and_is_typed(tmp_path: Path) -> None:
+    from mfg_assets.onboard import OnboardRequest, _run_config
+    from mfg_assets.validation import ValidationConfig
+
+    ops = _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a", escape_budget=0.02)).ops
+    assert isinstance(ops["validation_report"], ValidationConfig) and ops["validation_report"].max_escape_rate == 0.02
+    assert "validation_report" not in _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a")).ops
+
+
+def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, tiny_line: Path, capsys) -> None:
+    assert main(["onboard", str(tiny_line), "--line", "l1", "--variant", "a", "--task", "detect"]) == 2
+    assert "task 'detect' has no engine in this release (it is planned); supported now: classify" in capsys.readouterr().err
+    _nothing_landed_or_registered(mfg_home)
