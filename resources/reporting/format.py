@@ -1,19 +1,11 @@
-"""Formatting helpers shared by the report's HTML sections: escaping, numbers, tables, images."""
+"""Number formats of the report (the template's ``pct`` and ``num`` filters) and PNG data URIs."""
 
-import html
-import json
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["e", "img", "kv_table", "num", "pct", "png_uri"]
-
-
-def e(value: Any) -> str:
-    """Escape any value for HTML text or attribute context."""
-    return html.escape(str(value), quote=True)
+__all__ = ["num", "pct", "png_uri"]
 
 
 def pct(value: Any, missing: str = "not computed") -> str:
@@ -32,27 +24,6 @@ def num(value: Any, missing: str = "—") -> str:
     if isinstance(value, float | np.floating):
         return f"{float(value):.4g}"
     return str(value)
-
-
-def _value_html(value: Any) -> str:
-    """Render a JSON-able value for a key/value table (nested mappings become nested tables)."""
-    if isinstance(value, Mapping):
-        return kv_table(value)
-    if isinstance(value, list | tuple):
-        if all(not isinstance(v, Mapping | list | tuple) for v in value):
-            return e(", ".join(num(v) for v in value))
-        return f"<code>{e(json.dumps(value, default=str))}</code>"
-    return e(num(value))
-
-
-def kv_table(data: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in data.items())
-    return f"<table>{rows}</table>"
-
-
-def img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{e(alt)}">'
-
 
 
 def png_uri(png: bytes) -> str:

@@ -1,17 +1,19 @@
-"""The validation report as one self-contained HTML file.
+"""The validation report as one self-contained HTML file, rendered from a Jinja2 template.
 
 The report is read by people who decide whether a model goes to a production line, often on a
 plant PC without internet, and it is stored as an artifact that must still render years later.
 So the file carries everything itself: inline CSS, plots and thumbnails as base64 PNG data URIs,
 no scripts, no web fonts, and a Content-Security-Policy that forbids loading anything else.
-All text from the report (class names, versions, notes) is HTML-escaped, because class names
-and notes come from annotation tools and people.
+The page is ``templates/report.html.j2`` with autoescaping on, so every text from the report
+(class names, versions, notes, which come from annotation tools and people) is escaped by the
+template engine rather than by hand; this module prepares the plots and the rows.
 
 Plots are drawn with matplotlib's object-oriented API on an explicit Agg canvas, never through
 ``pyplot``: no display is needed, no global figure state is touched, and the import happens only
 when a report is rendered so that loading the Dagster definitions stays light.
 """
 
+import json
 import logging
 import os
 import tempfile
@@ -21,19 +23,38 @@ from typing import Any
 
 import numpy as np
 
-from resources.reporting.format import e as _e
-from resources.reporting.format import img as _img
-from resources.reporting.format import kv_table as _kv_table
 from resources.reporting.format import num as _num
 from resources.reporting.format import pct as _pct
+from resources.reporting.format import png_uri
 from resources.reporting.plots import confusion_png, histogram_png, roc_png, thumbnail_uri, training_png
-from resources.reporting.sections import backbone_section, cross_validation_section, release_section, search_section
 
 __all__ = ["render_report_html"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_HISTORY_ROWS = 60  # beyond this the training table is left out; the plot still shows all epochs
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_PLOT_TITLES = {
+    "optimization_history": "optimisation history",
+    "intermediate_values": "validation loss per epoch, what pruning compares (pruned trials stop early)",
+    "param_importances": "parameter importances",
+}
+_THRESHOLD_LABELS = {
+    "threshold": "threshold (reject when score ≥)",
+    "max_escape_rate": "escape-rate target",
+    "escape_rate": "escape rate on validation",
+    "false_reject_rate": "false-reject rate on validation",
+    "n_good": "good images (validation)",
+    "n_defect": "defective images (validation)",
+    "method": "method",
+}
+_DECISION_ROWS = (
+    ("threshold", "threshold"), ("n_good", "good images"), ("n_defect", "defective images"),
+    ("false_rejects", "good parts rejected"), ("escapes", "defective parts passed"),
+    ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"), ("escape_rate", "escape rate"),
+)
+_FOLD_KEYS = ("fold", "n_train", "n_select", "n_held_out", "accuracy", "false_reject_rate", "escape_rate", "best_epoch", "seconds")
+_HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "seconds")
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -69,8 +90,21 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-# --------------------------------------------------------------------------------------------
-# sections
+def _environment():
+    """The template environment: autoescaped, the report's number formats as filters."""
+    import jinja2
+
+    def defined(value: Any) -> Any:
+        return None if isinstance(value, jinja2.Undefined) else value
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True, undefined=jinja2.Undefined, keep_trailing_newline=True
+    )
+    environment.filters["pct"] = lambda value, missing="not computed": _pct(defined(value), missing)
+    environment.filters["num"] = lambda value, missing="—": _num(defined(value), missing)
+    environment.filters["json_text"] = lambda value: json.dumps(value, default=str)
+    environment.tests["sequence_not_string"] = lambda value: isinstance(value, list | tuple)
+    return environment
 
 
 def _split_rates(split: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -87,7 +121,7 @@ def _threshold_value(report: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _summary_section(report: Mapping[str, Any]) -> str:
+def _summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     test = report.get("test") or {}
     val = report.get("val") or {}
     thr = report.get("threshold") if isinstance(report.get("threshold"), Mapping) else None
@@ -110,114 +144,38 @@ def _summary_section(report: Mapping[str, Any]) -> str:
         items.append(("Validation accuracy", _pct(val["accuracy"])))
     if rates_known:
         items.append(("Good class", _num(report.get("good_class"))))
-    cells = "".join(f'<div><span class="k">{_e(k)}</span><span class="v">{_e(v)}</span></div>' for k, v in items)
-    return f'<div class="summary">{cells}</div>'
+    return items
 
 
-def _notes_section(report: Mapping[str, Any]) -> str:
-    parts = []
-    if report.get("good_class") is None:
-        parts.append(
-            '<p class="note">False-reject and escape rates, the threshold, the ROC curve and the '
-            "defect-score histograms are not computed because no class is marked good "
-            "(<code>good_class</code> is not set). Mark the class of good parts to get them.</p>"
-        )
+def _escape_above_target(report: Mapping[str, Any]) -> tuple[float, float] | None:
     thr = report.get("threshold")
     _, test_escape = _split_rates(report.get("test") or {})
     if isinstance(thr, Mapping) and thr.get("max_escape_rate") is not None and test_escape is not None:
         if float(test_escape) > float(thr["max_escape_rate"]):
-            parts.append(
-                f'<p class="note">The escape rate on the test set ({_e(_pct(test_escape))}) is above the '
-                f"target the threshold was calibrated for ({_e(_pct(thr['max_escape_rate']))}).</p>"
-            )
-    notes = report.get("notes") or []
-    if notes:
-        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
-        parts.append(f"<h2>Notes</h2><ul>{items}</ul>")
-    return "".join(parts)
+            return float(test_escape), float(thr["max_escape_rate"])
+    return None
 
 
-def _threshold_section(report: Mapping[str, Any]) -> str:
-    thr = report.get("threshold")
-    if not isinstance(thr, Mapping):
-        return ""
-    labels = {
-        "threshold": "threshold (reject when score ≥)",
-        "max_escape_rate": "escape-rate target",
-        "escape_rate": "escape rate on validation",
-        "false_reject_rate": "false-reject rate on validation",
-        "n_good": "good images (validation)",
-        "n_defect": "defective images (validation)",
-        "method": "method",
-    }
-    rows = []
-    for key, value in thr.items():
-        shown = _pct(value) if key.endswith("_rate") else _num(value)
-        rows.append(f"<tr><th>{_e(labels.get(key, key))}</th><td>{_e(shown)}</td></tr>")
-    return "<h2>Operating threshold</h2>" + f"<table>{''.join(rows)}</table>"
-
-
-def _per_class_table(per_class: Mapping[str, Mapping[str, Any]], good_class: Any) -> str:
-    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-    rows = []
-    for name, m in per_class.items():
-        label = _e(name) + (' <span class="muted">(good)</span>' if name == good_class else "")
-        rows.append(
-            f"<tr><td>{label}</td>"
-            f'<td class="num">{_e(_pct(m.get("precision"), "—"))}</td>'
-            f'<td class="num">{_e(_pct(m.get("recall"), "—"))}</td>'
-            f'<td class="num">{_e(_pct(m.get("f1"), "—"))}</td>'
-            f'<td class="num">{_e(_num(m.get("support")))}</td></tr>'
-        )
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _decision_table(decision: Mapping[str, Any]) -> str:
-    order = [
-        ("threshold", "threshold"), ("n_good", "good images"), ("n_defect", "defective images"),
-        ("false_rejects", "good parts rejected"), ("escapes", "defective parts passed"),
-        ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"),
-        ("escape_rate", "escape rate"),
-    ]
-    rows = []
-    for key, label in order:
-        if key in decision:
-            value = decision[key]
-            shown = _pct(value) if key.endswith("_rate") else _num(value)
-            rows.append(f"<tr><th>{_e(label)}</th><td>{_e(shown)}</td></tr>")
-    note = f'<p class="note">{_e(decision["note"])}</p>' if decision.get("note") else ""
-    return f"<table>{''.join(rows)}</table>{note}"
-
-
-def _split_section(title: str, split: Any, report: Mapping[str, Any], caption: str = "") -> str:
+def _split_view(title: str, split: Any, report: Mapping[str, Any], caption: str = "") -> dict[str, Any] | None:
+    """What the template shows of one split: its numbers, its plots (data URIs) and why a plot is missing."""
     if not isinstance(split, Mapping) or not split:
-        return ""
+        return None
     good_class = report.get("good_class")
     classes = list(split.get("classes") or report.get("classes") or [])
     threshold = _threshold_value(report)
-    out = [f"<h2>{_e(title)}</h2>"]
-    if caption:
-        out.append(f'<p class="muted">{_e(caption)}</p>')
-    if split.get("accuracy") is not None:
-        n = f" on {_num(split['n_images'])} images" if split.get("n_images") is not None else ""
-        out.append(f"<p>Accuracy <b>{_e(_pct(split['accuracy']))}</b>{_e(n)}.</p>")
-
-    plots = []
+    figures: list[tuple[str, str]] = []
+    notes: list[str] = []
     if split.get("confusion_matrix") is not None and classes:
-        plots.append(_img(confusion_png(split["confusion_matrix"], classes, f"{title}: confusion matrix"),
-                          f"{title} confusion matrix"))
-
+        figures.append((confusion_png(split["confusion_matrix"], classes, f"{title}: confusion matrix"), f"{title} confusion matrix"))
     roc = split.get("roc")
     if good_class is not None and isinstance(roc, Mapping):
         if roc.get("auc") is not None and roc.get("fpr"):
             frr, esc = _split_rates(split)
             point = (float(frr), 1.0 - float(esc)) if frr is not None and esc is not None else None
             decision = split.get("decision") or {}
-            plots.append(_img(roc_png(roc, point, decision.get("threshold", threshold), title), f"{title} ROC curve"))
+            figures.append((roc_png(roc, point, decision.get("threshold", threshold), title), f"{title} ROC curve"))
         else:
-            reason = roc.get("note") or "ROC curve undefined for this set"
-            out.append(f'<p class="note">{_e(reason)}</p>')
-
+            notes.append(roc.get("note") or "ROC curve undefined for this set")
     scores = split.get("defect_scores")
     labels = split.get("is_defect")
     if good_class is not None and scores is not None and labels is not None:
@@ -228,76 +186,21 @@ def _split_section(title: str, split: Any, report: Mapping[str, Any], caption: s
         if s.size:
             decision = split.get("decision") or {}
             thr = decision.get("threshold", threshold)
-            plots.append(_img(histogram_png(s, d, None if thr is None else float(thr), title),
-                              f"{title} defect-score histogram"))
-    if plots:
-        out.append(f'<div class="plots">{"".join(plots)}</div>')
-
-    if split.get("per_class"):
-        out.append("<h3>Per class</h3>" + _per_class_table(split["per_class"], good_class))
-    if good_class is not None and isinstance(split.get("decision"), Mapping):
-        out.append("<h3>Reject / pass decision</h3>" + _decision_table(split["decision"]))
-    return "".join(out)
+            figures.append((histogram_png(s, d, None if thr is None else float(thr), title), f"{title} defect-score histogram"))
+    return {"title": title, "caption": caption, "data": split, "figures": figures, "notes": notes}
 
 
-def _gallery_section(report: Mapping[str, Any], images: Sequence[np.ndarray]) -> str:
-    errors = report.get("worst_errors")
-    if not errors:
-        return ""
-    out = ["<h2>Worst errors</h2>",
-           '<p class="muted">Misclassified images, most confident wrong prediction first (red frame); '
-           "when there are fewer errors than slots, the least confident correct predictions follow "
-           "(grey frame).</p>"]
-    if not images:
-        out.append('<p class="note">No images were supplied for the gallery; captions only.</p>')
-    figures = []
-    for i, err in enumerate(errors):
-        correct = bool(err.get("correct", False))
-        conf = err.get("confidence")
-        caption = (
-            f"#{_e(_num(err.get('index')))}<br>true: <b>{_e(err.get('true', '?'))}</b><br>"
-            f"predicted: <b>{_e(err.get('predicted', '?'))}</b><br>"
-            f"confidence: {_e(_pct(conf, '—'))}"
-            + ("<br><span class=\"muted\">correct (low confidence)</span>" if correct else "")
-        )
-        img = ""
-        if images:
-            img = _img(thumbnail_uri(images[i], i),
-                       f"image {_num(err.get('index'))}: true {err.get('true')}, predicted {err.get('predicted')}")
-        css = ' class="correct"' if correct else ""
-        figures.append(f"<figure{css}>{img}<figcaption>{caption}</figcaption></figure>")
-    out.append(f'<div class="gallery">{"".join(figures)}</div>')
-    return "".join(out)
-
-
-def _training_section(report: Mapping[str, Any]) -> str:
-    training = report.get("training")
-    if not isinstance(training, Mapping) or not training:
-        return ""
-    out = ["<h2>Training</h2>"]
-    if training.get("train_seconds") is not None:
-        out.append(f"<p>Training took {_e(_num(training['train_seconds']))} s.</p>")
-    history = [h for h in (training.get("history") or []) if isinstance(h, Mapping)]
-    if history:
-        out.append(f'<div class="plots">{_img(training_png(history), "training curves")}</div>')
-        if len(history) <= _MAX_HISTORY_ROWS:
-            keys = ["epoch", "train_loss", "val_loss", "val_accuracy", "seconds"]
-            head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
-            rows = "".join(
-                "<tr>" + "".join(f'<td class="num">{_e(_num(h.get(k)))}</td>' for k in keys) + "</tr>"
-                for h in history
-            )
-            out.append(f"<table><tr>{head}</tr>{rows}</table>")
-    extra = {k: v for k, v in training.items() if k not in ("history", "train_seconds")}
-    if extra:
-        out.append(_kv_table(extra))
-    return "".join(out)
-
-
-def _kv_section(title: str, data: Any) -> str:
-    if not isinstance(data, Mapping) or not data:
-        return ""
-    return f"<h2>{_e(title)}</h2>{_kv_table(data)}"
+def _search_rows(search: Any) -> tuple[list[str], list[list[Any]]]:
+    if not isinstance(search, Mapping):
+        return [], []
+    trials = [t for t in search.get("trials") or [] if isinstance(t, Mapping)]
+    keys = sorted({k for t in trials for k in (t.get("params") or {})})
+    rows = []
+    for t in trials:
+        params = t.get("params") or {}
+        cells = [t.get("number"), t.get("state"), t.get("value"), t.get("epochs_run"), t.get("seconds")]
+        rows.append(cells + [params.get(k) for k in keys] + [t.get("reason") or ""])
+    return ["trial", "state", "value", "epochs", "seconds", *keys, "reason"], rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,35 +244,50 @@ def render_report_html(
             f"classes: {', '.join(map(str, report.get('classes') or []))}" if report.get("classes") else "",
         ) if p
     )
-    body = [
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="sub">{_e(subtitle)}</p>' if subtitle else "",
-        _summary_section(report),
-        release_section(report),
-        _notes_section(report),
-        _threshold_section(report),
-        _split_section("Test set", report.get("test"), report),
-        _split_section(
+    training = report.get("training") if isinstance(report.get("training"), Mapping) and report.get("training") else None
+    history = [h for h in ((training or {}).get("history") or []) if isinstance(h, Mapping)]
+    errors_shown = list(report.get("worst_errors") or [])
+    gallery = [
+        (err, thumbnail_uri(images[i], i) if images else None) for i, err in enumerate(errors_shown)
+    ]
+    trial_head, trial_rows = _search_rows(report.get("hpo"))
+    cv = report.get("cv")
+    splits = [
+        _split_view("Test set", report.get("test"), report),
+        _split_view(
             "Validation set", report.get("val"), report,
             "The threshold was calibrated on this set, so its reject/pass rates are optimistic; "
             "judge the model on the test set.",
         ),
-        _gallery_section(report, images),
-        _training_section(report),
-        backbone_section(report),
-        search_section(report, search_plots or {}),
-        cross_validation_section(report),
-        _kv_section("Exports", report.get("exports")),
-        _kv_section("Export parity", report.get("parity")),
-        _kv_section("Latency (ms)", report.get("latency_ms")),
     ]
-    page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(part for part in body if part)
-        + "\n</body></html>\n"
+    page = _environment().get_template("report.html.j2").render(
+        report=report,
+        title=title,
+        subtitle=subtitle,
+        css=_CSS,
+        csp=_CSP,
+        summary=_summary(report),
+        escape_above_target=_escape_above_target(report),
+        threshold_labels=_THRESHOLD_LABELS,
+        decision_rows=_DECISION_ROWS,
+        splits=[split for split in splits if split is not None],
+        gallery=gallery,
+        gallery_has_images=bool(images),
+        training=training,
+        training_figures=[(training_png(history), "training curves")] if history else [],
+        history_keys=_HISTORY_KEYS,
+        history_rows=history if len(history) <= _MAX_HISTORY_ROWS else [],
+        training_extra={k: v for k, v in (training or {}).items() if k not in ("history", "train_seconds")},
+        trial_head=trial_head,
+        trial_rows=trial_rows,
+        search_figures=[(png_uri(png), _PLOT_TITLES.get(name, name)) for name, png in (search_plots or {}).items()],
+        fold_keys=_FOLD_KEYS,
+        fold_rows=[f for f in (cv.get("per_fold") or []) if isinstance(f, Mapping)] if isinstance(cv, Mapping) else [],
+        tail_sections=[
+            ("Exports", report.get("exports")),
+            ("Export parity", report.get("parity")),
+            ("Latency (ms)", report.get("latency_ms")),
+        ],
     )
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
