@@ -10,9 +10,10 @@ import warnings
 
 import dagster as dg
 
+from mfg_assets.deployment import DeploymentConfig
 from mfg_assets.edge_metrics import load_edge_windows
 from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
-from mfg_assets.rollback import rollback_job
+from mfg_assets.rollback import RollbackConfig, rollback_job
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
 from sensors.policy import LiveDeployment, plan_edge_actions
@@ -77,12 +78,12 @@ with warnings.catch_warnings():
             if action.kind == "retrain":
                 requests.append(dg.RunRequest(run_key=action.run_key, job_name=retrain_job.name, partition_key=action.partition, tags=tags))
             elif action.kind == "promote":
-                config = {"ops": {"deployment": {"config": {"ring": "fleet"}}}}
+                config = dg.RunConfig(ops={"deployment": DeploymentConfig(ring="fleet")})
                 requests.append(
                     dg.RunRequest(run_key=action.run_key, job_name=deploy_job.name, partition_key=action.partition, run_config=config, tags=tags)
                 )
             else:
-                config = {"ops": {"roll_back_line": {"config": {"line": action.line, "reason": "; ".join(action.reasons)}}}}
+                config = dg.RunConfig(ops={"roll_back_line": RollbackConfig(line=action.line, reason="; ".join(action.reasons))})
                 requests.append(dg.RunRequest(run_key=action.run_key, job_name=rollback_job.name, run_config=config, tags=tags))
         return dg.SensorResult(run_requests=requests)
 
