@@ -108,13 +108,7 @@ def deployment(
         devices=tuple(devices) if config.ring == "canary" else (),
         created_at=now,
     )
-    signed = edge.sign(manifest)
-    state.publish(signed, package)
-    live_canary = state.deployments(line).get("canary")
-    if config.ring == "fleet" and live_canary is not None:
-        canary_version = DeploymentManifest.model_validate_json(live_canary.manifest_json).model_version
-        if canary_version == registered_model.version:  # a promotion: the canary ring has done its job
-            state.clear_canary(line)
+    signed = edge.publish(manifest, package)
     report = json.loads(artifact_store.read_bytes(validation_report.json_artifact))
     train_images, _, _ = load_split_images(
         lineage, artifact_store, dataset_version, "train", exported_model.input_size, exported_model.resize

@@ -68,6 +68,24 @@ class EdgeSync(dg.ConfigurableResource):
         private, _ = self.ensure_keys()
         return sign_manifest(manifest, load_private_key(private))
 
+    def publish(self, manifest, package_dir: Path):
+        """Sign ``manifest`` and make it its line's ring on the sync server, serving ``package_dir``.
+
+        A fleet deployment of the version the canary ring runs is a promotion: the canary ring has
+        done its job and is ended, so canary devices follow the fleet. Returns the signed manifest.
+        """
+        from edge_sync.contract import DeploymentManifest, Ring
+
+        state = self.server_state()
+        signed = self.sign(manifest)
+        state.publish(signed, package_dir)
+        live_canary = state.deployments(manifest.line).get(Ring.CANARY.value)
+        if manifest.ring is Ring.FLEET and live_canary is not None:
+            canary_version = DeploymentManifest.model_validate_json(live_canary.manifest_json).model_version
+            if canary_version == manifest.model_version:
+                state.clear_canary(manifest.line)
+        return signed
+
 
 def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> str:
     """Roll a line back; returns what was done, in words.

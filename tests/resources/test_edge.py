@@ -10,7 +10,7 @@ from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring, l
 from resources.edge import EdgeSync, rollback_line
 
 
-def _publish(edge: EdgeSync, tmp_path: Path, version: str, ring: Ring) -> None:
+def _publish(edge: EdgeSync, tmp_path: Path, version: str, ring: Ring, *, via_resource: bool = False) -> None:
     package = tmp_path / version
     package.mkdir(exist_ok=True)
     files = {"model.onnx": version.encode(), "selftest.npz": b"self-test of " + version.encode()}
@@ -23,7 +23,10 @@ def _publish(edge: EdgeSync, tmp_path: Path, version: str, ring: Ring) -> None:
         input=InputSpec(height=32, width=32), classes=("bad", "good"), dataset_version="dataset:x", ring=ring,
         devices=("dev1",) if ring is Ring.CANARY else (), created_at=datetime.now(UTC),
     )
-    edge.server_state().publish(edge.sign(manifest), package)
+    if via_resource:
+        edge.publish(manifest, package)
+    else:
+        edge.server_state().publish(edge.sign(manifest), package)
 
 
 def _fleet_version(edge: EdgeSync) -> str:
@@ -58,3 +61,15 @@ def test_edge_policy_defaults_are_the_health_thresholds() -> None:
 
     assert EdgePolicy().model_dump() == asdict(HealthThresholds())
     assert EdgePolicy(min_inspected=7).thresholds() == HealthThresholds(min_inspected=7)
+
+
+def test_publishing_the_canary_version_to_the_fleet_ends_the_canary_ring(mfg_home: Path, tmp_path: Path) -> None:
+    edge = EdgeSync()
+    _publish(edge, tmp_path, "line1-a-v1", Ring.FLEET, via_resource=True)
+    _publish(edge, tmp_path, "line1-a-v2", Ring.CANARY, via_resource=True)
+    _publish(edge, tmp_path, "line1-a-v3", Ring.FLEET, via_resource=True)  # another version: the canary goes on
+    assert set(edge.server_state().deployments("line1")) == {"canary", "fleet"}
+
+    _publish(edge, tmp_path, "line1-a-v2", Ring.FLEET, via_resource=True)  # the promotion
+
+    assert set(edge.server_state().deployments("line1")) == {"fleet"} and _fleet_version(edge) == "line1-a-v2"
