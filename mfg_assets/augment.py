@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import inspection_asset, record_lineage
+from mfg_assets.common import inspection_asset, record_lineage, run_seed
 from mfg_assets.datasets import load_dataset_items, load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
@@ -50,7 +50,7 @@ class AugmentConfig(dg.Config):
     balance_classes: bool = Field(
         False, description="give rarer classes more copies (the trainer already samples classes balanced)"
     )
-    seed: int = Field(0, ge=0, description="seed of the augmentation; recorded")
+    seed: int | None = Field(None, ge=0, description="seed of the augmentation (None: the dataset version's); recorded")
 
 
 def load_augmented_arrays(store: ArtifactStore, augmented: AugmentedSet) -> dict[str, np.ndarray]:
@@ -103,6 +103,7 @@ def augmented_set(
             f"input size {image_size} px chosen from the data: median longer side {float(np.median(sides)):.0f} px "
             f"of {len(sides)} training images, rounded to 32 within 64..224"
         )
+    seed = run_seed(config.seed, dataset_version.split_spec)
     images, labels, _ = load_split_images(
         lineage, artifact_store, dataset_version, "train", image_size, config.resize
     )
@@ -114,7 +115,7 @@ def augmented_set(
             preset=config.preset,
             copies_per_image=copies,
             balance_classes=config.balance_classes,
-            seed=config.seed,
+            seed=seed,
         )
     else:
         aug_images = np.zeros((0, *images.shape[1:]), dtype=np.uint8)
@@ -137,7 +138,7 @@ def augmented_set(
         lineage,
         output_id=augmented_id,
         input_ids=[dataset_version.id],
-        parameters={**config.model_dump(), "image_size": image_size, "pipeline": spec},
+        parameters={**config.model_dump(), "seed": seed, "image_size": image_size, "pipeline": spec},
     )
     context.log.info(
         f"{len(images)} training images + {len(aug_images)} augmented copies at {image_size}px ({config.resize})"
@@ -149,7 +150,7 @@ def augmented_set(
         image_size=image_size,
         resize=config.resize,
         preset=config.preset,
-        seed=config.seed,
+        seed=seed,
         n_original=len(images),
         n_augmented=len(aug_images),
     )

@@ -11,13 +11,22 @@ from resources.data.variants import VariantSpec, load_variant, split_partition_k
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 
-__all__ = ["blocking_check_result", "inspection_asset", "hash_rows", "record_lineage", "variant_for"]
+__all__ = ["blocking_check_result", "inspection_asset", "hash_rows", "record_lineage", "run_seed", "variant_for"]
 
 
 def variant_for(context: dg.AssetExecutionContext, lineage: LineageStore) -> VariantSpec:
     """The registered variant of the partition being materialized."""
     line, variant = split_partition_key(context.partition_key)
     return load_variant(line, variant, lineage.home_path())
+
+
+def run_seed(own: int | None, dataset_split_spec: Mapping[str, Any]) -> int:
+    """The seed a step uses: its own when set, else the dataset version's split seed.
+
+    One owner for a run's seed: ``dataset_version``'s ``SplitConfig.seed`` (``mfgv onboard --seed``) seeds
+    the augmentation, the training and search, and the folds unless one of them is given its own, and
+    every asset records the concrete value it used."""
+    return int(own) if own is not None else int(dataset_split_spec["seed"])
 
 
 def hash_rows(rows: Iterable[Sequence[Any]]) -> str:

@@ -14,7 +14,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import inspection_asset, record_lineage, variant_for
+from mfg_assets.common import inspection_asset, record_lineage, run_seed, variant_for
 from mfg_assets.datasets import load_dataset_items
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
@@ -27,7 +27,7 @@ __all__ = ["CrossValidationConfig", "cross_validation"]
 
 class CrossValidationConfig(dg.Config):
     folds: int = Field(0, ge=0, le=20, description="folds of stratified, grouped k-fold over train + val (0: off)")
-    seed: int = Field(0, ge=0, description="seed of the fold assignment; recorded")
+    seed: int | None = Field(None, ge=0, description="seed of the fold assignment (None: the dataset version's); recorded")
 
 
 @inspection_asset("cross_validation", kinds={"scikitlearn"})
@@ -45,6 +45,7 @@ def cross_validation(
     from resources.data.images import load_rgb_batch
 
     recipe = hyperparameter_search
+    config = config.model_copy(update={"seed": run_seed(config.seed, dataset_version.split_spec)})
     if recipe.dataset_id != dataset_version.id:
         raise dg.Failure(
             f"recipe {recipe.id} was made for {recipe.dataset_id}, not {dataset_version.id}; materialize the graph in one run"

@@ -118,11 +118,9 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
 
     ops: dict[str, dg.Config] = {
         "dataset_version": SplitConfig(seed=request.seed),
-        "augmented_set": AugmentConfig(
-            seed=request.seed, **given(image_size=request.image_size, copies_per_image=request.augment_copies)
-        ),
+        # The split's seed is the run's seed: the other steps take it from the dataset version.
+        "augmented_set": AugmentConfig(**given(image_size=request.image_size, copies_per_image=request.augment_copies)),
         "hyperparameter_search": RecipeConfig(
-            seed=request.seed,
             **given(
                 epochs=request.epochs,
                 arch=request.arch,
@@ -135,7 +133,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
         ),
     }
     if request.cv_folds is not None:
-        ops["cross_validation"] = CrossValidationConfig(folds=request.cv_folds, seed=request.seed)
+        ops["cross_validation"] = CrossValidationConfig(folds=request.cv_folds)
     release = given(
         release_min_accuracy=request.min_accuracy,
         release_max_escape_rate=request.max_test_escape_rate,

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from mfg_assets.augment import training_arrays
-from mfg_assets.common import inspection_asset, record_lineage, variant_for
+from mfg_assets.common import inspection_asset, record_lineage, run_seed, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainingRecipe
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import DEFAULT_BACKBONE, TrainSettings
@@ -47,7 +47,9 @@ class RecipeConfig(dg.Config):
     augment_strength: float = Field(0.5, ge=0.0, le=1.0, description="scale of the online augmentation")
     test_time_flips: bool = Field(True, description="deployed model averages over the image and its flips")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="moving average of the weights (0: off)")
-    seed: int = Field(0, ge=0, description="seed of weight init, sampling and the search; recorded")
+    seed: int | None = Field(
+        None, ge=0, description="seed of weight init, sampling and the search (None: the dataset version's); recorded"
+    )
     hpo_trials: int = Field(0, ge=0, le=1000, description="search trials (0: no search unless hpo_minutes is set)")
     hpo_minutes: float | None = Field(
         None, gt=0.0, le=7 * 24 * 60, description="time limit of the search in minutes (None: no limit)"
@@ -101,6 +103,7 @@ def hyperparameter_search(
             f"augmented set {augmented_set.id} was built from {augmented_set.dataset_id}, not {dataset_version.id}; "
             "materialize the graph in one run"
         )
+    config = config.model_copy(update={"seed": run_seed(config.seed, dataset_version.split_spec)})
     base, init_version, init_sha = base_settings(config, augmented_set, registry, artifact_store)
     try:
         check_start(base, len(dataset_version.classes))

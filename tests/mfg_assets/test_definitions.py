@@ -82,3 +82,13 @@ def test_importing_the_definitions_writes_nothing_to_the_home(tmp_path) -> None:
     env = {**os.environ, "MFG_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     subprocess.run([sys.executable, "-c", "import mfg_assets.definitions"], env=env, capture_output=True, check=True)
     assert not home.exists()
+
+
+def test_a_step_without_its_own_seed_uses_the_dataset_versions() -> None:
+    from mfg_assets.augment import AugmentConfig
+    from mfg_assets.common import run_seed
+    from mfg_assets.cross_validation import CrossValidationConfig
+    from mfg_assets.search import RecipeConfig
+
+    assert AugmentConfig().seed is None and RecipeConfig().seed is None and CrossValidationConfig().seed is None
+    assert run_seed(None, {"seed": 7}) == 7 and run_seed(3, {"seed": 7}) == 3

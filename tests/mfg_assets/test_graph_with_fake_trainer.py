@@ -70,7 +70,7 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     key = partition_key("line1", "bracket-a")
     request = OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
-        backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0,
+        backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0, seed=7,
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
@@ -83,5 +83,7 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     assert version.task == "classify"
     trained = result.output_for_node("trained_model")
     assert trained.init == {"source": "scratch", "fake": True} and trained.arch == "resnet10t"
+    # One owner for the seed: the split's seed (mfgv onboard --seed) reaches every seeded step.
+    assert result.output_for_node("augmented_set").seed == 7 and trained.settings["seed"] == 7
     exported = result.output_for_node("exported_model")
     assert exported.parity_passed and set(exported.files) == {"onnx", "openvino", "onnx_int8"}
