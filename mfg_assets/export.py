@@ -7,22 +7,20 @@ test accuracy instead, and a warning check says when it loses more than 0.5 pt a
 Latency is measured for torch, ONNX Runtime and OpenVINO on this machine.
 """
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
-from resources.artifact_store import ArtifactStore, sha256_file
-from resources.storage.code_version import code_version
+from resources.artifact_store import ArtifactStore
 from resources.classify.exporter import PARITY_TOLERANCE
 from resources.lineage import LineageStore
+from resources.storage.code_version import code_version
 
 __all__ = ["ExportConfig", "exported_model"]
 
@@ -33,7 +31,6 @@ PARITY_CHECK = {
         "not a stop: devices run FP32 ONNX unless deployed with --format onnx_int8"
     ),
 }
-PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml", "onnx_int8": "model_int8.onnx"}
 
 
 class ExportConfig(dg.Config):
@@ -62,10 +59,8 @@ def exported_model(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
     """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
-    from edge_sync.inference import load_predictor
-    from resources.classify.model import load_inference_model, predict_proba
-    from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
-    from resources.classify.parity import check_parity, measure_latency
+    from resources.classify.model import load_inference_model
+    from resources.classify.package import build_package
 
     if validation_report.model_id != trained_model.id:
         raise dg.Failure(
@@ -75,44 +70,27 @@ def exported_model(
     size, resize = trained_model.image_size, trained_model.resize
     model = load_inference_model(artifact_store.path(trained_model.checkpoint))
     test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
+    calibration = None
+    if config.int8:
+        train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size, resize)
+        calibration = train_images[: config.calibration_images]
+    manifest = {
+        "model_id": trained_model.id,
+        "dataset_version": dataset_version.id,
+        "classes": list(trained_model.classes),
+        "good_class": dataset_version.good_class,
+        "threshold": validation_report.threshold,
+        "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size, "resize": resize},
+        "output": {"name": "probabilities", "classes": list(trained_model.classes)},
+        "code_version": code_version(),
+    }
     with tempfile.TemporaryDirectory(prefix="mfg-export-", dir=artifact_store.root_path()) as tmp:
-        package = Path(tmp)
-        onnx_path = export_onnx(model, size, package / PACKAGE_FILES["onnx"])
-        xml_path = export_openvino(onnx_path, package / PACKAGE_FILES["openvino"])
-        exported = {ExportFormat.ONNX: onnx_path, ExportFormat.OPENVINO: xml_path}
-        parity = check_parity(model, exported, test_images, tolerance=config.parity_tolerance)
-        int8_accuracy = None
-        if config.int8:
-            train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size, resize)
-            calibration = train_images[: config.calibration_images]
-            int8_path = quantize_onnx_int8(onnx_path, calibration, package / PACKAGE_FILES["onnx_int8"])
-            exported[ExportFormat.ONNX_INT8] = int8_path
-            int8_probs = load_predictor(int8_path, ExportFormat.ONNX_INT8).predict(test_images)
-            int8_accuracy = float((int8_probs.argmax(1) == test_labels).mean())
-        latency = measure_latency(model, exported, test_images[: max(1, min(8, len(test_images)))], repeats=config.latency_repeats)
-        # The device's self-test: it must reproduce these torch probabilities before activating the model.
-        selftest_images = test_images[: min(8, len(test_images))]
-        np.savez(
-            package / "selftest.npz",
-            images=selftest_images,
-            probabilities=predict_proba(model, selftest_images).astype(np.float32),
+        build = build_package(
+            model, Path(tmp), image_size=size, test_images=test_images, test_labels=test_labels,
+            calibration_images=calibration, parity_tolerance=config.parity_tolerance,
+            latency_repeats=config.latency_repeats, manifest=manifest,
         )
-        files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
-        file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
-        manifest = {
-            "model_id": trained_model.id,
-            "dataset_version": dataset_version.id,
-            "classes": list(trained_model.classes),
-            "good_class": dataset_version.good_class,
-            "threshold": validation_report.threshold,
-            "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size, "resize": resize},
-            "output": {"name": "probabilities", "classes": list(trained_model.classes)},
-            "files": files,
-            "sha256": file_hashes,
-            "code_version": code_version(),
-        }
-        (package / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        stored = artifact_store.put_tree(package, kind="packages")
+        stored = artifact_store.put_tree(Path(tmp), kind="packages")
     export_id = f"export:{stored.sha256}"
     record_lineage(
         context,
@@ -122,24 +100,19 @@ def exported_model(
         parameters=config.model_dump(),
         input_hashes={trained_model.id: trained_model.checkpoint.sha256},
     )
-    parity_dict = {
-        "passed": parity.passed,
-        "tolerance": parity.tolerance,
-        "n_images": parity.n_images,
-        "max_abs_diff": max(r.max_abs_diff for r in parity.runtimes),
-        "runtimes": {r.format: {"max_abs_diff": r.max_abs_diff, "decision_agreement": r.decision_agreement} for r in parity.runtimes},
-    }
+    parity, parity_dict = build.parity, build.parity_summary()
+    files, latency, int8_accuracy = build.files, build.latency_ms, build.int8_test_accuracy
     handle = ExportedModel(
         id=export_id,
         model_id=trained_model.id,
         package=stored,
         files=files,
-        file_sha256=file_hashes,
+        file_sha256=build.file_sha256,
         input_size=size,
         resize=resize,
         parity_passed=parity.passed,
         parity=parity_dict,
-        latency_ms={k: float(v) for k, v in latency.items()},
+        latency_ms=latency,
         int8_test_accuracy=int8_accuracy,
     )
     context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; latency ms/image {latency}")

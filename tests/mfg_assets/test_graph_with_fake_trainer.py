@@ -5,6 +5,7 @@ This is what a new task's trainer plugs into, and it keeps the graph's plumbing 
 cost of an export instead of a training run.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -87,3 +88,8 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     assert result.output_for_node("augmented_set").seed == 7 and trained.settings["seed"] == 7
     exported = result.output_for_node("exported_model")
     assert exported.parity_passed and set(exported.files) == {"onnx", "openvino", "onnx_int8"}
+    from resources.artifact_store import ArtifactStore
+
+    manifest = json.loads((ArtifactStore().path(exported.package) / "manifest.json").read_text())
+    assert manifest["files"] == exported.files and "selftest.npz" in manifest["sha256"]
+    assert manifest["sha256"] == exported.file_sha256 and manifest["model_id"] == trained.id
