@@ -8,145 +8,27 @@ ingested before is lost or overwritten.
 """
 
 import json
-import shutil
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfg_assets.common import inspection_asset, hash_rows, record_lineage
+from mfg_assets.common import hash_rows, inspection_asset, record_lineage
 from mfg_assets.handles import ImageSet
 from resources.artifact_store import ArtifactStore
-from resources.landing import SIDECAR_FILES, LandingBatch, LandingZone
-from resources.lineage import LineageStore
+from resources.data.ingest import ingest_batch
 from resources.data.variants import split_partition_key
+from resources.landing import LandingZone
+from resources.lineage import LineageStore
 
-__all__ = ["IngestConfig", "BatchIngest", "ingest_batch", "raw_images", "load_image_table"]
-
-METADATA_COLUMNS = ("camera", "shift", "lighting", "capture_time")
+__all__ = ["IngestConfig", "load_image_table", "raw_images"]
 
 
 class IngestConfig(dg.Config):
     max_pixels: int = Field(
         40_000_000, ge=1, le=500_000_000, description="images with more pixels are quarantined as too large"
     )
-
-
-@dataclass
-class BatchIngest:
-    """What one batch produced: image rows, quarantine rows and the stored sidecar files."""
-
-    images: list[dict] = field(default_factory=list)
-    quarantined: list[dict] = field(default_factory=list)
-    sidecars: dict[str, dict] = field(default_factory=dict)
-    empty_folders: list[str] = field(default_factory=list)
-
-
-def _read_metadata(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "path" not in frame.columns:
-        raise ValueError(
-            f"has no 'path' column (columns: {', '.join(frame.columns)}); its header must be "
-            f"path,{','.join(METADATA_COLUMNS)}"
-        )
-    return frame.drop_duplicates("path", keep="last").set_index("path")
-
-
-def ingest_batch(
-    batch: LandingBatch,
-    *,
-    store: ArtifactStore,
-    quarantine_root: Path,
-    known_hashes: set[str],
-    max_pixels: int,
-    run_id: str,
-) -> BatchIngest:
-    """Check, store and describe every file of one batch; quarantine what cannot be used."""
-    from resources.data.images import ImageRejected, inspect_image, perceptual_hash
-
-    result = BatchIngest()
-    now = datetime.now(UTC).isoformat()
-    quarantine_dir = quarantine_root / batch.line / batch.variant / batch.batch
-
-    def quarantine(source: Path, rel_path: str, reason: str, detail: str) -> None:
-        target = quarantine_dir / rel_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-        result.quarantined.append(
-            {
-                "partition": f"{batch.line}.{batch.variant}",
-                "batch": batch.batch,
-                "rel_path": rel_path,
-                "reason": reason,
-                "detail": detail,
-                "quarantined_to": str(target),
-                "run_id": run_id,
-                "quarantined_at": now,
-            }
-        )
-
-    metadata = pd.DataFrame()
-    for name in sorted(SIDECAR_FILES - {"_READY"}):
-        sidecar = batch.path / name
-        if not sidecar.is_file():
-            continue
-        if name == "metadata.csv":
-            try:
-                metadata = _read_metadata(sidecar)
-            except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-                quarantine(sidecar, name, "bad_metadata", f"{batch.batch_id}/{name}: {exc}; fix the file and re-deliver it")
-                continue
-        stored = store.put_file(sidecar, kind="sidecars", suffix=Path(name).suffix)
-        result.sidecars[name] = stored.model_dump()
-
-    for directory in sorted(p for p in batch.path.rglob("*") if p.is_dir()):
-        if not any(child.is_file() for child in directory.rglob("*")):
-            result.empty_folders.append(directory.relative_to(batch.path).as_posix())
-
-    for path in sorted(p for p in batch.path.rglob("*") if p.is_file()):
-        rel_path = path.relative_to(batch.path).as_posix()
-        if rel_path in SIDECAR_FILES or any(part.startswith(".") for part in Path(rel_path).parts):
-            continue
-        try:
-            facts = inspect_image(path, max_pixels=max_pixels)
-        except ImageRejected as exc:
-            quarantine(path, rel_path, exc.reason, str(exc))
-            continue
-        stored = store.put_file(path, kind="images")
-        meta = metadata.loc[rel_path] if rel_path in metadata.index else None
-        capture_time = (meta.get("capture_time") if meta is not None else "") or datetime.fromtimestamp(
-            path.stat().st_mtime, UTC
-        ).isoformat()
-        result.images.append(
-            {
-                "partition": f"{batch.line}.{batch.variant}",
-                "line": batch.line,
-                "variant": batch.variant,
-                "batch": batch.batch,
-                "rel_path": rel_path,
-                "sha256": facts.sha256,
-                "phash": f"{perceptual_hash(path):016x}",
-                "artifact": stored.relpath,
-                "n_bytes": facts.n_bytes,
-                "format": facts.format,
-                "width": facts.width,
-                "height": facts.height,
-                "mode": facts.mode,
-                "channels": facts.channels,
-                "camera": (meta.get("camera") if meta is not None else "") or "unknown",
-                "shift": (meta.get("shift") if meta is not None else "") or "unknown",
-                "lighting": (meta.get("lighting") if meta is not None else "") or "unknown",
-                "capture_time": capture_time,
-                "duplicate_of": facts.sha256 if facts.sha256 in known_hashes else "",
-                "run_id": run_id,
-                "ingested_at": now,
-            }
-        )
-        known_hashes.add(facts.sha256)
-    return result
 
 
 def load_image_table(lineage: LineageStore, partition: str) -> pd.DataFrame:
