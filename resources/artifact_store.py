@@ -14,11 +14,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
 
+from edge_sync.durable import sha256_file  # one implementation for the platform and the device
 from resources.settings import mfg_home
 
 __all__ = ["Artifact", "ArtifactStore", "ArtifactMissing", "sha256_bytes", "sha256_file"]
-
-_CHUNK = 1 << 20
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -37,14 +36,6 @@ class Artifact(BaseModel):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactStore(dg.ConfigurableResource):
