@@ -74,6 +74,7 @@ def dataset_version(
     """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
     from resources.data.label_quality import consensus_labels
     from resources.data.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
+    from resources.tasks import engine_for
 
     spec = variant_for(context, lineage)
     split_spec = SplitSpec(
@@ -94,7 +95,9 @@ def dataset_version(
         how="inner",
     )
     items["phash"] = [int(value, 16) for value in items["phash"]]
-    split = grouped_stratified_split(items[["sha256", "label", "phash"]], split_spec)
+    engine = engine_for(spec.task)
+    strata = items[["sha256", "label", "phash"]].assign(stratum=[engine.stratify_key(label) for label in items["label"]])
+    split = grouped_stratified_split(strata, split_spec).drop(columns=["stratum"])
     items = items.drop(columns=["phash"]).merge(split, on=["sha256", "label"], how="inner")
     violations = leakage_violations(items[["sha256", "label", "phash", "split", "group_id"]], config.near_duplicate_max_distance)
     content = dataset_content_hash(

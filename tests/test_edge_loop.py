@@ -22,8 +22,12 @@ from PIL import Image
 
 from edge_sync.contract import DeploymentManifest, Ring, generate_keypair, load_private_key, sign_manifest
 from edge_sync.server_state import ServerState
+from mfg_assets.augment import AugmentConfig
 from mfg_assets.definitions import defs
+from mfg_assets.deployment import DeploymentConfig
 from mfg_assets.edge_metrics import edge_feedback, edge_metrics
+from mfg_assets.search import RecipeConfig
+from mfg_assets.validation import ValidationConfig
 from resources.edge import EdgePolicy, EdgeSync
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
@@ -34,15 +38,16 @@ pytestmark = pytest.mark.e2e
 
 LINE, VARIANT, PARTITION = "line1", "bracket-a", "line1.bracket-a"
 FAST = ["--epochs", "8", "--image-size", "64", "--min-accuracy", "0", "--max-test-escape-rate", "1"]
-RETRAIN_CONFIG = {
-    "ops": {
-        "augmented_set": {"config": {"image_size": 64}},
-        "hyperparameter_search": {"config": {"epochs": 8}},
-        "validation_report": {"config": {"release_min_accuracy": 0.0, "release_max_escape_rate": 1.0}},
-        "deployment": {"config": {"ring": "canary"}},
+QUIET = {"console": {"config": {"log_level": "WARNING"}}}
+RETRAIN_CONFIG = dg.RunConfig(
+    ops={
+        "augmented_set": AugmentConfig(image_size=64),
+        "hyperparameter_search": RecipeConfig(epochs=8),
+        "validation_report": ValidationConfig(release_min_accuracy=0.0, release_max_escape_rate=1.0),
+        "deployment": DeploymentConfig(ring="canary"),
     },
-    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-}
+    loggers=QUIET,
+)
 # Judged on operator feedback and on input-brightness drift (the default PSI limit); the defect-score
 # PSI is computed but not acted on, as an 8-epoch model's score histogram is too unstable in a test.
 POLICY = EdgePolicy(min_inspected=20, max_score_psi=1e6)
@@ -106,9 +111,12 @@ def _tick(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     return edge_loop_sensor(dg.build_sensor_context(instance=instance, resources=resources)).run_requests
 
 
-def _execute(instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def _execute(
+    instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dg.RunConfig | None = None
+) -> dg.ExecuteInProcessResult:
+    """Runs a sensor's request as the daemon would (its own run config), or with ``run_config``."""
     job = defs.resolve_job_def(request.job_name)
-    config = run_config if run_config is not None else {**request.run_config, "loggers": RETRAIN_CONFIG["loggers"]}
+    config = run_config if run_config is not None else {**request.run_config, "loggers": QUIET}
     result = job.execute_in_process(
         run_config=config, instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
     )

@@ -178,11 +178,12 @@ def _assign_groups(
 def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     """Split items into train/val/test with near-duplicates kept together.
 
-    ``items`` has ``sha256``, ``label`` and ``phash`` (64-bit pHash). Returns a copy with ``group_id``
-    (near-duplicate group, int) and ``split`` added, rows and index as given. Groups go whole to one
-    split; each class (by the group's majority label, ties to the first label in sort order) is split
-    by its own seeded shuffle; a class with at least three groups lands in every split. The result
-    does not depend on row order.
+    ``items`` has ``sha256``, ``label`` and ``phash`` (64-bit pHash), and optionally ``stratum``: the
+    task engine's stratification key (``TaskEngine.stratify_key``; the label when absent). Returns a
+    copy with ``group_id`` (near-duplicate group, int) and ``split`` added, rows and index as given.
+    Groups go whole to one split; each stratum (by the group's majority stratum, ties to the first in
+    sort order) is split by its own seeded shuffle; a stratum with at least three groups lands in
+    every split. The result does not depend on row order.
     """
     from resources.data.images import near_duplicate_groups
 
@@ -195,6 +196,7 @@ def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFra
     hashes = _phash_array(items["phash"], what)
     sha256 = items["sha256"].astype(str).to_numpy()
     labels = items["label"].astype(str).to_numpy()
+    strata = (items["stratum"] if "stratum" in items.columns else items["label"]).astype(str).to_numpy()
     # A canonical row order makes the groups, and so the split, independent of the input order.
     canonical = np.lexsort((hashes, labels, sha256))
     raw_groups = near_duplicate_groups(
@@ -214,7 +216,7 @@ def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFra
     group_id = np.empty(len(items), dtype=np.int64)
     group_id[canonical] = group_canonical
 
-    frame = pd.DataFrame({"group_id": group_id, "label": labels})
+    frame = pd.DataFrame({"group_id": group_id, "label": strata})
     votes = frame.groupby(["group_id", "label"]).size().rename("votes").reset_index()
     votes = votes.sort_values(["group_id", "votes", "label"], ascending=[True, False, True])
     majority = votes.drop_duplicates("group_id").set_index("group_id")["label"]
@@ -229,7 +231,7 @@ def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFra
         )
         if len(groups) < 3:
             logger.warning(
-                "class %r has only %d near-duplicate group(s); it cannot appear in every split",
+                "stratum %r has only %d near-duplicate group(s); it cannot appear in every split",
                 label,
                 len(groups),
             )

@@ -116,6 +116,22 @@ def test_split_has_no_leakage_for_injected_near_duplicates() -> None:
     assert leakage_violations(out, spec.near_duplicate_max_distance) == []
 
 
+def test_split_stratifies_on_the_engines_key_when_given() -> None:
+    """A task engine may stratify on something other than the label (e.g. defect vs good for
+    anomaly): a ``stratum`` column is honoured, the label is kept as given."""
+    items = make_items({"good": 300, "scratch": 4, "dent": 4, "crack": 4}, seed=4)
+    by_label = grouped_stratified_split(items, SplitSpec(seed=1))
+    strata = items.assign(stratum=["good" if label == "good" else "defect" for label in items["label"]])
+    by_stratum = grouped_stratified_split(strata, SplitSpec(seed=1))
+    # four per defect class split per label is 2/1/1 each; twelve defects split as one stratum is 7/3/2
+    per_label = by_label[by_label["label"] != "good"]["split"].value_counts().to_dict()
+    per_stratum = by_stratum[by_stratum["stratum"] == "defect"]["split"].value_counts().to_dict()
+    assert per_label == {"train": 6, "val": 3, "test": 3}
+    assert per_stratum == {"train": 7, "val": 3, "test": 2}
+    assert by_stratum["label"].tolist() == items["label"].tolist()
+    assert by_stratum["split"].tolist() != by_label["split"].tolist()
+
+
 def test_identical_content_is_one_group_even_if_stored_phash_differs() -> None:
     items = pd.DataFrame(
         {"sha256": ["same", "same", "x", "y", "z"], "label": ["good"] * 5, "phash": [1, 2**63, 5, 2**40, 2**50]}
