@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from edge_sync.contract import NAME, Task
+from edge_sync.contract import MAX_WINDOW_COUNT, NAME, Task
 
 __all__ = ["AGENT_TASKS", "AgentConfig", "SyncOutcome", "SyncStatus", "utc_now"]
 
@@ -35,7 +35,9 @@ class AgentConfig(BaseModel):
     public_key_path: Path = Field(description="the platform's ed25519 public key (PEM) that signs manifests")
     poll_seconds: float = Field(10.0, gt=0, le=86_400, description="seconds between manifest polls and uploads")
     window_seconds: float = Field(60.0, gt=0, le=86_400, description="a metric window closes after this long")
-    window_max_images: int = Field(200, ge=1, description="... or once it has inspected this many images")
+    window_max_images: int = Field(
+        200, ge=1, le=MAX_WINDOW_COUNT, description="... or once it has inspected this many images"
+    )
     num_threads: int = Field(2, ge=1, le=256, description="CPU threads for inference")
 
     @field_validator("device_id")

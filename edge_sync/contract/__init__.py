@@ -46,6 +46,8 @@ from edge_sync.contract.signing import (
 )
 from edge_sync.contract.windows import (
     INPUT_BINS,
+    MAX_WINDOW_COUNT,
+    MAX_WINDOW_DURATION,
     SCORE_BINS,
     MetricWindow,
     brightness_bin,
@@ -59,6 +61,8 @@ __all__ = [
     "INPUT_BINS",
     "LABEL",
     "MAX_PACKAGE_PATH",
+    "MAX_WINDOW_COUNT",
+    "MAX_WINDOW_DURATION",
     "MODEL_FORMATS",
     "MODEL_VERSION",
     "NAME",

@@ -8,13 +8,17 @@ population-stability indices compare like with like: the brightness of an image 
 """
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge_sync.contract.names import MODEL_VERSION, NAME
 
 __all__ = [
     "INPUT_BINS",
+    "MAX_WINDOW_COUNT",
+    "MAX_WINDOW_DURATION",
     "SCORE_BINS",
     "MetricWindow",
     "brightness_bin",
@@ -25,6 +29,11 @@ __all__ = [
 ]
 
 SCORE_BINS = 20  # defect-score histogram: 20 equal bins over [0, 1]
+MAX_WINDOW_COUNT = 10_000_000
+"""Most images (or verdicts) one window may count: 100 a second for a day is 8.6 million. Anything
+above is a device bug, and unbounded counts would overflow the warehouse's 64-bit columns."""
+MAX_WINDOW_DURATION = timedelta(days=7)
+"""Longest a window may span (the agent closes one after at most a day; a week allows for downtime)."""
 INPUT_BINS = 16  # mean-brightness histogram of model inputs: 16 equal bins of 16 grey levels over [0, 256)
 
 
@@ -64,17 +73,21 @@ class MetricWindow(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window_id: str = Field(description="device-unique id; the server keeps the first upload of an id")
-    device_id: str
-    line: str
-    model_version: str
+    window_id: str = Field(
+        min_length=1, max_length=200, description="device-unique id; the server keeps the first upload of an id"
+    )
+    device_id: str = Field(pattern=NAME.pattern)
+    line: str = Field(pattern=NAME.pattern)
+    model_version: str = Field(pattern=MODEL_VERSION.pattern)
     started_at: datetime = Field(description="device clock; the server also records its own receive time")
     ended_at: datetime
-    inspected: int = Field(ge=0)
-    rejected: int = Field(ge=0)
-    confirmed_defects: int = Field(ge=0, description="rejections an operator confirmed as real defects")
-    false_rejects: int = Field(ge=0, description="rejections an operator marked as good parts")
-    escapes_found: int = Field(ge=0, description="passed parts found defective at audit")
+    inspected: int = Field(ge=0, le=MAX_WINDOW_COUNT)
+    rejected: int = Field(ge=0, le=MAX_WINDOW_COUNT, description="at most inspected")
+    # Verdicts are counted in the window in which the operator gave them, so they may judge images of
+    # an earlier window: they are bounded, but not by this window's rejected.
+    confirmed_defects: int = Field(ge=0, le=MAX_WINDOW_COUNT, description="rejections an operator confirmed as real defects")
+    false_rejects: int = Field(ge=0, le=MAX_WINDOW_COUNT, description="rejections an operator marked as good parts")
+    escapes_found: int = Field(ge=0, le=MAX_WINDOW_COUNT, description="passed parts found defective at audit")
     score_histogram: tuple[int, ...] = Field(description=f"{SCORE_BINS} bins of the defect score over [0, 1]")
     input_brightness_histogram: tuple[int, ...] = Field(
         description=f"{INPUT_BINS} bins of the model input's mean brightness (brightness_bin)"
@@ -93,3 +106,26 @@ class MetricWindow(BaseModel):
         if len(value) != INPUT_BINS or min(value, default=0) < 0:
             raise ValueError(f"input_brightness_histogram needs {INPUT_BINS} non-negative counts, got {len(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MetricWindow":
+        """Counts that add up and times in order: a window that does not is a device bug, refused
+        whole, because one absurd window would corrupt every ratio and drift figure it joins."""
+        problems = []
+        if self.rejected > self.inspected:
+            problems.append(f"rejected {self.rejected} > inspected {self.inspected}")
+        for name in ("score_histogram", "input_brightness_histogram"):
+            total = sum(getattr(self, name))
+            if total != self.inspected:
+                problems.append(f"{name} adds up to {total}, not inspected {self.inspected} (one bin per image)")
+        if (self.started_at.tzinfo is None) != (self.ended_at.tzinfo is None):
+            problems.append("started_at and ended_at must both carry a UTC offset")
+        elif self.ended_at < self.started_at:
+            problems.append(f"ended_at {self.ended_at.isoformat()} is before started_at {self.started_at.isoformat()}")
+        elif self.ended_at - self.started_at > MAX_WINDOW_DURATION:
+            problems.append(
+                f"the window spans {self.ended_at - self.started_at}, over {MAX_WINDOW_DURATION.days} days"
+            )
+        if problems:
+            raise ValueError(f"window {self.window_id!r}: " + "; ".join(problems))
+        return self

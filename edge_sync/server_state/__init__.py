@@ -39,11 +39,11 @@ This package imports nothing from Dagster or the platform's packages; it needs a
 (``fcntl``, hard links), which the server runs on.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge_sync.contract import MetricWindow, SignedManifest
+from edge_sync.contract import DeploymentManifest, MetricWindow, SignedManifest
 from edge_sync.server_state._folder import StateFolder
 from edge_sync.server_state.deployments import DeploymentStore, PackageFile
 from edge_sync.server_state.devices import DeviceRecord, DeviceStore
@@ -62,6 +62,8 @@ from edge_sync.server_state.windows import WindowStore
 
 __all__ = [
     "FEEDBACK_IMAGE_SUFFIXES",
+    "MAX_CLOCK_AHEAD",
+    "MAX_UPLOAD_AGE",
     "MAX_FEEDBACK_BYTES",
     "CorruptState",
     "DeviceRecord",
@@ -76,6 +78,13 @@ __all__ = [
     "TooLarge",
     "UnknownDevice",
 ]
+
+
+MAX_CLOCK_AHEAD = timedelta(minutes=10)
+"""How far a device's clock may run ahead of the server's: a window that ends later is refused."""
+MAX_UPLOAD_AGE = timedelta(days=90)
+"""Oldest window or verdict the server takes (a device offline for a season sends its outbox later;
+older than this, the model it names is long retired and the counts would mislead the health sensor)."""
 
 
 class ServerState:
@@ -154,8 +163,29 @@ class ServerState:
     # ------------------------------------------------------------------ windows
 
     def record_window(self, window: MetricWindow, device: DeviceRecord, received_at: datetime) -> bool:
-        """Store ``window`` once; False when this device already uploaded this window id."""
+        """Store ``window`` once; False when this device already uploaded this window id.
+
+        Beyond the contract's own checks (counts that add up, times in order), a window must name a
+        model version deployed to the device's line and fall near the server's clock
+        (:data:`MAX_CLOCK_AHEAD`, :data:`MAX_UPLOAD_AGE`); otherwise :class:`InvalidInput` (422).
+        """
+        if window.device_id == device.device_id and window.line == device.line:
+            self._deployed(device, window.model_version, f"window {window.window_id!r}")
+            _check_times(f"window {window.window_id!r}", received_at, started_at=window.started_at, ended_at=window.ended_at)
         return self._windows.record_window(window, device, received_at)
+
+    def deployed_manifest(self, line: str, model_version: str) -> DeploymentManifest | None:
+        """The newest manifest that deployed ``model_version`` to ``line``, or None if it never ran there."""
+        return self._deployments.deployed_manifest(line, model_version)
+
+    def _deployed(self, device: DeviceRecord, model_version: str, what: str) -> DeploymentManifest:
+        manifest = self._deployments.deployed_manifest(device.line, model_version)
+        if manifest is None:
+            raise InvalidInput(
+                f"{what} of device {device.device_id}: model_version {model_version!r} was never deployed to line "
+                f"{device.line}; a device reports only on models it was sent (check the agent's active model)"
+            )
+        return manifest
 
     def windows(self, line: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """Every stored window (of ``line``, received at or after ``since``), oldest receipt first."""
@@ -172,9 +202,46 @@ class ServerState:
         *,
         max_bytes: int = MAX_FEEDBACK_BYTES,
     ) -> bool:
-        """Store one labelled image once per (device, sha256); False when it was already stored."""
+        """Store one labelled image once per (device, sha256); False when it was already stored.
+
+        The item must name a model version deployed to the device's line, a label among that model's
+        classes, and a labelling time near the server's clock; otherwise :class:`InvalidInput` (422),
+        because a label outside the variant's taxonomy would block every later training of it.
+        """
+        if item.device_id == device.device_id and item.line == device.line:
+            what = f"feedback image {item.image!r}"
+            manifest = self._deployed(device, item.model_version, what)
+            if item.label not in manifest.classes:
+                raise InvalidInput(
+                    f"{what} of device {device.device_id}: label {item.label!r} is not a class of model "
+                    f"{item.model_version} ({', '.join(manifest.classes)}); label it with one of these, or add the "
+                    "class to the variant on the platform (mfgv variant add-class) and deploy a model that has it"
+                )
+            if item.labelled_at.tzinfo is not None:
+                _check_times(what, received_at, ended_at=item.labelled_at, field="labelled_at")
         return self._feedback.record_feedback(item, image, device, received_at, max_bytes=max_bytes)
 
     def feedback(self, line: str, since: datetime | None = None) -> list[dict[str, Any]]:
         """Every stored feedback image of ``line`` (received at or after ``since``), oldest receipt first."""
         return self._feedback.feedback(line, since)
+
+
+def _check_times(
+    what: str, received_at: datetime, *, ended_at: datetime, started_at: datetime | None = None, field: str = "ended_at"
+) -> None:
+    """A device timestamp must lie between :data:`MAX_UPLOAD_AGE` before and :data:`MAX_CLOCK_AHEAD`
+    after the server's receive time (naive stamps are refused by the stores that own them)."""
+    if received_at.tzinfo is None or ended_at.tzinfo is None:
+        return
+    if ended_at > received_at + MAX_CLOCK_AHEAD:
+        raise InvalidInput(
+            f"{what}: {field} {ended_at.isoformat()} is {ended_at - received_at} ahead of the server's clock "
+            f"({received_at.isoformat()}), more than {MAX_CLOCK_AHEAD} allows; set the device's clock (NTP)"
+        )
+    oldest = started_at if started_at is not None and started_at.tzinfo is not None else ended_at
+    if oldest < received_at - MAX_UPLOAD_AGE:
+        raise InvalidInput(
+            f"{what}: {'started_at' if oldest is started_at else field} {oldest.isoformat()} is more than "
+            f"{MAX_UPLOAD_AGE.days} days before the server's clock ({received_at.isoformat()}); the server keeps no "
+            "figures that old (set the device's clock, or drop the device's backlog)"
+        )

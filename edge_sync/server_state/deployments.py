@@ -175,6 +175,18 @@ class DeploymentStore:
                 ) from exc
         return records
 
+    def deployed_manifest(self, line: str, model_version: str) -> DeploymentManifest | None:
+        """The newest manifest that deployed ``model_version`` to ``line`` (live or in history), or None
+        when that version never ran there: what a device's upload naming it is checked against."""
+        for ring in Ring:
+            signed = self._read_ring(self._ring_path(line, ring))
+            if signed is not None and _parse_manifest(signed).model_version == model_version:
+                return _parse_manifest(signed)
+        for record in reversed(self.history(line)):
+            if record.get("event") == "publish" and record.get("model_version") == model_version:
+                return _parse_manifest(SignedManifest.model_validate(record["signed_manifest"]))
+        return None
+
     def package_file(self, device: DeviceRecord, model_version: str, path: str) -> Path:
         """Where the package file ``path`` of ``model_version`` lies, if ``device`` may read it."""
         return self.package_file_info(device, model_version, path).path

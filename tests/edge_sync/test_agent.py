@@ -56,7 +56,8 @@ SIZE = 32
 CLASSES = ("good", "defect")
 TOKEN = "tok-dev-1"
 SERVER = "http://sync.test"
-START = datetime(2026, 11, 27, 4, 0, 0, tzinfo=UTC)
+# A fixed hour of yesterday: the real server takes windows and verdicts only near its own clock.
+START = (datetime.now(UTC) - timedelta(days=1)).replace(hour=4, minute=0, second=0, microsecond=0)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -603,7 +604,7 @@ def test_window_is_written_to_outbox_before_upload(env: Env) -> None:
     window = agent.close_window_if_due()
 
     assert window is not None
-    assert window.window_id == "dev-1-20261127T040000Z-0"
+    assert window.window_id == f"dev-1-{START:%Y%m%dT%H%M%S}Z-0"
     assert (window.model_version, window.line, window.inspected) == ("v1", "line1", 3)
     assert sum(window.score_histogram) == 3 and sum(window.input_brightness_histogram) == 3
     (path,) = env.outbox()

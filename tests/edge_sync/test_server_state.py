@@ -123,6 +123,14 @@ def _device(state: ServerState, device_id: str, line: str = "line1", canary: boo
     return state.authenticate(state.register_device(device_id, line, canary=canary))
 
 
+@pytest.fixture
+def deployed(state: ServerState, keys: tuple[Path, Path], tmp_path: Path) -> ServerState:
+    """``state`` with line1-bracket-a-v1 deployed to line1: windows and feedback must name a deployed model."""
+    package = make_package(tmp_path / "pkg-deployed", seed=99)
+    state.publish(make_signed(package, keys[0]), package)
+    return state
+
+
 def _version_of(signed: SignedManifest | None) -> str | None:
     return None if signed is None else json.loads(signed.manifest_json)["model_version"]
 
@@ -338,7 +346,8 @@ def test_package_files_only_for_the_devices_own_line(state: ServerState, keys: t
 # ---------------------------------------------------------------------- windows
 
 
-def test_duplicate_window_is_not_double_counted(state: ServerState) -> None:
+def test_duplicate_window_is_not_double_counted(deployed: ServerState) -> None:
+    state = deployed
     device = _device(state, "cam-01")
     window = make_window("cam-01", "line1")
     now = datetime.now(UTC)
@@ -351,7 +360,8 @@ def test_duplicate_window_is_not_double_counted(state: ServerState) -> None:
     assert len(state.windows()) == 2
 
 
-def test_concurrent_uploads_of_one_window_store_it_once(state: ServerState) -> None:
+def test_concurrent_uploads_of_one_window_store_it_once(deployed: ServerState) -> None:
+    state = deployed
     device = _device(state, "cam-01")
     window = make_window("cam-01", "line1", window_id="w-race")
     n_threads = 8
@@ -375,7 +385,8 @@ def test_concurrent_uploads_of_one_window_store_it_once(state: ServerState) -> N
     assert list((state.root / "tmp").iterdir()) == []
 
 
-def test_clock_skew_and_receive_time_are_recorded(state: ServerState) -> None:
+def test_clock_skew_and_receive_time_are_recorded(deployed: ServerState) -> None:
+    state = deployed
     device = _device(state, "cam-01")
     received = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
     device_clock_ahead = received + timedelta(seconds=90)
@@ -391,7 +402,8 @@ def test_clock_skew_and_receive_time_are_recorded(state: ServerState) -> None:
     assert state.windows("line2") == []
 
 
-def test_windows_of_another_device_or_line_are_forbidden(state: ServerState) -> None:
+def test_windows_of_another_device_or_line_are_forbidden(deployed: ServerState) -> None:
+    state = deployed
     device = _device(state, "cam-01")
     now = datetime.now(UTC)
     with pytest.raises(Forbidden, match="only its own"):

@@ -37,11 +37,16 @@ def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime) -> st
     return manifest.deployment_id
 
 
+def _spread(total: int, bins: int) -> tuple[int, ...]:
+    """``total`` images over ``bins`` as evenly as counts allow (a window's histograms add up to inspected)."""
+    return tuple(total // bins + (1 if i < total % bins else 0) for i in range(bins))
+
+
 def _upload(edge: EdgeSync, token_device, start: datetime, **counts) -> None:
     window = MetricWindow(
         window_id=f"dev1-{start:%H%M%S}", device_id="dev1", line="line1", model_version="line1-a-v2",
-        started_at=start, ended_at=start + timedelta(minutes=1), score_histogram=tuple([10] * 20),
-        input_brightness_histogram=tuple([5] * 16), **counts,
+        started_at=start, ended_at=start + timedelta(minutes=1),
+        score_histogram=_spread(counts["inspected"], 20), input_brightness_histogram=_spread(counts["inspected"], 16), **counts,
     )
     edge.server_state().record_window(window, token_device, datetime.now(UTC))
 
