@@ -18,7 +18,7 @@ from mfg_assets.ingest import load_image_table
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
-__all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_labels"]
+__all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_labels", "way_out"]
 
 # Blocking: a failing check fails the step, so the dataset and the model are not built in that run.
 CHECK_DESCRIPTIONS = {
@@ -58,6 +58,26 @@ def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str,
         raise LabelImportError(f"batch {batch_row['batch']}, {sidecar}: {exc}") from exc
 
 
+def way_out(partition: str, batch: str | None = None, unknown_class: str | None = None) -> str:
+    """The commands that get a variant past a blocking label check, as the user would type them."""
+    from resources.data.variants import split_partition_key
+
+    line, variant = split_partition_key(partition)
+    where = f"--line {line} --variant {variant}"
+    named = batch or "BATCH"
+    advice = (
+        f"fix the data and replace the batch (`mfgv batch replace {where} --batch {named} --from FIXED_DIR`), "
+        f"or withdraw it (`mfgv batch withdraw {where} --batch {named} --reason WHY`)"
+    )
+    if unknown_class is not None:
+        advice += f", or grow the taxonomy (`mfgv variant add-class {where} --class {unknown_class}`)"
+    return advice
+
+
+def _failing_batches(failures: list[dict]) -> list[str]:
+    return sorted({str(f["batch"]) for f in failures if f.get("batch") not in (None, "")})
+
+
 def load_labels(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
     return lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id])
 
@@ -78,19 +98,20 @@ def annotations(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[AnnotationSet] | dg.AssetCheckResult]:
     """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
+    from resources.data.batches import current_batches
     from resources.data.label_quality import run_all
     from resources.data.labels import LabelImportError
 
     spec = variant_for(context, lineage)
     images = load_image_table(lineage, raw_images.partition)
-    batches = lineage.read_table("image_batches", "partition = ?", [raw_images.partition])
+    batches = current_batches(lineage, raw_images.partition)
     frames = []
     for _, batch_row in batches.iterrows():
         batch_images = images[images["batch"] == batch_row["batch"]]
         try:
             labels = _batch_labels(batch_row, sorted(batch_images["rel_path"]), spec.label_format, artifact_store)
         except LabelImportError as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise dg.Failure(f"{exc}; {way_out(raw_images.partition, batch_row['batch'])}") from exc
         labels = labels.assign(batch=batch_row["batch"])
         frames.append(labels)
     labels = pd.concat(frames, ignore_index=True)
@@ -138,13 +159,22 @@ def annotations(
     )
     for name in CHECK_DESCRIPTIONS:
         outcome = outcomes[name]
+        description = outcome.summary
         if not outcome.passed:
-            context.log.error(f"{raw_images.partition}: {name} failed: {outcome.summary}")
+            batches = _failing_batches(outcome.failures)
+            unknown = next((f["label"] for f in outcome.failures if f.get("problem") == "label not in taxonomy"), None)
+            description += (
+                f" — in batch(es) {', '.join(batches[:5])}; to go on, "
+                f"{way_out(raw_images.partition, batches[0] if len(batches) == 1 else None, unknown)}"
+                if batches
+                else f" — to go on, {way_out(raw_images.partition, None, unknown)}"
+            )
+            context.log.error(f"{raw_images.partition}: {name} failed: {description}")
         yield blocking_check_result(
             "annotations",
             name,
             passed=outcome.passed,
-            description=outcome.summary,
+            description=description,
             metadata={
                 **dict(outcome.metrics),
                 "failures": dg.MetadataValue.json(outcome.failures[:200]),

@@ -132,6 +132,35 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from mfg_assets import data_commands
+
+    if args.action == "list":
+        print(data_commands.list_batches(args.line, args.variant))
+        return 0
+    if not args.batch:
+        raise CliError(f"batch {args.action} needs --batch NAME (see `mfgv batch list --line {args.line} --variant {args.variant}`)")
+    if args.action == "withdraw":
+        print(data_commands.withdraw(args.line, args.variant, args.batch, args.reason))
+        return 0
+    if args.source is None:
+        raise CliError("batch replace needs --from DIR: the fixed copy of the batch")
+    print(data_commands.replace_batch(args.line, args.variant, args.batch, Path(args.source), args.reason))
+    return 0
+
+
+def _cmd_variant(args: argparse.Namespace) -> int:
+    from mfg_assets import data_commands
+
+    if args.action == "show":
+        print(data_commands.show_variant(args.line, args.variant))
+        return 0
+    if not args.class_name:
+        raise CliError("variant add-class needs --class NAME")
+    print(data_commands.add_variant_class(args.line, args.variant, args.class_name))
+    return 0
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from mfg_assets.edge_commands import rollback
 
@@ -260,6 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--line", required=True)
     rollback.add_argument("--to", default=None, help="model version to run (default: the previous one)")
     rollback.set_defaults(func=_cmd_rollback)
+
+    batch = commands.add_parser("batch", help="list, withdraw or replace a variant's landing batches (recorded, never deleted)")
+    batch.add_argument("action", choices=["list", "withdraw", "replace"])
+    batch.add_argument("--line", required=True)
+    batch.add_argument("--variant", required=True)
+    batch.add_argument("--batch", default=None, help="the batch to withdraw or replace (as `batch list` names it)")
+    batch.add_argument("--from", dest="source", default=None, help="replace: folder with the fixed copy of the batch")
+    batch.add_argument("--reason", default="withdrawn by hand", help="why, for the audit trail")
+    batch.set_defaults(func=_cmd_batch)
+
+    variant = commands.add_parser("variant", help="show a variant, or grow its taxonomy (versioned)")
+    variant.add_argument("action", choices=["show", "add-class"])
+    variant.add_argument("--line", required=True)
+    variant.add_argument("--variant", required=True)
+    variant.add_argument("--class", dest="class_name", default=None, help="add-class: the new class name")
+    variant.set_defaults(func=_cmd_variant)
+
+    parser.allow_abbrev = False  # '--epoch' must not quietly mean '--epochs'
+    for sub in commands.choices.values():
+        sub.allow_abbrev = False
     return parser
 
 

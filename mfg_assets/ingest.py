@@ -32,8 +32,15 @@ class IngestConfig(dg.Config):
 
 
 def load_image_table(lineage: LineageStore, partition: str) -> pd.DataFrame:
-    """Every ingested image file of a partition (duplicates included)."""
-    return lineage.read_table("images", "partition = ?", [partition])
+    """Every ingested image file of a partition's current batches (duplicates included; the files of
+    a withdrawn batch stay stored, but no asset reads them: ``resources.data.batches``)."""
+    from resources.data.batches import withdrawn_batches
+
+    images = lineage.read_table("images", "partition = ?", [partition])
+    withdrawn = withdrawn_batches(lineage, partition)
+    if images.empty or not withdrawn:
+        return images
+    return images[~images["batch"].isin(withdrawn)].reset_index(drop=True)
 
 
 @inspection_asset("raw_images", kinds={"parquet"})
@@ -45,6 +52,8 @@ def raw_images(
     lineage: LineageStore,
 ) -> dg.Output[ImageSet]:
     """Images of a line/variant: decoded, hashed, deduplicated; bad files quarantined with a reason."""
+    from resources.data.batches import current_batches
+
     partition = context.partition_key
     line, variant = split_partition_key(partition)
     done = lineage.read_table("image_batches", "partition = ?", [partition])
@@ -99,6 +108,11 @@ def raw_images(
         )
 
     images = load_image_table(lineage, partition)
+    if images.empty and not done.empty and len(current_batches(lineage, partition)) == 0:
+        raise dg.Failure(
+            f"{line}/{variant}: every ingested batch is withdrawn (see `mfgv batch list --line {line} --variant "
+            f"{variant}`); land a new batch (`mfgv onboard` or `mfgv batch replace`)"
+        )
     if images.empty:
         raise dg.Failure(
             f"{line}/{variant}: no usable image in {len(complete)} batch(es); every file was quarantined "

@@ -88,7 +88,7 @@ def _listing_hash(data_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _land(data_dir: Path, landing_dir: Path) -> Path:
+def land_batch(data_dir: Path, landing_dir: Path) -> Path:
     """Copy the dataset into the landing zone as one complete batch (idempotent)."""
     batch_dir = landing_dir / f"onboard-{_listing_hash(data_dir)}"
     if (batch_dir / MARKER).exists():
@@ -96,7 +96,11 @@ def _land(data_dir: Path, landing_dir: Path) -> Path:
     staging = batch_dir.with_name(batch_dir.name + ".incoming")
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(MARKER, ".*"))
+    try:
+        shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(MARKER, ".*"))
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # no half copy left for the landing sensor to puzzle over
+        raise OnboardError(f"copying {data_dir} into the landing zone failed: {exc}; nothing was landed") from exc
     if batch_dir.exists():
         shutil.rmtree(batch_dir)
     staging.rename(batch_dir)
@@ -191,6 +195,31 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
     return dataclasses.replace(request, backbone=start["backbone"])
 
 
+def _same_variant(existing: VariantSpec, spec: VariantSpec) -> VariantSpec:
+    """The registered variant, if this dataset fits it: the same task, good class and label format,
+    and classes among the registered ones (a taxonomy grown with ``mfgv variant add-class`` may hold
+    more). Anything else is refused with the command that would make it fit."""
+    where = f"--line {spec.line} --variant {spec.variant}"
+    new = [c for c in spec.classes if c not in existing.classes]
+    if new:
+        raise OnboardError(
+            f"variant {spec.line}/{spec.variant} (taxonomy version {existing.version}) has classes "
+            f"{list(existing.classes)}; this dataset also has {new}. Add them first "
+            f"(`mfgv variant add-class {where} --class {new[0]}`, once per class), or use a new --variant name"
+        )
+    different = [
+        f"{field} {getattr(spec, field)!r} (registered: {getattr(existing, field)!r})"
+        for field in ("task", "good_class", "label_format")
+        if getattr(spec, field) != getattr(existing, field)
+    ]
+    if different:
+        raise OnboardError(
+            f"variant {spec.line}/{spec.variant} is registered with other settings: {'; '.join(different)}. "
+            "Pass the registered ones, or use a new --variant name for a new taxonomy"
+        )
+    return existing
+
+
 def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Register the variant, land the data, run ``classify_job`` through Dagster, write the report JSON."""
     started = time.monotonic()
@@ -225,16 +254,13 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         existing = load_variant(request.line, request.variant, home)
     except LookupError:
         existing = None
-    if existing is not None and existing != spec:
-        raise OnboardError(
-            f"variant {request.line}/{request.variant} is already registered with classes "
-            f"{list(existing.classes)} and good class {existing.good_class!r}; this dataset has {list(classes)} and "
-            f"{request.good_class!r}. Use a new --variant name for a new taxonomy"
-        )
-    save_variant(spec, home)
+    if existing is not None:
+        spec = _same_variant(existing, spec)
+    else:
+        save_variant(spec, home)
     instance = get_instance(home)
     landing_dir = home / "landing" / request.line / request.variant
-    batch_dir = _land(data_dir, landing_dir)
+    batch_dir = land_batch(data_dir, landing_dir)
     echo(f"landed {data_dir} as batch {batch_dir.name} in {landing_dir}")
     key = partition_key(request.line, request.variant)
     from mfg_assets.definitions import defs

@@ -215,7 +215,7 @@ def labels_in_taxonomy(
         parts.append(
             f"{len(unknown)} of {len(table)} label rows use classes outside the taxonomy "
             f"[{', '.join(taxonomy)}]: {'; '.join(described)}; fix the labels or add the classes to "
-            f"the variant"
+            f"the variant (mfgv variant add-class)"
         )
     if null_label:
         first = [where_of(table.loc[i]) for i in null_label[:MAX_EXAMPLES]]

@@ -1,10 +1,13 @@
 """Product variants: the taxonomy (classes, which one is "good") each line/variant is trained on.
 
 A variant is registered once (``mfgv onboard`` does it) and stored as JSON under
-``MFG_HOME/variants/<line>/<variant>.json``; the annotation checks hold every label to it.
+``MFG_HOME/variants/<line>/<variant>.json``; the annotation checks hold every label to it. Its
+taxonomy may grow (:func:`add_class`, ``mfgv variant add-class``): each change is a new ``version``,
+and every version is appended to ``<variant>.history.jsonl`` beside it, for the audit trail.
 """
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +19,10 @@ from resources.errors import MfgVisionError
 __all__ = [
     "NAME_PATTERN",
     "UnknownVariant",
+    "VariantRefused",
     "VariantSpec",
+    "add_class",
+    "variant_history",
     "load_variant",
     "partition_key",
     "save_variant",
@@ -30,6 +36,10 @@ PARTITION_SEPARATOR = "."
 
 class UnknownVariant(MfgVisionError, LookupError):
     pass
+
+
+class VariantRefused(MfgVisionError, ValueError):
+    """A change to a variant that cannot be made (a class it has already)."""
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -66,6 +76,7 @@ class VariantSpec(BaseModel):
         None, description="class of acceptable parts; None when every class is a defect type"
     )
     label_format: str = Field("auto", description="auto, folders, csv or coco")
+    version: int = Field(1, ge=1, description="taxonomy version: 1 at registration, +1 for each added class")
 
     @field_validator("line", "variant")
     @classmethod
@@ -105,10 +116,45 @@ def _variant_path(line: str, variant: str, home: Path | None) -> Path:
 
 
 def save_variant(spec: VariantSpec, home: Path | None = None) -> Path:
+    """Write the variant (atomically) and append it to its history unless that version is there already."""
+    from edge_sync.durable import write_atomic
+
     path = _variant_path(spec.line, spec.variant, home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True))
+    record = spec.model_dump(mode="json")
+    if not any(old.get("version", 1) == spec.version for old in variant_history(spec.line, spec.variant, home)):
+        with path.with_suffix(".history.jsonl").open("a", encoding="utf-8") as history:
+            history.write(json.dumps({**record, "saved_at": datetime.now(UTC).isoformat()}, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True).encode())
     return path
+
+
+def variant_history(line: str, variant: str, home: Path | None = None) -> list[dict]:
+    """Every saved version of the variant, oldest first (empty before it is registered)."""
+    path = _variant_path(line, variant, home).with_suffix(".history.jsonl")
+    if not path.exists():
+        return []
+    return [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines() if raw.strip()]
+
+
+def add_class(line: str, variant: str, name: str, home: Path | None = None) -> VariantSpec:
+    """Grow the variant's taxonomy by class ``name``; returns the new version (saved).
+
+    Existing classes keep their order, so class indices of registered models stay meaningful; the
+    new class is last. The next run trains on the grown taxonomy (it needs images of the new class).
+    """
+    from edge_sync.contract.names import check_label
+
+    spec = load_variant(line, variant, home)
+    check_label(name)
+    if name in spec.classes:
+        raise VariantRefused(
+            f"variant {line}/{variant} already has class {name!r} (version {spec.version}: {', '.join(spec.classes)})"
+        )
+    grown = spec.model_copy(update={"classes": (*spec.classes, name), "version": spec.version + 1})
+    grown = VariantSpec.model_validate(grown.model_dump())
+    save_variant(grown, home)
+    return grown
 
 
 def load_variant(line: str, variant: str, home: Path | None = None) -> VariantSpec:

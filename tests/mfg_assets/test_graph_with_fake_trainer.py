@@ -14,7 +14,7 @@ import numpy as np
 
 from mfg_assets.definitions import defs
 from mfg_assets.jobs import CLASSIFY_ASSETS
-from mfg_assets.onboard import OnboardRequest, _land, _run_config
+from mfg_assets.onboard import OnboardRequest, _run_config, land_batch
 from mfg_assets.partitions import line_variant_partitions
 from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.data.variants import VariantSpec, partition_key, save_variant
@@ -67,7 +67,7 @@ class FakeTrainer(Trainer):
 def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
     spec = VariantSpec(line="line1", variant="bracket-a", classes=("dent", "good", "missing_hole", "scratch", "stain"), good_class="good")
     save_variant(spec, mfg_home)
-    _land(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
+    land_batch(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
     key = partition_key("line1", "bracket-a")
     request = OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
