@@ -4,7 +4,9 @@ Endpoints (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` fr
 :meth:`ServerState.register_device`):
 
 * ``GET /healthz`` -> ``{"status": "ok"}``
-* ``GET /v1/manifest`` -> the device's SignedManifest as JSON, or 204 when nothing is deployed
+* ``GET /v1/manifest`` -> the device's SignedManifest as JSON (a deployment manifest, or a signed hold
+  order: run no model), or 204 when nothing was ever deployed; the device says what it runs in
+  ``X-Device-Running`` (``<version>``, ``hold:<order id>`` or ``none``), kept per device
 * ``GET /v1/packages/{model_version}/{path}`` -> the file, with ``ETag`` (its sha256) and single
   byte ranges (``bytes=N-``, ``bytes=N-M``, ``bytes=-K`` -> 206), so an interrupted download resumes
 * ``POST /v1/metrics`` (a MetricWindow) -> 201 ``{"stored": true}``, or 200 with
@@ -168,7 +170,11 @@ def create_app(state: ServerState, *, max_feedback_bytes: int = MAX_FEEDBACK_BYT
         return {"status": "ok"}
 
     @app.get("/v1/manifest", response_model=None)
-    def manifest(device: Device) -> Response:
+    def manifest(
+        device: Device, running: Annotated[str | None, Header(alias="X-Device-Running", max_length=200)] = None
+    ) -> Response:
+        if running is not None:
+            state.note_running(device, running, datetime.now(UTC))
         signed = state.deployment_for(device)
         if signed is None:
             return Response(status_code=204)

@@ -7,7 +7,10 @@ The platform's ed25519 key pair is created on first use under ``MFG_HOME/keys``;
 given the public key.
 """
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -68,6 +71,13 @@ class EdgeSync(dg.ConfigurableResource):
         private, _ = self.ensure_keys()
         return sign_manifest(manifest, load_private_key(private))
 
+    def sign_hold(self, order):
+        """The hold order signed with the platform's key (devices verify it like a manifest)."""
+        from edge_sync.contract import load_private_key, sign_hold
+
+        private, _ = self.ensure_keys()
+        return sign_hold(order, load_private_key(private))
+
     def publish(self, manifest, package_dir: Path):
         """Sign ``manifest`` and make it its line's ring on the sync server, serving ``package_dir``.
 
@@ -95,19 +105,47 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
     ``to_version``: the fleet runs that version (it must have been published to this line before).
     The re-published manifest is signed anew, with ring fleet, and recorded in the history.
     """
-    from datetime import UTC, datetime
-
     from edge_sync.contract import DeploymentManifest, Ring
 
     state = edge.server_state()
     live = state.deployments(line)
     if to_version is None and Ring.CANARY.value in live:
         canary = DeploymentManifest.model_validate_json(live[Ring.CANARY.value].manifest_json)
+        if Ring.FLEET.value not in live:
+            # Nothing to fall back to: a signed hold order, so the canary stops deciding with this model.
+            from edge_sync.contract import HoldOrder
+
+            now = datetime.now(UTC)
+            order = HoldOrder(
+                order_id=f"{line}-hold-{now:%Y%m%dT%H%M%S}",
+                line=line,
+                reason=f"canary {canary.deployment_id} ({canary.model_version}) rolled back; the line has no fleet model",
+                rolled_back_version=canary.model_version,
+                created_at=now,
+            )
+            state.hold(edge.sign_hold(order))
+            return (
+                f"ended canary {canary.deployment_id} ({canary.model_version}); line {line} has no fleet model, so it "
+                f"is on hold (order {order.order_id}): its devices run no model and parts go to manual inspection "
+                f"until a model is deployed (mfgv deploy){_reported(state, line)}"
+            )
+        fleet = DeploymentManifest.model_validate_json(live[Ring.FLEET.value].manifest_json)
         state.clear_canary(line)
-        return f"ended canary {canary.deployment_id} ({canary.model_version}); canary devices run the fleet model again"
+        return (
+            f"ended canary {canary.deployment_id} ({canary.model_version}); canary devices run the fleet model "
+            f"{fleet.model_version} again{_reported(state, line)}"
+        )
     published = [r for r in state.history(line) if r.get("event") == "publish"]
     if not published:
         raise RollbackRefused(f"line {line} has no deployment history on {state.root}; nothing to roll back")
+    held = state.hold_for(line)
+    if to_version is None and held is not None and Ring.FLEET.value not in live:
+        order = json.loads(held.manifest_json)
+        raise RollbackRefused(
+            f"line {line} is on hold already (order {order['order_id']}, {order['created_at']}: {order['reason']}); "
+            f"its devices run no model. Nothing is left to roll back: deploy a model (mfgv deploy), or pass "
+            f"--to VERSION to run an earlier one on the fleet{_reported(state, line)}"
+        )
     current_fleet = (
         DeploymentManifest.model_validate_json(live[Ring.FLEET.value].manifest_json).model_version
         if Ring.FLEET.value in live
@@ -135,7 +173,19 @@ def rollback_line(edge: EdgeSync, line: str, to_version: str | None = None) -> s
     state.publish(edge.sign(DeploymentManifest.model_validate(manifest.model_dump())), state.package_dir(to_version))
     if Ring.CANARY.value in live:
         state.clear_canary(line)
-    return f"line {line}: fleet rolled back from {current_fleet} to {to_version} ({manifest.deployment_id})"
+    return (
+        f"line {line}: fleet rolled back from {current_fleet or 'no model (on hold)'} to {to_version} "
+        f"({manifest.deployment_id}){_reported(state, line)}"
+    )
+
+
+def _reported(state: Any, line: str) -> str:
+    """What the line's devices said they ran at their last sync (before this change reaches them)."""
+    seen = state.device_status(line)
+    if not seen:
+        return ""
+    said = ", ".join(f"{row['device_id']} ran {row['running']} at {row['at'][:19]}" for row in seen[:10])
+    return f". Last reported by the devices (they pick the change up at their next sync): {said}"
 
 
 class EdgePolicy(dg.ConfigurableResource):

@@ -11,7 +11,7 @@ from edge_sync.contract import MAX_WINDOW_COUNT, NAME, Task
 
 __all__ = ["AGENT_TASKS", "AgentConfig", "SyncOutcome", "SyncStatus", "utc_now"]
 
-SyncStatus = Literal["up_to_date", "activated", "no_deployment", "refused", "server_unreachable"]
+SyncStatus = Literal["up_to_date", "activated", "hold", "no_deployment", "refused", "server_unreachable"]
 
 AGENT_TASKS: frozenset[Task] = frozenset({Task.CLASSIFY})
 """The tasks this agent can run; a manifest for another task is refused before any download."""

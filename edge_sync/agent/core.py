@@ -7,6 +7,7 @@
 """
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from edge_sync.agent.inspector import Decision, UnusableImage, decide, decode_im
 from edge_sync.agent.installer import Installed, Installer
 from edge_sync.agent.outbox import Entry, Outbox
 from edge_sync.agent.windows import OpenWindow, StateFile, closed_window, count_decision, new_window
-from edge_sync.contract import ContractError, MetricWindow, SignedManifest, load_public_key
+from edge_sync.contract import ContractError, MetricWindow, SignedManifest, is_hold_payload, load_public_key
 from edge_sync.durable import move_unique, write_atomic
 from edge_sync.inference import InferenceError
 
@@ -44,6 +45,13 @@ _OUTBOX_DIR = "outbox"
 _REJECTED_INPUT_DIR = "rejected_input"
 _REJECTED_INPUT_LOG = "reasons.log"
 _TICK_SECONDS = 1.0  # how often run() looks for new images and due windows
+
+
+def _is_hold(signed: SignedManifest) -> bool:
+    try:
+        return is_hold_payload(json.loads(signed.manifest_json))
+    except json.JSONDecodeError:
+        return False  # verify_manifest then refuses it with its reason
 
 
 def _read_window_entry(path: Path) -> Entry:
@@ -194,8 +202,10 @@ class EdgeAgent:
         with self._lock:
             running = self.active_version
             url = f"{self.config.server_url}/v1/manifest"
+            held = self._installer.hold_order
+            reporting = running or (f"hold:{held.split(':', 1)[0]}" if held else "none")
             try:
-                response = self._client.get(url, headers=self._auth)
+                response = self._client.get(url, headers={**self._auth, "X-Device-Running": reporting})
             except httpx.TransportError as exc:
                 return self._unreachable(f"GET {url} failed ({type(exc).__name__}: {exc})")
             if self._server_down and response.status_code < 500:
@@ -221,6 +231,8 @@ class EdgeAgent:
             except ValidationError as exc:
                 return self._refuse(None, f"GET {url} did not return a signed manifest: {exc}")
             key = hashlib.sha256(f"{signed.manifest_json}\n{signed.signature}".encode()).hexdigest()
+            if key not in self._refused and _is_hold(signed):
+                return self._obey_hold(signed, key)
             if key in self._refused:
                 refused_version, why = self._refused[key]
                 logger.debug("manifest %s was refused before: %s", key[:12], why)
@@ -250,6 +262,27 @@ class EdgeAgent:
             detail = f"activated {version} ({manifest.model_format}, deployment {manifest.deployment_id})"
             logger.info("%s; previous %s kept for rollback", detail, running)
             return SyncOutcome("activated", version, detail)
+
+    def _obey_hold(self, signed: SignedManifest, key: str) -> SyncOutcome:
+        """The platform ordered: run no model. Verified like a manifest (a forged order is refused)."""
+        try:
+            order = self._installer.verify_hold(signed)
+        except ContractError as exc:
+            return self._refuse(None, f"hold order refused: {exc}", memo=key)
+        active = self._active  # the server serves a device only its line's orders; this is a second fence
+        if active is not None and order.line != active.manifest.line:
+            return self._refuse(
+                None, f"hold order {order.order_id} is for line {order.line}, this device runs line {active.manifest.line}", memo=key
+            )
+        detail = (
+            f"on hold by order {order.order_id} ({order.reason}): running no model; images wait in "
+            f"{self.config.camera_dir} and parts go to manual inspection until the platform deploys a model"
+        )
+        if self._installer.hold_order is not None and self._installer.hold_order.startswith(f"{order.order_id}:"):
+            return SyncOutcome("hold", None, detail)
+        stopped = self._installer.hold(order, before_switch=self._close_window)
+        logger.warning("%s (stopped %s)", detail, stopped or "no model")
+        return SyncOutcome("hold", None, detail)
 
     def _unreachable(self, why: str) -> SyncOutcome:
         running = self.active_version
@@ -321,7 +354,9 @@ class EdgeAgent:
             pending = pending_images(self.config.camera_dir)
             if active is None:
                 if pending and not self._waiting_logged:
-                    logger.warning("%d images wait in %s: no model is active yet", len(pending), self.config.camera_dir)
+                    held = self._installer.hold_order
+                    why = f"on hold ({held}); parts go to manual inspection" if held else "no model is active yet"
+                    logger.warning("%d images wait in %s: %s", len(pending), self.config.camera_dir, why)
                     self._waiting_logged = True
                 return []
             self._waiting_logged = False

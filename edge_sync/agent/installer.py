@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge_sync.agent.config import AGENT_TASKS
 from edge_sync.agent.download import PACKAGE_DIR, PART_SUFFIX, PARTIAL_SUFFIX, PackageDownloader
 from edge_sync.agent.errors import AgentError, DownloadError, SelfTestFailed, VerificationError
-from edge_sync.contract import SELFTEST_FILE, ContractError, DeploymentManifest, SignedManifest, package_layout_problem, verify_manifest
+from edge_sync.contract import (
+    SELFTEST_FILE,
+    ContractError,
+    DeploymentManifest,
+    HoldOrder,
+    SignedManifest,
+    package_layout_problem,
+    verify_hold,
+    verify_manifest,
+)
 from edge_sync.durable import fsync_dir, remove_tree, sha256_file, write_atomic
 from edge_sync.inference import InferenceError, ModelFormat, Predictor, load_predictor
 
@@ -46,9 +55,10 @@ class ActiveRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    active: str
+    active: str | None = Field(None, description="None while the platform's hold order says: run no model")
     previous: str | None = None
     rolled_back: tuple[str, ...] = Field((), description="versions rolled back from; their manifests are refused")
+    hold: str | None = Field(None, description="the hold order in force (id: reason); parts go to manual inspection")
     updated_at: datetime
 
 
@@ -93,6 +103,12 @@ class Installer:
         """Re-verify the version ``active.json`` names and run it; one that no longer verifies is not run."""
         if self.record is None:
             return
+        if self.record.active is None:
+            logger.warning(
+                "on hold (%s): running no model; images wait for the next deployment, parts go to manual inspection",
+                self.record.hold,
+            )
+            return
         try:
             self.active = self.load_installed(self.record.active)
         except (VerificationError, SelfTestFailed) as exc:
@@ -111,6 +127,10 @@ class Installer:
         manifest = verify_manifest(signed, self._public_key)
         self.check_manifest(manifest)
         return manifest
+
+    def verify_hold(self, signed: SignedManifest) -> HoldOrder:
+        """The hold order, if its signature verifies and it is for this device's line."""
+        return verify_hold(signed, self._public_key)
 
     def check_manifest(self, manifest: DeploymentManifest) -> None:
         """Checks the signature cannot make: is the package safe to store and runnable by this agent."""
@@ -168,7 +188,7 @@ class Installer:
         # Everything verified: switch. active.json is the truth; the rename before it only moves a
         # verified folder to its final name, so a crash (or error) between the two leaves the old
         # model active and the next sync reuses the verified folder.
-        previous = self.active_version
+        previous = self.active_version or (self.record.previous if self.record else None)
         rolled_back = tuple(v for v in (self.record.rolled_back if self.record else ()) if v != version)
         record = ActiveRecord(active=version, previous=previous, rolled_back=rolled_back, updated_at=self._clock())
         try:
@@ -194,9 +214,35 @@ class Installer:
         write_atomic(active.folder / SIGNED_MANIFEST, signed.model_dump_json().encode())
         self.active = Installed(active.version, signed, manifest, active.predictor, active.folder)
 
+    def hold(self, order: HoldOrder, before_switch: Callable[[], None]) -> str | None:
+        """Obey a verified hold order: run no model from now on (the installed packages are kept, so a
+        later deployment of one of them activates without a download); returns the version stopped."""
+        stopped = self.active_version
+        previous = stopped or (self.record.previous if self.record else None)
+        rolled_back = tuple(self.record.rolled_back) if self.record else ()
+        record = ActiveRecord(
+            active=None, previous=previous, rolled_back=rolled_back, hold=f"{order.order_id}: {order.reason}",
+            updated_at=self._clock(),
+        )
+        before_switch()
+        write_atomic(self._state_dir / ACTIVE_FILE, record.model_dump_json(indent=2).encode())
+        self.record = record
+        self.active = None
+        return stopped
+
+    @property
+    def hold_order(self) -> str | None:
+        """The hold order in force (``id: reason``), or None."""
+        return None if self.record is None or self.record.active is not None else self.record.hold
+
     def rollback(self, before_switch: Callable[[], None]) -> tuple[str, str]:
         """Re-activate the previous version (re-verified from disk); returns (rolled back to, from)."""
         record = self.record
+        if record is not None and record.active is None:
+            raise AgentError(
+                f"the device is on hold by the platform's order ({record.hold}); it runs no model and a local "
+                "rollback would override the platform: deploy a model from the platform to end the hold"
+            )
         if record is None or record.previous is None:
             raise AgentError(
                 f"no previous model version is kept in {self.models_dir} (active: {self.active_version}); "

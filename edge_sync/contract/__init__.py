@@ -3,6 +3,7 @@
 * :mod:`~edge_sync.contract.names`: line, variant, device, model-version and label names;
 * :mod:`~edge_sync.contract.manifest`: deployment manifests (tasks, formats, rings, input spec, the
   package layout and the decision fields), with their checks;
+* :mod:`~edge_sync.contract.hold`: hold orders (run no model; parts go to manual inspection);
 * :mod:`~edge_sync.contract.signing`: ed25519 signatures over the manifest's canonical JSON;
 * :mod:`~edge_sync.contract.windows`: metric windows and how scores and brightness are binned;
 * :mod:`~edge_sync.contract.imaging`: how a decoded image becomes a model input.
@@ -10,6 +11,7 @@
 The platform imports these to build what it sends; the device imports them to check what it gets.
 """
 
+from edge_sync.contract.hold import HOLD_KIND, HoldOrder, is_hold_payload
 from edge_sync.contract.manifest import (
     MAX_PACKAGE_PATH,
     MODEL_FORMATS,
@@ -41,7 +43,9 @@ from edge_sync.contract.signing import (
     generate_keypair,
     load_private_key,
     load_public_key,
+    sign_hold,
     sign_manifest,
+    verify_hold,
     verify_manifest,
 )
 from edge_sync.contract.windows import (
@@ -58,6 +62,11 @@ from edge_sync.contract.windows import (
 )
 
 __all__ = [
+    "HOLD_KIND",
+    "HoldOrder",
+    "is_hold_payload",
+    "sign_hold",
+    "verify_hold",
     "INPUT_BINS",
     "LABEL",
     "MAX_PACKAGE_PATH",

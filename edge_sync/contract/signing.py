@@ -9,8 +9,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from edge_sync.contract.hold import HoldOrder, is_hold_payload
 from edge_sync.contract.manifest import (
     SUPPORTED_SCHEMA_VERSIONS,
     ContractError,
@@ -25,12 +26,14 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "sign_hold",
     "sign_manifest",
+    "verify_hold",
     "verify_manifest",
 ]
 
 
-def canonical_json(manifest: DeploymentManifest) -> str:
+def canonical_json(manifest: BaseModel) -> str:
     """Sorted keys, no whitespace: the exact bytes that are signed."""
     return json.dumps(manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
@@ -77,7 +80,23 @@ def _key_id(public_key) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_manifest(manifest: DeploymentManifest, private_key) -> SignedManifest:
+def sign_hold(order: HoldOrder, private_key) -> SignedManifest:
+    """A hold order in the manifest's envelope (served where a manifest would be)."""
+    return sign_manifest(order, private_key)
+
+
+def verify_hold(signed: SignedManifest, public_key) -> HoldOrder:
+    """The hold order, if and only if its signature verifies and it is one."""
+    payload = _verified_payload(signed, public_key)
+    if not is_hold_payload(payload):
+        raise ContractError("the signed document is a deployment manifest, not a hold order")
+    try:
+        return HoldOrder.model_validate(payload)
+    except ValidationError as exc:
+        raise ContractError(f"signed hold order does not match the schema: {exc}") from exc
+
+
+def sign_manifest(manifest: BaseModel, private_key) -> SignedManifest:
     text = canonical_json(manifest)
     signature = private_key.sign(text.encode())
     return SignedManifest(
@@ -87,6 +106,16 @@ def sign_manifest(manifest: DeploymentManifest, private_key) -> SignedManifest:
 
 def verify_manifest(signed: SignedManifest, public_key) -> DeploymentManifest:
     """The manifest, if and only if its signature verifies and its schema is known."""
+    payload = _verified_payload(signed, public_key)
+    if is_hold_payload(payload):
+        raise ContractError("the signed document is a hold order, not a deployment manifest (see verify_hold)")
+    try:
+        return DeploymentManifest.model_validate(payload)
+    except ValidationError as exc:
+        raise ContractError(f"signed manifest does not match the schema: {exc}") from exc
+
+
+def _verified_payload(signed: SignedManifest, public_key) -> dict:
     from cryptography.exceptions import InvalidSignature
 
     try:
@@ -96,14 +125,16 @@ def verify_manifest(signed: SignedManifest, public_key) -> DeploymentManifest:
             f"manifest signature does not verify with key {_key_id(public_key)} (signed with {signed.key_id}); "
             "the manifest was altered or signed by another key — keep running the current model"
         ) from exc
-    payload = json.loads(signed.manifest_json)
+    try:
+        payload = json.loads(signed.manifest_json)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"signed document is not JSON ({exc}); rebuild it on the platform") from exc
+    if not isinstance(payload, dict):
+        raise ContractError("signed document is not a JSON object; rebuild it on the platform")
     version = payload.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise UnknownSchemaVersion(
             f"manifest schema version {version!r} is not supported (supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}); "
             "update the edge agent before deploying this model"
         )
-    try:
-        return DeploymentManifest.model_validate(payload)
-    except ValidationError as exc:
-        raise ContractError(f"signed manifest does not match the schema: {exc}") from exc
+    return payload

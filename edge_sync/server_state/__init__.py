@@ -23,7 +23,9 @@ Layout under ``root``::
     packages/<model_version>/files/<path>     the bytes devices download (verified at publish)
     packages/<model_version>/index.json       which files are servable, with sha256 and size
     deployments/<line>/<ring>.json            the SignedManifest currently live for a ring
-    deployments/<line>/history.jsonl          every publish and canary end, for audit and rollback
+    deployments/<line>/history.jsonl          every publish, canary end and hold, for audit and rollback
+    deployments/<line>/hold.json              a signed hold order (run no model) until the next publish
+    seen/<line>/<device>.json                 what the device said it runs at its last sync
     windows/<line>/<device>/<sha256(window_id)>.json   one stored metric window
     feedback/<line>/<device>/<sha256>.<ext>   an operator-labelled image a device uploaded
     feedback/<line>/<device>/<sha256>.json    its sidecar (label, verdict, ...): written last, by hard link,
@@ -39,12 +41,14 @@ This package imports nothing from Dagster or the platform's packages; it needs a
 (``fcntl``, hard links), which the server runs on.
 """
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge_sync.contract import DeploymentManifest, MetricWindow, SignedManifest
-from edge_sync.server_state._folder import StateFolder
+from edge_sync.contract import DeploymentManifest, HoldOrder, MetricWindow, SignedManifest
+from edge_sync.durable import write_atomic
+from edge_sync.server_state._folder import StateFolder, check_name
 from edge_sync.server_state.deployments import DeploymentStore, PackageFile
 from edge_sync.server_state.devices import DeviceRecord, DeviceStore
 from edge_sync.server_state.errors import (
@@ -142,6 +146,29 @@ class ServerState:
     def deployment_for(self, device: DeviceRecord) -> SignedManifest | None:
         """What ``device`` must run: the canary when it targets it, else the fleet deployment, else None."""
         return self._deployments.deployment_for(device)
+
+    def hold(self, signed: SignedManifest) -> HoldOrder:
+        """Put a line on hold (its devices run no model) with a signed hold order; see the store."""
+        return self._deployments.hold(signed)
+
+    def hold_for(self, line: str) -> SignedManifest | None:
+        """The line's signed hold order, or None when it is not on hold."""
+        return self._deployments.hold_for(line)
+
+    def note_running(self, device: DeviceRecord, running: str, at: datetime) -> None:
+        """What ``device`` said it runs at its last sync (``<version>``, ``hold:<order>`` or ``none``).
+
+        One small file per device, written atomically by that device's requests only, so no lock."""
+        text = running.strip()[:200] or "none"
+        record = {"device_id": device.device_id, "line": device.line, "running": text, "at": at.isoformat()}
+        folder = self.root / "seen" / device.line
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{device.device_id}.json", json.dumps(record, sort_keys=True).encode(), tmp_dir=self.root / "tmp")
+
+    def device_status(self, line: str) -> list[dict[str, Any]]:
+        """What each device of ``line`` last reported running, by device id (devices never synced are absent)."""
+        folder = self.root / "seen" / check_name("line", line)
+        return [json.loads(path.read_bytes()) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
     def deployments(self, line: str) -> dict[str, SignedManifest]:
         """The line's live deployments, ring name -> SignedManifest (rings without one are absent)."""

@@ -17,7 +17,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_sync.contract import DeploymentManifest, ModelFile, Ring, SignedManifest, package_layout_problem
+from edge_sync.contract import (
+    DeploymentManifest,
+    HoldOrder,
+    ModelFile,
+    Ring,
+    SignedManifest,
+    is_hold_payload,
+    package_layout_problem,
+)
 from edge_sync.durable import copy_hashing, fsync_dir, write_atomic
 from edge_sync.server_state._folder import StateFolder, check_name, now, some
 from edge_sync.server_state.devices import DeviceRecord, DeviceStore
@@ -85,6 +93,7 @@ class DeploymentStore:
                 },
             )
             write_atomic(ring_path, signed.model_dump_json().encode("utf-8"), tmp_dir=self._folder.tmp)
+            self._end_hold(line, f"deployment {manifest.deployment_id} published")
             unknown = self._devices.not_on_line(line, manifest.devices) if ring is Ring.CANARY else []
         if unknown:
             logger.warning(
@@ -133,14 +142,73 @@ class DeploymentStore:
 
     def deployment_for(self, device: DeviceRecord) -> SignedManifest | None:
         """What ``device`` must run: the canary when it is targeted by it (listed in the canary
-        manifest's devices, or flagged canary), else the fleet deployment; None when neither exists."""
+        manifest's devices, or flagged canary), else the fleet deployment, else the line's signed hold
+        order (run no model); None when none of them exists."""
         current = self.deployments(device.line)
         canary = current.get(Ring.CANARY.value)
         if canary is not None:
             targets = _parse_manifest(canary).devices
             if device.canary or device.device_id in targets:
                 return canary
-        return current.get(Ring.FLEET.value)
+        return current.get(Ring.FLEET.value) or self.hold_for(device.line)
+
+    def hold(self, signed: SignedManifest) -> HoldOrder:
+        """Put the order's line on hold: its canary ring ends and, with no fleet deployment, every
+        device of the line is served the signed hold order (run no model) until the next publish.
+
+        Refused while the line has a fleet deployment: then rolling back ends the canary and the
+        devices run the fleet model, which needs no hold.
+        """
+        order = _parse_hold(signed)
+        line = order.line
+        with self._folder.locked():
+            if self._read_ring(self._ring_path(line, Ring.FLEET)) is not None:
+                raise InvalidInput(
+                    f"line {line} has a fleet deployment; end its canary instead of holding the line"
+                )
+            at = now().isoformat()
+            canary_path = self._ring_path(line, Ring.CANARY)
+            canary = self._read_ring(canary_path)
+            self._append_history(
+                line,
+                {
+                    "event": "hold",
+                    "at": at,
+                    "line": line,
+                    "order_id": order.order_id,
+                    "reason": order.reason,
+                    "model_version": order.rolled_back_version,
+                    "ended_canary": _parse_manifest(canary).deployment_id if canary is not None else None,
+                    "signed_hold": signed.model_dump(mode="json"),
+                },
+            )
+            write_atomic(self._hold_path(line), signed.model_dump_json().encode("utf-8"), tmp_dir=self._folder.tmp)
+            if canary is not None:
+                canary_path.unlink()
+                fsync_dir(canary_path.parent)
+        logger.warning("line %s is on hold (%s): devices run no model", line, order.reason)
+        return order
+
+    def hold_for(self, line: str) -> SignedManifest | None:
+        """The line's signed hold order, or None when it is not on hold."""
+        check_name("line", line)
+        path = self._hold_path(line)
+        try:
+            return SignedManifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValidationError as exc:
+            raise CorruptState(f"{path}: not a signed hold order ({exc}); deploy a model or hold the line again") from exc
+
+    def _end_hold(self, line: str, why: str) -> None:
+        """Caller holds the lock: a publish replaces a hold order."""
+        path = self._hold_path(line)
+        if path.exists():
+            order = _parse_hold(SignedManifest.model_validate_json(path.read_text(encoding="utf-8")))
+            self._append_history(line, {"event": "end_hold", "at": now().isoformat(), "line": line, "order_id": order.order_id, "why": why})
+            path.unlink()
+            fsync_dir(path.parent)
+            logger.info("line %s is no longer on hold: %s", line, why)
 
     def deployments(self, line: str) -> dict[str, SignedManifest]:
         """The line's live deployments, ring name -> SignedManifest (rings without one are absent)."""
@@ -224,6 +292,9 @@ class DeploymentStore:
 
     def _ring_path(self, line: str, ring: Ring) -> Path:
         return self._folder.root / "deployments" / line / f"{ring.value}.json"
+
+    def _hold_path(self, line: str) -> Path:
+        return self._folder.root / "deployments" / line / "hold.json"
 
     def _history_path(self, line: str) -> Path:
         return self._folder.root / "deployments" / line / "history.jsonl"
@@ -340,3 +411,13 @@ def _parse_manifest(signed: SignedManifest) -> DeploymentManifest:
     if problem := package_layout_problem(manifest):
         raise InvalidInput(f"deployment {manifest.deployment_id}: {problem}")
     return manifest
+
+
+def _parse_hold(signed: SignedManifest) -> HoldOrder:
+    try:
+        payload = json.loads(signed.manifest_json)
+        if not is_hold_payload(payload):
+            raise ValueError("not a hold order")
+        return HoldOrder.model_validate(payload)
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput(f"not a hold order ({exc}); sign a HoldOrder with edge_sync.contract.sign_hold") from exc

@@ -73,3 +73,26 @@ def test_publishing_the_canary_version_to_the_fleet_ends_the_canary_ring(mfg_hom
     _publish(edge, tmp_path, "line1-a-v2", Ring.FLEET, via_resource=True)  # the promotion
 
     assert set(edge.server_state().deployments("line1")) == {"fleet"} and _fleet_version(edge) == "line1-a-v2"
+
+
+def test_rolling_back_the_first_canary_holds_the_line_and_a_second_rollback_says_so(mfg_home: Path, tmp_path: Path) -> None:
+    """Before: 'canary devices run the fleet model again' with no fleet model, a 204, and the device
+    kept deciding with the rolled-back model."""
+    from edge_sync.contract import verify_hold
+
+    edge = EdgeSync()
+    state = edge.server_state()
+    device = state.authenticate(state.register_device("dev1", "line1", canary=True))
+    _publish(edge, tmp_path, "line1-a-v1", Ring.CANARY)
+
+    said = rollback_line(edge, "line1")
+
+    assert "no fleet model, so it is on hold" in said and "run the fleet model" not in said
+    served = state.deployment_for(device)
+    order = verify_hold(served, load_public_key(edge.key_paths()[1]))
+    assert order.rolled_back_version == "line1-a-v1" and order.line == "line1"
+    with pytest.raises(LookupError, match="on hold already"):
+        rollback_line(edge, "line1")
+    # an explicit version ends the hold: the fleet runs it
+    assert "from no model (on hold) to line1-a-v1" in rollback_line(edge, "line1", "line1-a-v1")
+    assert state.hold_for("line1") is None and _fleet_version(edge) == "line1-a-v1"
