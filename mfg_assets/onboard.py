@@ -233,6 +233,12 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     validate_name("line", request.line)
     validate_name("variant", request.variant)
     engine = engine_for(request.task)  # a task without an engine is refused before anything lands
+    from mfg_assets.onboard_checks import PreflightError, scan_dataset
+
+    try:
+        scan_dataset(data_dir)
+    except PreflightError as exc:
+        raise OnboardError(str(exc)) from exc
     classes = discover_classes(data_dir, request.label_format)
     if problems := engine.variant_problems(classes, request.good_class):
         raise OnboardError(f"{data_dir}: {'; '.join(problems)}, e.g. good parts and one defect type")
@@ -256,11 +262,11 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         existing = None
     if existing is not None:
         spec = _same_variant(existing, spec)
-    else:
-        save_variant(spec, home)
     instance = get_instance(home)
     landing_dir = home / "landing" / request.line / request.variant
     batch_dir = land_batch(data_dir, landing_dir)
+    if existing is None:  # registered once its data landed: a failed copy leaves no half-registered variant
+        save_variant(spec, home)
     echo(f"landed {data_dir} as batch {batch_dir.name} in {landing_dir}")
     key = partition_key(request.line, request.variant)
     from mfg_assets.definitions import defs

@@ -21,6 +21,35 @@ class PreflightError(MfgVisionError, ValueError):
     """An option cannot work with this dataset or this installation; the message says why."""
 
 
+def scan_dataset(data_dir: Path) -> int:
+    """Walk the dataset once before anything is landed; returns how many files it holds.
+
+    Refused, with the path named: a symbolic link to a folder (it may loop back, as ``good/loop ->
+    ..`` does, and would copy the dataset into itself), and a file or folder name that is not UTF-8
+    (it cannot be stored in the warehouse or a label file; rename it).
+    """
+    import os
+
+    files = 0
+    for root, dirs, names in os.walk(data_dir, followlinks=False):
+        for name in [*dirs, *names]:
+            path = Path(root) / name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+                raise PreflightError(
+                    f"{shown}: the name is not valid UTF-8; rename it (e.g. with `convmv` or by hand) and onboard again"
+                ) from None
+            if path.is_symlink() and path.is_dir():
+                raise PreflightError(
+                    f"{path} is a symbolic link to the folder {os.path.realpath(path)}; a dataset must not link "
+                    "folders (a link back into the dataset would copy it into itself): copy the images in instead"
+                )
+        files += len(names)
+    return files
+
+
 def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
     """Images per class as the dataset declares them (folders, labels.csv or COCO)."""
     if label_format == "folders":
@@ -32,7 +61,7 @@ def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
 
     label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
     labels = labels_from_csv(label_file) if label_format == "csv" else labels_from_coco(label_file)
-    distinct = labels.drop_duplicates("path")
+    distinct = labels.drop_duplicates("rel_path")
     return {str(k): int(v) for k, v in distinct["label"].value_counts().sort_index().items()}
 
 

@@ -80,6 +80,11 @@ def _normalise_path(raw: str) -> str:
     return path
 
 
+def _outside(rel_path: str) -> bool:
+    """Whether a label's path leaves the batch folder (absolute, a drive, or a '..' part)."""
+    return rel_path.startswith("/") or (len(rel_path) > 1 and rel_path[1] == ":") or ".." in rel_path.split("/")
+
+
 def _frame(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
     """The label table with exactly ``LABEL_COLUMNS``, string-typed even when empty."""
     records = list(rows)
@@ -215,6 +220,7 @@ def labels_from_csv(csv_path: Path) -> pd.DataFrame:
         short: list[int] = []
         long: list[int] = []
         no_path: list[int] = []
+        outside: list[str] = []
         no_label: list[str] = []
         no_label_lines: list[int] = []
         entries: list[tuple[str, str, str, str]] = []
@@ -232,6 +238,9 @@ def labels_from_csv(csv_path: Path) -> pd.DataFrame:
             label = row[i_label].strip()
             if not rel_path:
                 no_path.append(line)
+                continue
+            if _outside(rel_path):
+                outside.append(f"line {line} ({rel_path!r})")
                 continue
             if not label:
                 no_label_lines.append(line)
@@ -256,6 +265,12 @@ def labels_from_csv(csv_path: Path) -> pd.DataFrame:
         raise LabelImportError(
             f"{csv_path} {_lines_word(short)}: the row ends before the path and label fields of the "
             f"header ({','.join(header)}); fill in the missing fields or delete the row(s)"
+        )
+    if outside:
+        raise LabelImportError(
+            f"{csv_path}: {len(outside)} path(s) point outside the batch folder ({_examples(outside)}); a path "
+            "is relative to the folder that holds labels.csv (e.g. cam1/0001.png): move the image into the "
+            "dataset folder and write its relative path"
         )
     if no_path:
         raise LabelImportError(
@@ -330,6 +345,11 @@ def labels_from_coco(json_path: Path) -> pd.DataFrame:
         file_name = _normalise_path(str(_coco_field(image, "file_name", where, json_path, str)))
         if not file_name:
             raise LabelImportError(f"{json_path}: {where} has an empty 'file_name'; fix that entry")
+        if _outside(file_name):
+            raise LabelImportError(
+                f"{json_path}: {where} has file_name {file_name!r}, which points outside the dataset folder; "
+                "file names are relative to the folder that holds annotations.json"
+            )
         if image_id in files:
             raise LabelImportError(
                 f"{json_path}: {where} reuses image id {image_id!r} (already {files[image_id]!r}); "
