@@ -33,7 +33,9 @@ def run_agent(argv: list[str]) -> int:
     from edge_sync.agent import main as agent_main
 
     if "--public-key" not in argv:
-        _, public = EdgeSync().ensure_keys()
+        # The platform's public key where the platform keeps it; never created here (`--help` or a
+        # device without the key must not mint a signing key pair as a side effect).
+        _, public = EdgeSync().key_paths()
         argv = [*argv, "--public-key", str(public)]
     return agent_main(argv)
 

@@ -19,7 +19,7 @@ from mfg_assets.handles import ImageSet
 from resources.artifact_store import ArtifactStore
 from resources.data.ingest import ingest_batch
 from resources.data.variants import split_partition_key
-from resources.landing import LandingZone
+from resources.landing import LandingZone, invalid_folders
 from resources.lineage import LineageStore
 
 __all__ = ["IngestConfig", "load_image_table", "raw_images"]
@@ -69,6 +69,14 @@ def raw_images(
             f"images into a batch folder there and create its _READY marker last (or use `mfgv onboard`)"
         )
     quarantined_total = 0
+    notes: list[str] = [
+        f"{folder}: a landing folder with a _READY marker but a name that is not a valid batch name "
+        "(letters, digits, '_' or '-'); it is not ingested: rename it"
+        for folder in invalid_folders(landing.root_path())
+        if folder.parent.name == variant and folder.parent.parent.name == line
+    ]
+    for note in notes:
+        context.log.warning(note)
     for batch in new_batches:
         context.log.info(f"ingesting batch {batch.batch_id} from {batch.path}")
         ingest = ingest_batch(
@@ -81,6 +89,9 @@ def raw_images(
         )
         for folder in ingest.empty_folders:
             context.log.warning(f"{batch.batch_id}: folder {folder}/ holds no files; it contributes no images")
+        for note in ingest.notes:
+            context.log.warning(note)
+        notes += ingest.notes
         for row in ingest.quarantined:
             context.log.warning(f"quarantined {batch.batch_id}/{row['rel_path']}: {row['detail']}")
         if ingest.images:
@@ -151,6 +162,8 @@ def raw_images(
             "n_quarantined": len(all_quarantined),
             "n_quarantined_this_run": quarantined_total,
             "new_batches": dg.MetadataValue.json([b.batch for b in new_batches]),
+            "notes": dg.MetadataValue.json(notes[:100]),
+            "n_notes": len(notes),
             "quarantine_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
             "dagster/row_count": len(images),
         },

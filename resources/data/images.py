@@ -54,8 +54,11 @@ REJECTION_REASONS: frozenset[str] = frozenset(
         "cmyk",
         "unsupported_mode",
         "too_large",
+        "too_small",
     }
 )
+MIN_SIDE = 8
+"""Smallest accepted image side in pixels: a 1x1 or 4x300 'image' is an export error, not a part."""
 
 # Pillow's format name for each extension. MPO is how Pillow names JPEGs that carry extra frames
 # (many cameras write them); they decode as ordinary JPEGs.
@@ -110,6 +113,8 @@ class ImageFacts:
     height: int
     mode: str
     channels: int
+    frames: int = 1
+    """Pages of a multi-page TIFF (or frames of an MPO); only the first is used, and ingest says so."""
 
 
 def inspect_image(path: Path, *, max_pixels: int = 40_000_000) -> ImageFacts:
@@ -136,6 +141,13 @@ def inspect_image(path: Path, *, max_pixels: int = 40_000_000) -> ImageFacts:
     _check_format(image, path, extension)
     _check_size(image, path, max_pixels)
     _check_mode(image, path)
+    if min(image.width, image.height) < MIN_SIDE:
+        raise ImageRejected(
+            path,
+            "too_small",
+            f"{image.width}x{image.height} pixels is below {MIN_SIDE} pixels a side, too small to show a part; "
+            "re-export the camera frame at its real size",
+        )
     _load(image, path)
     if image.format == "PNG":
         _verify_png(data, path)
@@ -148,6 +160,7 @@ def inspect_image(path: Path, *, max_pixels: int = 40_000_000) -> ImageFacts:
         height=image.height,
         mode=image.mode,
         channels=len(image.getbands()),
+        frames=int(getattr(image, "n_frames", 1) or 1),
     )
 
 

@@ -28,6 +28,9 @@ class BatchIngest:
     quarantined: list[dict] = field(default_factory=list)
     sidecars: dict[str, dict] = field(default_factory=dict)
     empty_folders: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was accepted or skipped on purpose (hidden files, extra TIFF pages, unparseable
+    capture times): nothing is silent, each is logged and shown in the run's metadata."""
 
 
 def _read_metadata(path: Path) -> pd.DataFrame:
@@ -38,6 +41,14 @@ def _read_metadata(path: Path) -> pd.DataFrame:
             f"path,{','.join(METADATA_COLUMNS)}"
         )
     return frame.drop_duplicates("path", keep="last").set_index("path")
+
+
+def _parses_as_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def ingest_batch(
@@ -93,7 +104,13 @@ def ingest_batch(
 
     for path in sorted(p for p in batch.path.rglob("*") if p.is_file()):
         rel_path = path.relative_to(batch.path).as_posix()
-        if rel_path in SIDECAR_FILES or any(part.startswith(".") for part in Path(rel_path).parts):
+        if rel_path in SIDECAR_FILES:
+            continue
+        if any(part.startswith(".") for part in Path(rel_path).parts):
+            result.notes.append(
+                f"{batch.batch_id}/{rel_path}: hidden file skipped (editor and OS artefacts start with '.'); "
+                "rename it without the dot to ingest it"
+            )
             continue
         try:
             facts = inspect_image(path, max_pixels=max_pixels)
@@ -102,9 +119,19 @@ def ingest_batch(
             continue
         stored = store.put_file(path, kind="images")
         meta = metadata.loc[rel_path] if rel_path in metadata.index else None
-        capture_time = (meta.get("capture_time") if meta is not None else "") or datetime.fromtimestamp(
-            path.stat().st_mtime, UTC
-        ).isoformat()
+        file_time = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+        capture_time = (meta.get("capture_time") if meta is not None else "") or file_time
+        if capture_time is not file_time and not _parses_as_time(capture_time):
+            result.notes.append(
+                f"{batch.batch_id}/{rel_path}: metadata.csv capture_time {capture_time!r} is not an ISO 8601 time "
+                "(e.g. 2026-12-02T06:10:00+00:00); the file's modification time is used instead"
+            )
+            capture_time = file_time
+        if facts.frames > 1:
+            result.notes.append(
+                f"{batch.batch_id}/{rel_path}: {facts.format} with {facts.frames} pages; only page 1 is used "
+                "(deliver one image per file to use the others)"
+            )
         result.images.append(
             {
                 "partition": f"{batch.line}.{batch.variant}",
