@@ -21,8 +21,8 @@ class PreflightError(MfgVisionError, ValueError):
     """An option cannot work with this dataset or this installation; the message says why."""
 
 
-def scan_dataset(data_dir: Path) -> int:
-    """Walk the dataset once before anything is landed; returns how many files it holds.
+def scan_dataset(data_dir: Path) -> None:
+    """Walk the dataset once before anything is landed.
 
     Refused, with the path named: a symbolic link to a folder (it may loop back, as ``good/loop ->
     ..`` does, and would copy the dataset into itself), and a file or folder name that is not UTF-8
@@ -30,7 +30,6 @@ def scan_dataset(data_dir: Path) -> int:
     """
     import os
 
-    files = 0
     for root, dirs, names in os.walk(data_dir, followlinks=False):
         for name in [*dirs, *names]:
             path = Path(root) / name
@@ -46,8 +45,6 @@ def scan_dataset(data_dir: Path) -> int:
                     f"{path} is a symbolic link to the folder {os.path.realpath(path)}; a dataset must not link "
                     "folders (a link back into the dataset would copy it into itself): copy the images in instead"
                 )
-        files += len(names)
-    return files
 
 
 def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:

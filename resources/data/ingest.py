@@ -43,6 +43,11 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     return frame.drop_duplicates("path", keep="last").set_index("path")
 
 
+def file_mtime_iso(path: Path) -> str:
+    """The file's modification time (UTC, ISO 8601): the capture time when metadata gives none."""
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+
+
 def _parses_as_time(text: str) -> bool:
     try:
         datetime.fromisoformat(str(text))
@@ -119,14 +124,13 @@ def ingest_batch(
             continue
         stored = store.put_file(path, kind="images")
         meta = metadata.loc[rel_path] if rel_path in metadata.index else None
-        file_time = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
-        capture_time = (meta.get("capture_time") if meta is not None else "") or file_time
-        if capture_time is not file_time and not _parses_as_time(capture_time):
+        given = (meta.get("capture_time") if meta is not None else "") or ""
+        capture_time = given if given and _parses_as_time(given) else file_mtime_iso(path)
+        if given and capture_time != given:
             result.notes.append(
-                f"{batch.batch_id}/{rel_path}: metadata.csv capture_time {capture_time!r} is not an ISO 8601 time "
+                f"{batch.batch_id}/{rel_path}: metadata.csv capture_time {given!r} is not an ISO 8601 time "
                 "(e.g. 2026-12-02T06:10:00+00:00); the file's modification time is used instead"
             )
-            capture_time = file_time
         if facts.frames > 1:
             result.notes.append(
                 f"{batch.batch_id}/{rel_path}: {facts.format} with {facts.frames} pages; only page 1 is used "
