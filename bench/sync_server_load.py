@@ -48,7 +48,17 @@ from typing import Any
 
 import httpx
 
-from edge_sync.contract import INPUT_BINS, SCORE_BINS, MetricWindow
+from edge_sync.contract import (
+    INPUT_BINS,
+    SCORE_BINS,
+    DeploymentManifest,
+    InputSpec,
+    MetricWindow,
+    ModelFile,
+    generate_keypair,
+    load_private_key,
+    sign_manifest,
+)
 from edge_sync.server_state import ServerState
 
 __all__ = ["main", "run_load"]
@@ -126,11 +136,33 @@ async def _upload_all(
     return latencies, statuses, time.perf_counter() - began
 
 
+def _deploy(state: ServerState, folder: Path, version: str) -> None:
+    """Publish a small package as ``version`` on line1: the server takes windows only for a model
+    deployed to the device's line."""
+    import hashlib
+
+    package = folder / "package"
+    package.mkdir(parents=True)
+    files = {"model.onnx": b"bench model", "selftest.npz": b"bench self-test"}
+    for name, data in files.items():
+        (package / name).write_bytes(data)
+    generate_keypair(folder / "k.pem", folder / "k.pub.pem")
+    manifest = DeploymentManifest(
+        deployment_id=f"{version}-fleet", line="line1", model_version=version, model_format="onnx",
+        model_path="model.onnx",
+        files=tuple(ModelFile(path=n, sha256=hashlib.sha256(d).hexdigest(), n_bytes=len(d)) for n, d in files.items()),
+        input=InputSpec(height=32, width=32), classes=("good", "scratch"), good_class="good", threshold=0.5,
+        dataset_version="dataset:bench", created_at=datetime.now(UTC),
+    )
+    state.publish(sign_manifest(manifest, load_private_key(folder / "k.pem")), package)
+
+
 def run_load(devices: int, windows: int, deadline_s: float) -> dict[str, Any]:
     """Run the whole load test in a temporary state folder and return its figures."""
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sync-load-") as tmp:
         state = ServerState(Path(tmp) / "state")
+        _deploy(state, Path(tmp) / "deploy", "line1-bracket-a-v1")
         tokens = {f"dev-{i:03d}": state.register_device(f"dev-{i:03d}", "line1") for i in range(devices)}
         port = _free_port()
         base = f"http://127.0.0.1:{port}"

@@ -51,6 +51,7 @@ class DeploymentStore:
     def __init__(self, folder: StateFolder, devices: DeviceStore) -> None:
         self._folder = folder
         self._devices = devices
+        self._deployed_cache: dict[tuple[str, str], DeploymentManifest] = {}
 
     def publish(self, signed: SignedManifest, package_dir: Path) -> None:
         """Make ``signed`` the current deployment of its line's ring, serving the files of ``package_dir``.
@@ -245,7 +246,20 @@ class DeploymentStore:
 
     def deployed_manifest(self, line: str, model_version: str) -> DeploymentManifest | None:
         """The newest manifest that deployed ``model_version`` to ``line`` (live or in history), or None
-        when that version never ran there: what a device's upload naming it is checked against."""
+        when that version never ran there: what a device's upload naming it is checked against.
+
+        A found one is remembered: history is append-only and a version never changes its files or
+        classes, so "deployed there, with these classes" stays true (every upload asks; reading the
+        history each time halved the server's upload rate). A miss is not remembered."""
+        known = self._deployed_cache.get((line, model_version))
+        if known is not None:
+            return known
+        found = self._find_deployed(line, model_version)
+        if found is not None:
+            self._deployed_cache[(line, model_version)] = found
+        return found
+
+    def _find_deployed(self, line: str, model_version: str) -> DeploymentManifest | None:
         for ring in Ring:
             signed = self._read_ring(self._ring_path(line, ring))
             if signed is not None and _parse_manifest(signed).model_version == model_version:
