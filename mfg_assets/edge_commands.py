@@ -43,10 +43,12 @@ def run_agent(argv: list[str]) -> int:
 def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``deploy_job`` for the line/variant through Dagster (the run shows in the UI)."""
     from mfg_assets.definitions import defs
-    from mfg_assets.instance import get_instance
+    from mfg_assets.instance import fail_abandoned_runs, get_instance, run_tags
     from mfg_assets.onboard import OnboardError, _failure_summary
 
     instance = get_instance()
+    for run_id in fail_abandoned_runs(instance):
+        echo(f"run {run_id} was left unfinished by a process that is gone; marked failed")
     key = partition_key(line, variant)
     if key not in instance.get_dynamic_partitions("line_variant"):
         raise OnboardError(f"{line}/{variant} was never onboarded here; run `mfgv onboard` first")
@@ -58,6 +60,7 @@ def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Calla
         instance=instance,
         partition_key=key,
         raise_on_error=False,
+        tags=run_tags(),
     )
     if not result.success:
         raise OnboardError(f"deploy run {result.run_id} for {key} failed:\n{_failure_summary(result)}")

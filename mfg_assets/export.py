@@ -7,9 +7,7 @@ test accuracy instead, and a warning check says when it loses more than 0.5 pt a
 Latency is measured for torch, ONNX Runtime and OpenVINO on this machine.
 """
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +19,7 @@ from resources.artifact_store import ArtifactStore
 from resources.classify.exporter import PARITY_TOLERANCE
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
+from resources.storage.scratch import scratch_dir
 
 __all__ = ["ExportConfig", "exported_model"]
 
@@ -84,13 +83,13 @@ def exported_model(
         "output": {"name": "probabilities", "classes": list(trained_model.classes)},
         "code_version": code_version(),
     }
-    with tempfile.TemporaryDirectory(prefix="mfg-export-", dir=artifact_store.root_path()) as tmp:
+    with scratch_dir(artifact_store.root_path(), "export") as tmp:
         build = build_package(
-            model, Path(tmp), image_size=size, test_images=test_images, test_labels=test_labels,
+            model, tmp, image_size=size, test_images=test_images, test_labels=test_labels,
             calibration_images=calibration, parity_tolerance=config.parity_tolerance,
             latency_repeats=config.latency_repeats, manifest=manifest,
         )
-        stored = artifact_store.put_tree(Path(tmp), kind="packages")
+        stored = artifact_store.put_tree(tmp, kind="packages")
     export_id = f"export:{stored.sha256}"
     record_lineage(
         context,

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from edge_sync.failpoints import failpoint
 from mfg_assets.common import hash_rows, inspection_asset, record_lineage
 from mfg_assets.handles import ImageSet
 from resources.artifact_store import ArtifactStore
@@ -21,6 +22,7 @@ from resources.data.ingest import ingest_batch
 from resources.data.variants import split_partition_key
 from resources.landing import LandingZone, invalid_folders
 from resources.lineage import LineageStore
+from resources.storage.scratch import sweep_abandoned
 
 __all__ = ["IngestConfig", "load_image_table", "raw_images"]
 
@@ -33,14 +35,17 @@ class IngestConfig(dg.Config):
 
 def load_image_table(lineage: LineageStore, partition: str) -> pd.DataFrame:
     """Every ingested image file of a partition's current batches (duplicates included; the files of
-    a withdrawn batch stay stored, but no asset reads them: ``resources.data.batches``)."""
+    a withdrawn batch stay stored, but no asset reads them: ``resources.data.batches``). Rows of a
+    batch whose ingest never finished (no ``image_batches`` row: the process died) are left out."""
     from resources.data.batches import withdrawn_batches
 
     images = lineage.read_table("images", "partition = ?", [partition])
-    withdrawn = withdrawn_batches(lineage, partition)
-    if images.empty or not withdrawn:
+    if images.empty:
         return images
-    return images[~images["batch"].isin(withdrawn)].reset_index(drop=True)
+    done = lineage.read_table("image_batches", "partition = ?", [partition])
+    committed = set(done["batch"]) if not done.empty else set()
+    keep = images["batch"].isin(committed) & ~images["batch"].isin(withdrawn_batches(lineage, partition))
+    return images[keep].reset_index(drop=True)
 
 
 @inspection_asset("raw_images", kinds={"parquet"})
@@ -56,6 +61,9 @@ def raw_images(
 
     partition = context.partition_key
     line, variant = split_partition_key(partition)
+    # What a killed run left half-written (its process is gone) goes first; work of live runs stays.
+    for path in sweep_abandoned(artifact_store.root_path(), lineage.warehouse().tables_dir):
+        context.log.warning(f"removed {path}: left half-written by a process that is gone (crashed or killed)")
     done = lineage.read_table("image_batches", "partition = ?", [partition])
     done_batches = set(done["batch"]) if not done.empty else set()
     existing = load_image_table(lineage, partition)
@@ -94,10 +102,14 @@ def raw_images(
         notes += ingest.notes
         for row in ingest.quarantined:
             context.log.warning(f"quarantined {batch.batch_id}/{row['rel_path']}: {row['detail']}")
+        # A batch's rows are keyed by partition and batch, and the batch counts as ingested only once
+        # its image_batches row is written, last: a crash in between leaves rows that no asset reads
+        # and that the rerun's rows replace, so nothing is lost or counted twice.
         if ingest.images:
-            lineage.append_table("images", ingest.images, prefix=batch.batch)
+            lineage.append_table("images", ingest.images, prefix=batch.batch, key=f"{partition}/{batch.batch}")
         if ingest.quarantined:
-            lineage.append_table("quarantine", ingest.quarantined, prefix=batch.batch)
+            lineage.append_table("quarantine", ingest.quarantined, prefix=batch.batch, key=f"{partition}/{batch.batch}")
+        failpoint("ingest.before_batch_commit")
         quarantined_total += len(ingest.quarantined)
         lineage.append_table(
             "image_batches",

@@ -159,7 +159,14 @@ def _root_cause(error: Any) -> str:
     while getattr(chain[-1], "cause", None) is not None:
         chain.append(chain[-1].cause)
     failure = next((e for e in chain if getattr(e, "cls_name", "") == "Failure"), None)
-    return (failure or chain[-1]).message.strip()
+    chosen = failure or chain[-1]
+    message = chosen.message.strip()
+    # Dagster writes "<module path>.<class>: <text>"; the module path is noise to a user, and the
+    # class of the platform's own Failure says nothing its text does not.
+    head, sep, text = message.partition(": ")
+    if sep and head.split(".")[-1] == chosen.cls_name and " " not in head:
+        return text.strip() if failure is not None else f"{chosen.cls_name}: {text.strip()}"
+    return message
 
 
 def _failure_summary(result: Any) -> str:
@@ -223,7 +230,7 @@ def _same_variant(existing: VariantSpec, spec: VariantSpec) -> VariantSpec:
 def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Register the variant, land the data, run ``classify_job`` through Dagster, write the report JSON."""
     started = time.monotonic()
-    from mfg_assets.instance import get_instance
+    from mfg_assets.instance import fail_abandoned_runs, get_instance, run_tags
 
     if request.report_json is not None and request.report_json.exists():
         request.report_json.unlink()  # an earlier run's report must not read as this run's result
@@ -274,10 +281,12 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
 
     if key not in instance.get_dynamic_partitions(line_variant_partitions.name):
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    for run_id in fail_abandoned_runs(instance):
+        echo(f"run {run_id} was left unfinished by a process that is gone; marked failed")
     job = defs.resolve_job_def("classify_job")
     echo(f"running classify_job for partition {key} (Dagster home {instance.root_directory})")
     result = job.execute_in_process(
-        run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False
+        run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
     if not result.success:
         summary = _failure_summary(result)

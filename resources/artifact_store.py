@@ -8,7 +8,6 @@ artifact's address is also its integrity check and nothing stored is ever overwr
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_sync.durable import sha256_file  # one implementation for the platform and the device
 from resources.settings import mfg_home
+from resources.storage.scratch import scratch_name
 
 __all__ = ["Artifact", "ArtifactStore", "ArtifactMissing", "sha256_bytes", "sha256_file"]
 
@@ -58,9 +58,8 @@ class ArtifactStore(dg.ConfigurableResource):
         target = self.root_path() / relpath
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            tmp = target.parent / scratch_name()
+            tmp.write_bytes(data)
             os.replace(tmp, target)
         return Artifact(sha256=digest, relpath=relpath, n_bytes=len(data))
 
@@ -71,8 +70,7 @@ class ArtifactStore(dg.ConfigurableResource):
         target = self.root_path() / relpath
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            os.close(fd)
+            tmp = target.parent / scratch_name()
             shutil.copyfile(source, tmp)
             os.replace(tmp, target)
         return Artifact(sha256=digest, relpath=relpath, n_bytes=target.stat().st_size)
@@ -95,8 +93,8 @@ class ArtifactStore(dg.ConfigurableResource):
         target = self.root_path() / relpath
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
-            shutil.copytree(source_dir, staging, dirs_exist_ok=True)
+            staging = target.parent / scratch_name()
+            shutil.copytree(source_dir, staging)
             try:
                 os.replace(staging, target)
             except OSError:

@@ -73,8 +73,11 @@ class LineageStore(dg.ConfigurableResource):
         }
         self.warehouse().append("lineage", [row], prefix=asset)
 
-    def append_table(self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str = "") -> Path:
-        return self.warehouse().append(table, rows, prefix=prefix)
+    def append_table(
+        self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str = "", key: str | None = None
+    ) -> Path:
+        """Append rows; with ``key`` a rerun of the same write replaces its file (``Warehouse.append``)."""
+        return self.warehouse().append(table, rows, prefix=prefix, key=key)
 
     def read_table(self, table: str, where: str = "", params: list | None = None) -> pd.DataFrame:
         return self.warehouse().read(table, where, params)

@@ -11,8 +11,9 @@ from pathlib import Path
 MFGV = [sys.executable, "-m", "mfg_assets.cli"]
 
 
-def mfgv(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MFG_HOME": str(home)}
+def mfgv(home: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``mfgv ARGS`` in a child process with ``MFG_HOME=home`` (plus ``env``, e.g. ``MFG_FAILPOINTS``)."""
+    env = {**os.environ, "MFG_HOME": str(home), **(env or {})}
     env.pop("DAGSTER_HOME", None)
     return subprocess.run([*MFGV, *args], capture_output=True, text=True, env=env, timeout=timeout)
 

@@ -19,6 +19,7 @@ import httpx
 from edge_sync.agent.errors import DownloadError, DownloadInterrupted, VerificationError
 from edge_sync.contract import DeploymentManifest, ModelFile
 from edge_sync.durable import remove_tree, sha256_file
+from edge_sync.failpoints import failpoint
 
 __all__ = ["PACKAGE_DIR", "PARTIAL_SUFFIX", "PART_SUFFIX", "PackageDownloader"]
 
@@ -166,6 +167,7 @@ class PackageDownloader:
                             break
                         _write_chunk(handle, chunk)
                         written += len(chunk)
+                        failpoint("agent.download.after_chunk")
                     handle.flush()
                     os.fsync(handle.fileno())
         except httpx.TransportError as exc:

@@ -43,8 +43,6 @@ rounding, not by the model).
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +52,7 @@ import numpy as np
 
 from edge_sync.inference import InferenceError, ModelFormat, load_predictor, preprocess
 from resources.artifact_store import sha256_file
+from resources.storage.scratch import scratch_dir
 from resources.settings import apply_offline_switches
 from resources.errors import MfgVisionError
 
@@ -277,11 +276,12 @@ def quantize_onnx_int8(
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    # Temporary files (pre-processed model, augmented calibration model) live in a private folder,
-    # never in the working directory, and go away afterwards.
-    with tempfile.TemporaryDirectory(prefix="mfg-quant-") as work:
-        prepared = Path(work) / "prepared.onnx"
-        tmp_out = Path(work) / "int8.onnx"
+    # Temporary files (pre-processed model, augmented calibration model) live in a private in-progress
+    # folder beside the output, never in the working directory; they go away afterwards, or are swept
+    # after a crash (resources.storage.scratch).
+    with scratch_dir(out_path.parent, "quant") as work:
+        prepared = work / "prepared.onnx"
+        tmp_out = work / "int8.onnx"
         try:
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=False)
         except Exception as exc:  # symbolic shape inference fails on some graphs; the raw graph still quantises
@@ -311,11 +311,7 @@ def quantize_onnx_int8(
                 "the FP32 file loads with edge_sync.inference.load_predictor"
             ) from exc
         _require_single_file(tmp_out, out_path)
-        # Copy next to the target first (the temporary folder may be on another file system), then
-        # rename, so a reader never sees half a model.
-        tmp_final = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-        shutil.copyfile(tmp_out, tmp_final)
-        os.replace(tmp_final, out_path)
+        os.replace(tmp_out, out_path)  # same folder tree, so a rename: a reader never sees half a model
     logger.info(
         "quantised %s → %s (QDQ INT8, per_channel=%s, %d calibration images, %.1f MB) in %.1f s",
         onnx_path,

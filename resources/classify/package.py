@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_sync.failpoints import failpoint
 from resources.artifact_store import sha256_file
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def build_package(
     from resources.classify.parity import check_parity, measure_latency
 
     onnx_path = export_onnx(model, image_size, package / PACKAGE_FILES["onnx"])
+    failpoint("export.after_onnx")
     xml_path = export_openvino(onnx_path, package / PACKAGE_FILES["openvino"])
     exported = {ExportFormat.ONNX: onnx_path, ExportFormat.OPENVINO: xml_path}
     parity = check_parity(model, exported, test_images, tolerance=parity_tolerance)

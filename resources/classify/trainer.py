@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_sync.failpoints import failpoint
 from resources.classify.model import load_inference_model, predict_proba, to_float_nchw
 from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.classify.model_init import build_initial_model, checkpoint_bytes, freeze_stages
@@ -367,6 +368,7 @@ def _train(
             best_state = copy.deepcopy(evaluated.state_dict())
         if on_epoch is not None:
             on_epoch(record)
+        failpoint("train.after_epoch")
 
     best = history[best_epoch - 1]
     learned = not did_not_learn(max(r.val_balanced_accuracy for r in history), history[-1].val_loss, len(classes))

@@ -8,9 +8,9 @@ read-modify-write sequences (such as allocating the next model version) run insi
 """
 
 import fcntl
+import hashlib
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +20,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from resources.storage.scratch import scratch_name
 
 __all__ = ["Warehouse", "TABLE_NAME"]
 
@@ -40,16 +42,20 @@ class Warehouse:
             raise ValueError(f"table name {table!r} must match {TABLE_NAME.pattern}")
         return self.tables_dir / table
 
-    def append(self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str = "") -> Path:
-        """Write ``rows`` as a new Parquet file of ``table``; returns its path."""
+    def append(self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str = "", key: str | None = None) -> Path:
+        """Write ``rows`` as a new Parquet file of ``table``; returns its path.
+
+        With ``key`` the file's name is derived from it, so writing the same key again replaces the
+        file instead of adding one: a step that crashed after writing and is run again cannot
+        duplicate its rows (ingest keys each batch's rows by its partition and batch)."""
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
         if frame.empty:
             raise ValueError(f"refusing to append an empty frame to table {table}")
         directory = self._table_dir(table)
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{prefix}{'-' if prefix else ''}{uuid.uuid4().hex}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".tmp")
-        os.close(fd)
+        unique = uuid.uuid4().hex if key is None else "k" + hashlib.sha256(key.encode()).hexdigest()[:31]
+        name = f"{prefix}{'-' if prefix else ''}{unique}.parquet"
+        tmp = directory / scratch_name(table)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
         target = directory / name
         os.replace(tmp, target)

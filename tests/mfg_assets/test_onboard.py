@@ -157,6 +157,11 @@ def test_run_summaries_name_the_cause_not_dagsters_wrapper() -> None:
     assert _root_cause(wrapped) == "ValueError: shapes (3,) and (4,) differ"
     friendly = error("Failure", "--init-from v9: no such registered model version; see `mfgv models`", raw)
     assert _root_cause(error("DagsterExecutionStepExecutionError", "Error occurred", friendly)).startswith("--init-from v9")
+    # as Dagster really serialises them: the class's module path first, which a user cannot act on
+    dagster_failure = error("Failure", "dagster._core.definitions.events.Failure: training did not learn: ...", raw)
+    assert _root_cause(error("DagsterExecutionStepExecutionError", "Error", dagster_failure)) == "training did not learn: ..."
+    inner = error("TrainingDidNotLearn", "resources.classify.trainer.TrainingDidNotLearn: balanced accuracy 0.267\n")
+    assert _root_cause(error("DagsterExecutionStepExecutionError", "Error", inner)) == "TrainingDidNotLearn: balanced accuracy 0.267"
 
 
 def test_escape_budget_sets_the_calibration_target_and_is_typed(tmp_path: Path) -> None:

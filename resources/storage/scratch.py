@@ -1,0 +1,102 @@
+"""Work in progress under ``MFG_HOME`` is named for the process writing it, so a crash is cleaned up.
+
+Every file or folder the platform is still writing (a Parquet file, an artifact, an export being
+built) lives under a name ``.incoming-<pid>.<host>.<random>`` until it is complete and renamed to its
+final name. Readers never look at such names. If the writer dies (``kill -9``, OOM, power cut) the
+name stays behind; :func:`sweep_abandoned` removes exactly those whose process is gone, on this host,
+so two runs working at once never delete each other's work, and an ``MFG_HOME`` shared between hosts
+is safe (another host's work in progress is never judged from here).
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["PREFIX", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
+
+PREFIX = ".incoming-"
+_TAG = re.compile(r"^(\d+)\.([0-9a-f]{8})$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def process_tag() -> str:
+    """``<pid>.<host hash>``: this process, told apart from same-numbered processes of other hosts."""
+    return f"{os.getpid()}.{_host_tag()}"
+
+
+def process_is_gone(tag: str) -> bool:
+    """True when ``tag`` (from :func:`process_tag`) names a process of this host that no longer runs.
+
+    False for this process, a live one, another host's (it cannot be judged from here) or a tag that
+    does not parse."""
+    match = _TAG.match(tag)
+    if match is None or match.group(2) != _host_tag():
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a live process of another user
+        return False
+    return False
+
+
+def scratch_name(label: str = "") -> str:
+    """A fresh in-progress name owned by this process (``label`` helps a human reading a listing)."""
+    safe = re.sub(r"[^a-z0-9_]", "_", label.lower())
+    return f"{PREFIX}{process_tag()}.{safe}{'-' if safe else ''}{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def scratch_dir(parent: Path, label: str = "") -> Iterator[Path]:
+    """A new in-progress folder under ``parent``, removed when the block ends (or swept after a crash)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / scratch_name(label)
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def writer_is_gone(name: str) -> bool:
+    """True when ``name`` is an in-progress name of this host whose process no longer runs."""
+    if not name.startswith(PREFIX):
+        return False
+    return process_is_gone(".".join(name.removeprefix(PREFIX).split(".")[:2]))
+
+
+def sweep_abandoned(*roots: Path) -> list[Path]:
+    """Remove what dead processes of this host left in progress under ``roots``; returns what went
+    (the caller says so in its log).
+
+    A process id reused by a new process keeps its leftovers until that process ends too: the sweep
+    errs on the side of keeping."""
+    removed: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for folder, subfolders, files in os.walk(root):
+            for name in [*subfolders, *files]:
+                if not name.startswith(PREFIX) or not writer_is_gone(name):
+                    continue
+                path = Path(folder) / name
+                try:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+            subfolders[:] = [s for s in subfolders if not s.startswith(PREFIX)]
+    return removed
