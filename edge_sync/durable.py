@@ -18,6 +18,7 @@ from pathlib import Path
 __all__ = [
     "copy_hashing",
     "fsync_dir",
+    "fsync_file",
     "link_new",
     "locked",
     "move_unique",
@@ -43,6 +44,15 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     except OSError as exc:
         logger.debug("fsync of folder %s not supported: %s", folder, exc)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file's bytes to disk (before renaming it to its final name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -62,7 +62,7 @@ def raw_images(
     partition = context.partition_key
     line, variant = split_partition_key(partition)
     # What a killed run left half-written (its process is gone) goes first; work of live runs stays.
-    for path in sweep_abandoned(artifact_store.root_path(), lineage.warehouse().tables_dir):
+    for path in sweep_abandoned(artifact_store.root_path(), lineage.warehouse().tables_dir, landing.root_path()):
         context.log.warning(f"removed {path}: left half-written by a process that is gone (crashed or killed)")
     done = lineage.read_table("image_batches", "partition = ?", [partition])
     done_batches = set(done["batch"]) if not done.empty else set()
@@ -105,10 +105,9 @@ def raw_images(
         # A batch's rows are keyed by partition and batch, and the batch counts as ingested only once
         # its image_batches row is written, last: a crash in between leaves rows that no asset reads
         # and that the rerun's rows replace, so nothing is lost or counted twice.
-        if ingest.images:
-            lineage.append_table("images", ingest.images, prefix=batch.batch, key=f"{partition}/{batch.batch}")
-        if ingest.quarantined:
-            lineage.append_table("quarantine", ingest.quarantined, prefix=batch.batch, key=f"{partition}/{batch.batch}")
+        warehouse = lineage.warehouse()
+        warehouse.replace_keyed("images", ingest.images, prefix=batch.batch, key=f"{partition}/{batch.batch}")
+        warehouse.replace_keyed("quarantine", ingest.quarantined, prefix=batch.batch, key=f"{partition}/{batch.batch}")
         failpoint("ingest.before_batch_commit")
         quarantined_total += len(ingest.quarantined)
         lineage.append_table(

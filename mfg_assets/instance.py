@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from edge_sync.durable import write_atomic
 from resources.settings import apply_offline_switches, dagster_home, mfg_home
 
 __all__ = ["prepare_home", "get_instance"]
@@ -22,7 +23,7 @@ def prepare_home(home: Path | None = None) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     config = target / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        write_atomic(config, DAGSTER_YAML.encode())  # a kill mid-write must not leave half a config
     os.environ["DAGSTER_HOME"] = str(target)
     apply_offline_switches(home)
     return home

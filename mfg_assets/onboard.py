@@ -90,19 +90,22 @@ def _listing_hash(data_dir: Path) -> str:
 
 def land_batch(data_dir: Path, landing_dir: Path) -> Path:
     """Copy the dataset into the landing zone as one complete batch (idempotent)."""
+    from resources.storage.scratch import scratch_name
+
     batch_dir = landing_dir / f"onboard-{_listing_hash(data_dir)}"
     if (batch_dir / MARKER).exists():
         return batch_dir
-    staging = batch_dir.with_name(batch_dir.name + ".incoming")
-    if staging.exists():
-        shutil.rmtree(staging)
+    # Copied under this process's in-progress name (never picked up, swept if the process dies), so
+    # two onboards of the same data never remove each other's half copy.
+    staging = landing_dir / scratch_name("landing")
+    landing_dir.mkdir(parents=True, exist_ok=True)
     try:
         shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(MARKER, ".*"))
     except (OSError, shutil.Error) as exc:
         shutil.rmtree(staging, ignore_errors=True)  # no half copy left for the landing sensor to puzzle over
         raise OnboardError(f"copying {data_dir} into the landing zone failed: {exc}; nothing was landed") from exc
     if batch_dir.exists():
-        shutil.rmtree(batch_dir)
+        shutil.rmtree(batch_dir)  # a copy that lost its marker to a crash: the new copy replaces it
     staging.rename(batch_dir)
     (batch_dir / MARKER).write_text("onboarded by mfgv\n")
     return batch_dir

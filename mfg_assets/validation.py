@@ -21,6 +21,7 @@ from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.storage.code_version import code_version
+from resources.storage.scratch import scratch_dir
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 
@@ -180,12 +181,11 @@ def validation_report(
     gallery = [test_images[e["index"]] for e in report["worst_errors"]]
     json_bytes = json.dumps(report, indent=2, sort_keys=True, default=float).encode()
     json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
-    html_path = artifact_store.root_path() / "tmp" / f"{json_artifact.sha256}.html"
-    html_path.parent.mkdir(parents=True, exist_ok=True)
     plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}
-    render_report_html(report, gallery_images=gallery, out_path=html_path, search_plots=plots)
-    html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
-    html_path.unlink()
+    with scratch_dir(artifact_store.root_path(), "report") as work:
+        html_path = work / f"{json_artifact.sha256}.html"
+        render_report_html(report, gallery_images=gallery, out_path=html_path, search_plots=plots)
+        html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
     report_id = f"report:{json_artifact.sha256}"
     record_lineage(
         context,

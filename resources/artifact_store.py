@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
 
-from edge_sync.durable import sha256_file  # one implementation for the platform and the device
+from edge_sync.durable import fsync_dir, fsync_file, sha256_file  # one implementation for the platform and the device
 from resources.settings import mfg_home
 from resources.storage.scratch import scratch_name
 
@@ -32,6 +32,14 @@ class Artifact(BaseModel):
     sha256: str
     relpath: str
     n_bytes: int
+
+
+def _commit(tmp: Path, target: Path) -> None:
+    """Rename a complete file to its content address, durably: a name in the store never points at
+    bytes a power cut lost (the store never rewrites a name that exists)."""
+    fsync_file(tmp)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -60,7 +68,7 @@ class ArtifactStore(dg.ConfigurableResource):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.parent / scratch_name()
             tmp.write_bytes(data)
-            os.replace(tmp, target)
+            _commit(tmp, target)
         return Artifact(sha256=digest, relpath=relpath, n_bytes=len(data))
 
     def put_file(self, source: Path, *, kind: str, suffix: str | None = None) -> Artifact:
@@ -72,7 +80,7 @@ class ArtifactStore(dg.ConfigurableResource):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.parent / scratch_name()
             shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            _commit(tmp, target)
         return Artifact(sha256=digest, relpath=relpath, n_bytes=target.stat().st_size)
 
     def put_tree(self, source_dir: Path, *, kind: str) -> Artifact:
@@ -95,8 +103,12 @@ class ArtifactStore(dg.ConfigurableResource):
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = target.parent / scratch_name()
             shutil.copytree(source_dir, staging)
+            for file in staging.rglob("*"):
+                if file.is_file():
+                    fsync_file(file)
             try:
                 os.replace(staging, target)
+                fsync_dir(target.parent)
             except OSError:
                 if not target.exists():  # not a concurrent store of the same folder: a real failure
                     raise

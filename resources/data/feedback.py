@@ -24,6 +24,7 @@ from edge_sync.server_state import ServerState
 from resources.landing import MARKER
 from resources.data.variants import NAME_PATTERN
 from resources.errors import MfgVisionError
+from resources.storage.scratch import scratch_name
 
 __all__ = ["BATCH_PREFIX", "FeedbackLandingError", "land_feedback", "landed_keys"]
 
@@ -89,12 +90,14 @@ def land_feedback(
         raise FeedbackLandingError(
             f"{batch} already exists; feedback was landed twice within one second - retry in a second"
         )
-    batch.mkdir(parents=True)
+    # Built under an in-progress name (swept if this process dies), renamed when whole, marked last.
+    staging = batch.parent / scratch_name("feedback")
+    staging.mkdir(parents=True)
     rows: list[tuple[str, str, str]] = []
     for sha256, record in sorted(chosen.items(), key=lambda item: (item[1]["label"], item[0])):
         source = Path(record["path"])
         rel = f"{record['label']}/{sha256}{source.suffix.lower()}"
-        target = batch / rel
+        target = staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         rows.append((rel, record["label"], f"operator@{record['device_id']}"))
@@ -102,7 +105,8 @@ def land_feedback(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "label", "reviewer"))
     writer.writerows(rows)
-    _write_synced(batch / "labels.csv", buffer.getvalue().encode("utf-8"))
+    _write_synced(staging / "labels.csv", buffer.getvalue().encode("utf-8"))
+    os.replace(staging, batch)
     _write_synced(batch / MARKER, b"")
     logger.info("landed %d feedback image(s) of line %s in %s", len(rows), line, batch)
     return batch

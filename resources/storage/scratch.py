@@ -1,11 +1,12 @@
 """Work in progress under ``MFG_HOME`` is named for the process writing it, so a crash is cleaned up.
 
 Every file or folder the platform is still writing (a Parquet file, an artifact, an export being
-built) lives under a name ``.incoming-<pid>.<host>.<random>`` until it is complete and renamed to its
-final name. Readers never look at such names. If the writer dies (``kill -9``, OOM, power cut) the
-name stays behind; :func:`sweep_abandoned` removes exactly those whose process is gone, on this host,
-so two runs working at once never delete each other's work, and an ``MFG_HOME`` shared between hosts
-is safe (another host's work in progress is never judged from here).
+built, a landing batch being copied) lives under a name ``.incoming-<pid>.<host>.<random>`` until it
+is complete and renamed to its final name. Readers never look at such names. If the writer dies
+(``kill -9``, OOM, power cut) the name stays behind; :func:`sweep_abandoned` removes exactly those
+whose process is gone, judged only where the pid means something: the same host, boot and pid
+namespace. Two runs working at once never delete each other's work, and an ``MFG_HOME`` shared
+between hosts or containers is safe (work of a process this one cannot see is never judged).
 """
 
 import hashlib
@@ -25,7 +26,15 @@ _TAG = re.compile(r"^(\d+)\.([0-9a-f]{8})$")
 
 
 def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    """Who can judge a pid: the host name, the boot and the pid namespace (containers with the same
+    host name but their own process ids get different tags, so none ever judges another's work)."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(source).read_text().strip() if source.endswith("boot_id") else str(os.stat(source).st_ino))
+        except OSError:  # not Linux: the host name alone
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
 
 
 def process_tag() -> str:
@@ -78,17 +87,21 @@ def writer_is_gone(name: str) -> bool:
     return process_is_gone(".".join(name.removeprefix(PREFIX).split(".")[:2]))
 
 
-def sweep_abandoned(*roots: Path) -> list[Path]:
+def sweep_abandoned(*roots: Path, max_depth: int = 3) -> list[Path]:
     """Remove what dead processes of this host left in progress under ``roots``; returns what went
     (the caller says so in its log).
 
-    A process id reused by a new process keeps its leftovers until that process ends too: the sweep
-    errs on the side of keeping."""
+    Only the first ``max_depth`` levels are looked at: in-progress names appear at most three levels
+    down (``artifacts/<kind>/<xx>/``, ``tables/<table>/``, ``landing/<line>/<variant>/``), and finished
+    packages below them are not walked. A process id reused by a new process keeps its leftovers
+    until that process ends too: the sweep errs on the side of keeping."""
     removed: list[Path] = []
     for root in roots:
         if not root.is_dir():
             continue
         for folder, subfolders, files in os.walk(root):
+            if len(Path(folder).relative_to(root).parts) >= max_depth:
+                subfolders[:] = []
             for name in [*subfolders, *files]:
                 if not name.startswith(PREFIX) or not writer_is_gone(name):
                     continue

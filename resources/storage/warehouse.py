@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from edge_sync.durable import fsync_dir, fsync_file
 from resources.storage.scratch import scratch_name
 
 __all__ = ["Warehouse", "TABLE_NAME"]
@@ -53,13 +54,29 @@ class Warehouse:
             raise ValueError(f"refusing to append an empty frame to table {table}")
         directory = self._table_dir(table)
         directory.mkdir(parents=True, exist_ok=True)
-        unique = uuid.uuid4().hex if key is None else "k" + hashlib.sha256(key.encode()).hexdigest()[:31]
-        name = f"{prefix}{'-' if prefix else ''}{unique}.parquet"
+        target = self._file(table, prefix, key) if key is not None else directory / f"{prefix}{'-' if prefix else ''}{uuid.uuid4().hex}.parquet"
         tmp = directory / scratch_name(table)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        target = directory / name
+        # Data on disk before the rename, the rename on disk before returning: after a power cut
+        # the table has the old file set or the new one, never a name pointing at missing bytes.
+        fsync_file(tmp)
         os.replace(tmp, target)
+        fsync_dir(directory)
         return target
+
+    def replace_keyed(self, table: str, rows: pd.DataFrame | list[dict], *, prefix: str, key: str) -> Path | None:
+        """The rows written under ``key`` become ``rows``; with no rows, the key's file goes away.
+
+        What a rerun of a crashed step uses: whatever the dead run wrote under the key is replaced,
+        even when the rerun has nothing to write."""
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        if not frame.empty:
+            return self.append(table, frame, prefix=prefix, key=key)
+        self._file(table, prefix, key).unlink(missing_ok=True)
+        return None
+
+    def _file(self, table: str, prefix: str, key: str) -> Path:
+        return self._table_dir(table) / f"{prefix}{'-' if prefix else ''}k{hashlib.sha256(key.encode()).hexdigest()[:31]}.parquet"
 
     def has_table(self, table: str) -> bool:
         directory = self._table_dir(table)

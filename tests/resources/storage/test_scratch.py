@@ -75,3 +75,14 @@ def test_rows_written_again_under_the_same_key_replace_the_first_write(tmp_path:
     rows = warehouse.read("images").sort_values("n")
     pd.testing.assert_series_equal(rows["n"].reset_index(drop=True), pd.Series([2, 3, 4, 4]), check_names=False)
     assert not [p for p in (tmp_path / "tables" / "images").iterdir() if p.name.startswith(PREFIX)]
+    # a rerun with nothing to write under the key takes the dead run's rows away too
+    assert warehouse.replace_keyed("images", [], prefix="b1", key="line1.a/b1") is None
+    assert sorted(warehouse.read("images")["n"]) == [3, 4, 4]
+    assert warehouse.replace_keyed("images", [{"batch": "b1", "n": 5}], prefix="b1", key="line1.a/b1") == first
+
+
+def test_the_sweep_does_not_walk_below_where_work_in_progress_can_be(tmp_path: Path) -> None:
+    deep = tmp_path / "packages" / "ab" / "abc123" / "openvino" / f"{PREFIX}{_dead_tag()}.x"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"part of a finished package")
+    assert sweep_abandoned(tmp_path) == [] and deep.exists()
