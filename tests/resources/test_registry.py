@@ -52,7 +52,11 @@ def _register_one(args: tuple[str, int]) -> str:
 def test_concurrent_registrations_get_distinct_consecutive_numbers(tmp_path) -> None:
     """Processes registering at once (two onboard runs, a retrain and a sensor) never share a number."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        versions = pool.map(_register_one, [(str(tmp_path), n) for n in range(8)])
+    # Not multiprocessing.Pool: its __exit__ terminates the workers with SIGTERM, and a worker that
+    # imported dagster (which handles SIGTERM in Python) while blocked on the task queue never ran the
+    # handler: the test hung for good once in a fresh-clone run. The executor ends its workers in order.
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        versions = list(pool.map(_register_one, [(str(tmp_path), n) for n in range(8)]))
     assert sorted(versions, key=lambda v: int(v.rsplit("v", 1)[1])) == [f"line1-a-v{i}" for i in range(1, 9)]
