@@ -9,6 +9,7 @@ namespace. Two runs working at once never delete each other's work, and an ``MFG
 between hosts or containers is safe (work of a process this one cannot see is never judged).
 """
 
+import functools
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ PREFIX = ".incoming-"
 _TAG = re.compile(r"^(\d+)\.([0-9a-f]{8})$")
 
 
+@functools.cache
 def _host_tag() -> str:
     """Who can judge a pid: the host name, the boot and the pid namespace (containers with the same
     host name but their own process ids get different tags, so none ever judges another's work)."""

@@ -54,7 +54,7 @@ class Warehouse:
             raise ValueError(f"refusing to append an empty frame to table {table}")
         directory = self._table_dir(table)
         directory.mkdir(parents=True, exist_ok=True)
-        target = self._file(table, prefix, key) if key is not None else directory / f"{prefix}{'-' if prefix else ''}{uuid.uuid4().hex}.parquet"
+        target = self._file(table, prefix, key)
         tmp = directory / scratch_name(table)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
         # Data on disk before the rename, the rename on disk before returning: after a power cut
@@ -75,8 +75,10 @@ class Warehouse:
         self._file(table, prefix, key).unlink(missing_ok=True)
         return None
 
-    def _file(self, table: str, prefix: str, key: str) -> Path:
-        return self._table_dir(table) / f"{prefix}{'-' if prefix else ''}k{hashlib.sha256(key.encode()).hexdigest()[:31]}.parquet"
+    def _file(self, table: str, prefix: str, key: str | None) -> Path:
+        """A new file's path: a fresh name, or the one ``key`` always maps to."""
+        stem = uuid.uuid4().hex if key is None else "k" + hashlib.sha256(key.encode()).hexdigest()[:31]
+        return self._table_dir(table) / f"{prefix}{'-' if prefix else ''}{stem}.parquet"
 
     def has_table(self, table: str) -> bool:
         directory = self._table_dir(table)
