@@ -70,6 +70,7 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
         "backbone": (report.get("backbone") or {}).get("name", report["training"]["arch"]),
         "epochs": report["training"]["settings"]["epochs"],
         "latency_ms": report["latency_ms"],
+        "int8_float_convs": (report.get("int8") or {}).get("float_convs"),
         "recall": {name: row["recall"] for name, row in test["per_class"].items()},
     }
     if "cv" in report:
@@ -94,18 +95,32 @@ def _pt(value: float | None) -> str:
     return "n/a" if value is None else f"-{value:.2f} pt" if value >= 0 else f"+{-value:.2f} pt"
 
 
+def _int(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def markdown(title: str, result: dict) -> str:
     runs = result["runs"]
-    head = "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy (drop vs FP32) | training s | whole onboard s |"
+    head = (
+        "| seed | test accuracy | FRR at threshold | escape rate | INT8 accuracy (drop vs FP32) | INT8 float convs "
+        "| ms/image ONNX / INT8 | training s | whole onboard s |"
+    )
     rows = [
         f"| {r['seed']} | {_pct(r['test_accuracy'])} | {_pct(r['false_reject_rate'])} | {_pct(r['escape_rate'])} | "
-        f"{_pct(r['int8_test_accuracy'])} ({_pt(r['int8_drop_pt'])}) | {r['train_seconds']:.0f} | {r['onboard_seconds']:.0f} |"
+        f"{_pct(r['int8_test_accuracy'])} ({_pt(r['int8_drop_pt'])}) | {_int(r.get('int8_float_convs'))} | "
+        f"{_ms(r['latency_ms'].get('onnx'))} / {_ms(r['latency_ms'].get('onnx_int8'))} | "
+        f"{r['train_seconds']:.0f} | {r['onboard_seconds']:.0f} |"
         for r in runs
     ]
     med = result["median"]
     rows.append(
         f"| **median** | **{_pct(med['test_accuracy'])}** | **{_pct(med['false_reject_rate'])}** | "
-        f"**{_pct(med['escape_rate'])}** | **{_pct(med['int8_test_accuracy'])} ({_pt(med['int8_drop_pt'])})** | **{med['train_seconds']:.0f}** | "
+        f"**{_pct(med['escape_rate'])}** | **{_pct(med['int8_test_accuracy'])} ({_pt(med['int8_drop_pt'])})** | | | "
+        f"**{med['train_seconds']:.0f}** | "
         f"**{med['onboard_seconds']:.0f}** |"
     )
     first = runs[0]
@@ -120,7 +135,7 @@ def markdown(title: str, result: dict) -> str:
   (chosen from the data), {first['epochs']} epochs. FRR and escape rate at the threshold calibrated on validation (zero escapes there).
 
 {head}
-| --- | --- | --- | --- | --- | --- | --- |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """ + "\n".join(rows) + "\n"
 
 

@@ -136,6 +136,7 @@ class ExportedModel(_Handle):
     parity: dict[str, Any]
     latency_ms: dict[str, float]
     int8_test_accuracy: float | None
+    int8: dict[str, Any] | None = None  # how much stayed in float and why (int8_precision.Int8Choice.summary)
 
 
 class RegisteredModel(_Handle):

@@ -381,6 +381,7 @@ def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[
         parity=exported.parity,
         latency_ms=exported.latency_ms,
         int8_test_accuracy=exported.int8_test_accuracy,
+        int8=exported.int8,
         report_html=str(store.path(report_handle.html_artifact)),
         report_json_full=str(store.path(report_handle.json_artifact)),
     )

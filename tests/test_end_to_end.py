@@ -49,6 +49,10 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     package = Path(report["exports"]["onnx"]).parent
     manifest = json.loads((package / "manifest.json").read_text())
     assert set(manifest["sha256"]) >= {"model.onnx", "openvino/model.xml", "openvino/model.bin", "selftest.npz"}
+    # INT8 precision was chosen on validation images, and what stayed in float is recorded
+    assert manifest["int8"]["float_convs"] == report["int8"]["float_convs"]
+    assert report["int8"]["tries"][0]["float_convs"] == 0
+    assert report["int8"]["n_holdout"] > 0
     html = Path(report["report_html"]).read_text()
     assert "data:image/png;base64," in html
     assert report["model_id"] in html

@@ -212,6 +212,7 @@ def quantize_onnx_int8(
     reduce_range: bool = False,
     max_images: int = 32,
     nodes_to_exclude: tuple[str, ...] = (),
+    float_convs: int = 0,
 ) -> Path:
     """Quantise an FP32 ONNX export to a static QDQ INT8 ONNX file for CPU inference.
 
@@ -226,7 +227,10 @@ def quantize_onnx_int8(
     for reject thresholds, for no measurable speed gain. ``nodes_to_exclude`` keeps more nodes
     in float (e.g. the first conv and the classifier, see ``bench/int8_speed.py``). Up to ``max_images``
     calibration images (uint8 N×H×W×3, at the model's size, spread evenly over what is given) are used;
-    about 32 is enough for MinMax ranges and keeps calibration to seconds.
+    about 32 is enough for MinMax ranges and keeps calibration to seconds. ``float_convs`` keeps the
+    first that many convolutions, and every node before them, in float: on low-contrast images the
+    high-resolution early layers carry the faint signal that 8-bit per-tensor activations round away
+    (see ``resources.classify.int8_precision``, which chooses it).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -240,6 +244,8 @@ def quantize_onnx_int8(
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: ONNX file not found; run export_onnx first")
+    if isinstance(float_convs, bool) or not isinstance(float_convs, int) or float_convs < 0:
+        raise ExportError(f"float_convs: expected an integer >= 0, got {float_convs!r}")
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
         raise ExportError(f"max_images: expected an integer >= 1, got {max_images!r}")
     try:
@@ -302,7 +308,7 @@ def quantize_onnx_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=[*_softmax_nodes(prepared), *nodes_to_exclude],
+                nodes_to_exclude=[*_softmax_nodes(prepared), *_float_prefix(prepared, float_convs), *nodes_to_exclude],
                 use_external_data_format=False,
             )
         except Exception as exc:
@@ -313,10 +319,12 @@ def quantize_onnx_int8(
         _require_single_file(tmp_out, out_path)
         os.replace(tmp_out, out_path)  # same folder tree, so a rename: a reader never sees half a model
     logger.info(
-        "quantised %s → %s (QDQ INT8, per_channel=%s, %d calibration images, %.1f MB) in %.1f s",
+        "quantised %s → %s (QDQ INT8, per_channel=%s, first %d convolutions in float, %d calibration images, "
+        "%.1f MB) in %.1f s",
         onnx_path,
         out_path,
         per_channel,
+        float_convs,
         batch.shape[0],
         out_path.stat().st_size / 1e6,
         time.perf_counter() - started,
@@ -341,6 +349,18 @@ def _softmax_nodes(model_path: Path) -> list[str]:
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     return [node.name for node in graph.node if node.op_type == "Softmax"]
+
+
+def _float_prefix(model_path: Path, float_convs: int) -> list[str]:
+    """Names of the nodes before the ``float_convs``-th convolution, in the graph's (topological) order."""
+    import onnx
+
+    if float_convs == 0:
+        return []
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    conv_positions = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
+    end = conv_positions[float_convs] if float_convs < len(conv_positions) else len(nodes)
+    return [node.name for node in nodes[:end]]
 
 
 def _require_single_file(written: Path, target: Path) -> None:

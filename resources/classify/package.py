@@ -38,6 +38,7 @@ class PackageBuild:
     parity: "ParityResult"
     latency_ms: dict[str, float]
     int8_test_accuracy: float | None
+    int8: dict[str, Any] | None  # Int8Choice.summary(): float convolutions, held-out disagreement, tries
 
     def parity_summary(self) -> dict[str, Any]:
         return {
@@ -60,17 +61,21 @@ def build_package(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     calibration_images: np.ndarray | None,
+    holdout_images: np.ndarray | None,
     parity_tolerance: float,
     latency_repeats: int,
     manifest: Mapping[str, Any],
 ) -> PackageBuild:
     """Export ``model`` into the empty folder ``package`` and check the exports against it.
 
-    ``calibration_images`` None: no INT8 model. ``manifest`` holds what the package's ``manifest.json``
-    says besides the files and their hashes (model id, classes, threshold, input spec, code version).
+    ``calibration_images`` None: no INT8 model. ``holdout_images`` (validation, never test) are what the
+    INT8 model must decide like the FP32 one on (:mod:`resources.classify.int8_precision`); None: the
+    calibration images stand in. ``manifest`` holds what the package's ``manifest.json`` says besides
+    the files and their hashes (model id, classes, good class, threshold, input spec, code version).
     """
     from edge_sync.inference import load_predictor
-    from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
+    from resources.classify.exporter import ExportFormat, export_onnx, export_openvino
+    from resources.classify.int8_precision import predict_in_batches, quantize_within_tolerance
     from resources.classify.model import predict_proba
     from resources.classify.parity import check_parity, measure_latency
 
@@ -79,11 +84,20 @@ def build_package(
     xml_path = export_openvino(onnx_path, package / PACKAGE_FILES["openvino"])
     exported = {ExportFormat.ONNX: onnx_path, ExportFormat.OPENVINO: xml_path}
     parity = check_parity(model, exported, test_images, tolerance=parity_tolerance)
-    int8_accuracy = None
+    int8_accuracy, int8_summary = None, None
     if calibration_images is not None:
-        int8_path = quantize_onnx_int8(onnx_path, calibration_images, package / PACKAGE_FILES["onnx_int8"])
-        exported[ExportFormat.ONNX_INT8] = int8_path
-        int8_probs = load_predictor(int8_path, ExportFormat.ONNX_INT8).predict(test_images)
+        classes, good_class = list(manifest["classes"]), manifest.get("good_class")
+        choice = quantize_within_tolerance(
+            onnx_path,
+            calibration_images,
+            calibration_images if holdout_images is None else holdout_images,
+            package / PACKAGE_FILES["onnx_int8"],
+            good_index=classes.index(good_class) if good_class in classes else None,
+            threshold=manifest.get("threshold"),
+        )
+        exported[ExportFormat.ONNX_INT8] = choice.path
+        int8_summary = choice.summary()
+        int8_probs = predict_in_batches(load_predictor(choice.path, ExportFormat.ONNX_INT8), test_images)
         int8_accuracy = float((int8_probs.argmax(1) == test_labels).mean())
     latency = measure_latency(
         model, exported, test_images[: max(1, min(_LATENCY_IMAGES, len(test_images)))], repeats=latency_repeats
@@ -97,8 +111,9 @@ def build_package(
     )
     files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
     file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
+    int8_manifest = {} if int8_summary is None else {"int8": {k: int8_summary[k] for k in ("float_convs", "total_convs")}}
     (package / "manifest.json").write_text(
-        json.dumps({**manifest, "files": files, "sha256": file_hashes}, indent=2, sort_keys=True)
+        json.dumps({**manifest, **int8_manifest, "files": files, "sha256": file_hashes}, indent=2, sort_keys=True)
     )
     return PackageBuild(
         files=files,
@@ -106,4 +121,5 @@ def build_package(
         parity=parity,
         latency_ms={k: float(v) for k, v in latency.items()},
         int8_test_accuracy=int8_accuracy,
+        int8=int8_summary,
     )

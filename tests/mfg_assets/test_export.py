@@ -23,3 +23,10 @@ def test_int8_losing_more_than_allowed_warns_and_says_what_to_deploy_instead() -
 def test_no_int8_model_is_said_so() -> None:
     result = _int8_check(None, 0.9, 0.005, 10)
     assert result.passed and "no INT8 model" in result.description
+
+
+def test_int8_check_says_how_much_stayed_in_float() -> None:
+    result = _int8_check(0.962, 0.962, 0.005, 267, {"float_convs": 16, "total_convs": 52})
+    assert result.passed
+    assert "INT8 (first 16 of 52 convolutions kept in float) test accuracy" in result.description
+    assert result.metadata["int8_float_convs"].value == 16
