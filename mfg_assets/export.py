@@ -42,6 +42,15 @@ class ExportConfig(dg.Config):
     )
     int8: bool = Field(True, description="also write a statically quantised INT8 ONNX model")
     calibration_images: int = Field(32, ge=1, le=1024, description="training images used to calibrate INT8")
+    int8_max_disagreement: float = Field(
+        0.005,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "fraction of validation images on which INT8 may decide differently from FP32 before more of the "
+            "network's leading convolutions stay in float (resources.classify.int8_precision)"
+        ),
+    )
     int8_max_accuracy_drop: float = Field(
         0.005, ge=0.0, le=1.0, description="test accuracy INT8 may lose against the FP32 model before its check warns"
     )
@@ -91,7 +100,7 @@ def exported_model(
         build = build_package(
             model, tmp, image_size=size, test_images=test_images, test_labels=test_labels,
             calibration_images=calibration, holdout_images=holdout if holdout is not None and len(holdout) else None,
-            parity_tolerance=config.parity_tolerance,
+            int8_max_disagreement=config.int8_max_disagreement, parity_tolerance=config.parity_tolerance,
             latency_repeats=config.latency_repeats, manifest=manifest,
         )
         stored = artifact_store.put_tree(tmp, kind="packages")

@@ -63,6 +63,7 @@ def build_package(
     calibration_images: np.ndarray | None,
     holdout_images: np.ndarray | None,
     parity_tolerance: float,
+    int8_max_disagreement: float = 0.005,
     latency_repeats: int,
     manifest: Mapping[str, Any],
 ) -> PackageBuild:
@@ -94,6 +95,7 @@ def build_package(
             package / PACKAGE_FILES["onnx_int8"],
             good_index=classes.index(good_class) if good_class in classes else None,
             threshold=manifest.get("threshold"),
+            max_disagreement=int8_max_disagreement,
         )
         exported[ExportFormat.ONNX_INT8] = choice.path
         int8_summary = choice.summary()
