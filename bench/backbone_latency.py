@@ -4,7 +4,9 @@ Each catalogued backbone is loaded with a 6-class head, wrapped as the trainer d
 (normalisation and softmax inside) but with one forward pass: the default deployed graph averages
 the image and its three flips, about four times this (the onboard benchmarks time that graph), exported with the platform's exporter (ONNX, OpenVINO FP32,
 static QDQ INT8 calibrated on 32 generated sample-line images) and timed at batch 1 with 2 threads
-by ``resources.classify.parity.measure_latency`` (median of the repeats). Ratios are within one run, all
+by ``resources.classify.parity.measure_latency`` (median of the repeats). ``--int8-float-convs 8 16``
+also times INT8 models whose first 8 or 16 convolutions stay in float, as the export's INT8 precision
+search (``resources.classify.int8_precision``) keeps them for low-contrast data. Ratios are within one run, all
 runtimes one after another on the same machine. Accuracy is not measured here (untrained heads):
 the INT8 accuracy loss comes from the onboard benchmarks, which export the trained models.
 
@@ -36,7 +38,7 @@ def calibration_images(size: int, folder: Path):
     return np.stack([load_rgb(f, size, "letterbox") for f in files])
 
 
-def measure(name: str, size: int, images, repeats: int, out: Path) -> dict:
+def measure(name: str, size: int, images, repeats: int, out: Path, float_convs: list[int]) -> dict:
     from resources.classify.backbones import get_spec, load_backbone
     from resources.classify.model import _inference_module_class
     from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
@@ -52,6 +54,11 @@ def measure(name: str, size: int, images, repeats: int, out: Path) -> dict:
         ExportFormat.ONNX_INT8: quantize_onnx_int8(onnx_path, images, out / f"{name}_int8.onnx"),
     }
     latency = measure_latency(model, exported, images[:16], repeats=repeats)
+    for k in float_convs:
+        partly = quantize_onnx_int8(onnx_path, images, out / f"{name}_int8_float{k}.onnx", float_convs=k)
+        latency[f"onnx_int8_float{k}"] = measure_latency(
+            model, {ExportFormat.ONNX_INT8: partly}, images[:16], repeats=repeats
+        )["onnx_int8"]
     params = sum(p.numel() for p in net.parameters())
     return {"backbone": name, "size": size, "params_m": round(params / 1e6, 2), "latency_ms": latency}
 
@@ -62,12 +69,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--backbones", nargs="+", default=None)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--int8-float-convs", type=int, nargs="*", default=[], help="also time INT8 with these many leading convolutions in float")
     args = parser.parse_args()
     from resources.classify.backbones import backbone_names
 
     with tempfile.TemporaryDirectory(prefix="backbone-latency-") as tmp:
         images = calibration_images(args.size, Path(tmp) / "line")
-        rows = [measure(name, args.size, images, args.repeats, Path(tmp)) for name in (args.backbones or backbone_names())]
+        rows = [measure(name, args.size, images, args.repeats, Path(tmp), args.int8_float_convs) for name in (args.backbones or backbone_names())]
     result = {
         "date": dt.date.today().isoformat(),
         "machine": machine(),
@@ -82,8 +90,9 @@ def main() -> int:
             f"- Command: `{result['command']}`",
             f"- Batch 1, 2 threads, {args.size} px, median of {args.repeats} runs; every runtime of a row measured in the "
             "same run, one after another. INT8: ONNX Runtime static QDQ, per-channel weights.\n",
-            "| backbone | params (M) | torch ms | ONNX Runtime ms | OpenVINO ms | INT8 ms | ONNX / torch | OpenVINO / torch | INT8 / torch |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| backbone | params (M) | torch ms | ONNX Runtime ms | OpenVINO ms | INT8 ms | ONNX / torch | OpenVINO / torch | INT8 / torch |"
+            + "".join(f" INT8, {k} float convs: ms (vs ONNX) |" for k in args.int8_float_convs),
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(args.int8_float_convs),
         ]
         for row in rows:
             lat = row["latency_ms"]
@@ -92,6 +101,10 @@ def main() -> int:
                 f"| {row['backbone']} | {row['params_m']} | {t:.2f} | {lat['onnx']:.2f} | {lat['openvino']:.2f} | "
                 f"{lat['onnx_int8']:.2f} | {t / lat['onnx']:.2f}x faster | {t / lat['openvino']:.2f}x faster | "
                 f"{t / lat['onnx_int8']:.2f}x faster |"
+                + "".join(
+                    f" {lat[f'onnx_int8_float{k}']:.2f} ({lat['onnx'] / lat[f'onnx_int8_float{k}']:.2f}x) |"
+                    for k in args.int8_float_convs
+                )
             )
         args.write.write_text(args.write.read_text().rstrip() + "\n" + "\n".join(lines) + "\n")
     return 0
