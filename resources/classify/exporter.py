@@ -352,15 +352,35 @@ def _softmax_nodes(model_path: Path) -> list[str]:
 
 
 def _float_prefix(model_path: Path, float_convs: int) -> list[str]:
-    """Names of the nodes before the ``float_convs``-th convolution, in the graph's (topological) order."""
+    """Names of every node before the convolution that follows the first ``float_convs`` ones, in graph
+    (topological) order: the float convolutions keep their activations too, so the first quantised tensor
+    is an activation's output (range 0..6), never a raw convolution output (quantised alone, its wide
+    range cost a magnetic-tile model more than quantising the whole network). With every convolution in
+    float, nothing is quantised but the file stays a valid INT8-format model.
+
+    ONNX Runtime excludes nodes by name, so every node of the prefix needs its own name: an unnamed or
+    repeated one would keep unrelated nodes in float, or none.
+    """
     import onnx
 
     if float_convs == 0:
         return []
-    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
     conv_positions = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
-    end = conv_positions[float_convs] if float_convs < len(conv_positions) else len(nodes)
-    return [node.name for node in nodes[:end]]
+    if float_convs > len(conv_positions):
+        raise ExportError(
+            f"float_convs: {model_path} has {len(conv_positions)} convolutions, {float_convs} asked to stay in float; "
+            "pass at most that many"
+        )
+    prefix = nodes[: conv_positions[float_convs]] if float_convs < len(conv_positions) else nodes
+    names = [node.name for node in nodes]
+    for i, node in enumerate(prefix):
+        if not node.name or names.count(node.name) > 1:
+            raise ExportError(
+                f"{model_path}: node {i} ({node.op_type}) has {'no' if not node.name else 'a repeated'} name, so it "
+                "cannot be kept in float; re-export the model with export_onnx, which names every node"
+            )
+    return [node.name for node in prefix]
 
 
 def _require_single_file(written: Path, target: Path) -> None:

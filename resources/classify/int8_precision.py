@@ -52,6 +52,7 @@ class Int8Choice:
     max_disagreement: float
     n_holdout: int
     tries: tuple[Int8Try, ...]
+    holdout: str = "val"  # which images the decisions were compared on: "val", or "calibration" when no validation
 
     @property
     def within_tolerance(self) -> bool:
@@ -65,6 +66,7 @@ class Int8Choice:
             "holdout_disagreement": self.disagreement,
             "max_disagreement": self.max_disagreement,
             "n_holdout": self.n_holdout,
+            "holdout": self.holdout,
             "within_tolerance": self.within_tolerance,
             "tries": [
                 {"float_convs": t.float_convs, "disagreement": t.disagreement, "mean_abs_diff": t.mean_abs_diff}
@@ -100,13 +102,16 @@ def quantize_within_tolerance(
     threshold: float | None = None,
     max_disagreement: float = 0.005,
     max_float_fraction: float = 0.5,
+    holdout: str = "val",
 ) -> Int8Choice:
     """Write the INT8 model with the fewest leading float convolutions that decides like FP32.
 
     Tries 0, 1, 2, 4, 8, ... float convolutions, up to ``max_float_fraction`` of them; stops at the
     first whose decisions on ``holdout_images`` differ from FP32's on at most ``max_disagreement`` of
     them. When none does, keeps the try that differs least (fewer float convolutions on a tie): the
-    caller's accuracy check then says what INT8 costs.
+    caller's accuracy check then says what INT8 costs. A try that fails to quantise stops the export
+    with its error rather than falling back: it means the graph is not what the exporter wrote.
+    ``holdout`` names the images in the record ("val", or "calibration" when no validation exists).
     """
     from edge_sync.inference import ModelFormat, load_predictor
 
@@ -151,7 +156,8 @@ def quantize_within_tolerance(
     if chosen.disagreement > max_disagreement + 1e-12:
         logger.warning(
             "no INT8 model of %s decides like FP32 on all but %.2f %% of the held-out images; the closest "
-            "(first %d convolutions in float) differs on %.2f %%",
+            "(first %d convolutions in float) differs on %.2f %%: deploy with --format onnx or openvino, or raise "
+            "ExportConfig.int8_max_disagreement",
             onnx_path, 100 * max_disagreement, chosen.float_convs, 100 * chosen.disagreement,
         )
     return Int8Choice(
@@ -162,6 +168,7 @@ def quantize_within_tolerance(
         max_disagreement=max_disagreement,
         n_holdout=len(holdout_images),
         tries=tuple(tries),
+        holdout=holdout,
     )
 
 

@@ -7,6 +7,7 @@ engine can bring its own package builder.
 """
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from resources.classify.parity import ParityResult
 
 __all__ = ["PACKAGE_FILES", "PackageBuild", "build_package"]
+
+logger = logging.getLogger(__name__)
 
 PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml", "onnx_int8": "model_int8.onnx"}
 _SELFTEST_IMAGES = 8
@@ -88,11 +91,18 @@ def build_package(
     int8_accuracy, int8_summary = None, None
     if calibration_images is not None:
         classes, good_class = list(manifest["classes"]), manifest.get("good_class")
+        if holdout_images is None:
+            logger.warning(
+                "no validation images for the INT8 precision search of %s; comparing INT8 with FP32 on the "
+                "calibration (training) images instead",
+                onnx_path,
+            )
         choice = quantize_within_tolerance(
             onnx_path,
             calibration_images,
             calibration_images if holdout_images is None else holdout_images,
             package / PACKAGE_FILES["onnx_int8"],
+            holdout="calibration" if holdout_images is None else "val",
             good_index=classes.index(good_class) if good_class in classes else None,
             threshold=manifest.get("threshold"),
             max_disagreement=int8_max_disagreement,

@@ -55,6 +55,20 @@ def test_float_convs_keeps_the_leading_convolutions_in_float(onnx_path: Path, tm
     assert partly == everything[3:]
 
 
+def test_every_convolution_in_float_is_allowed_and_unnamed_nodes_are_refused(onnx_path: Path, tmp_path: Path) -> None:
+    import onnx
+
+    calibration = smooth_images(8, SIZE, 1)
+    total = count_convolutions(onnx_path)
+    assert _quantised_conv_names(quantize_onnx_int8(onnx_path, calibration, tmp_path / "f.onnx", float_convs=total)) == []
+    model = onnx.load(str(onnx_path))
+    model.graph.node[0].name = ""
+    unnamed = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(unnamed))
+    with pytest.raises(ExportError, match="node 0 .* has no name"):
+        quantize_onnx_int8(unnamed, calibration, tmp_path / "u.onnx", float_convs=1)
+
+
 def test_stops_at_the_first_try_within_tolerance(onnx_path: Path, tmp_path: Path) -> None:
     choice = quantize_within_tolerance(
         onnx_path, smooth_images(16, SIZE, 1), smooth_images(12, SIZE, 2), tmp_path / "q.onnx", max_disagreement=0.99
@@ -73,6 +87,8 @@ def test_impossible_tolerance_keeps_the_closest_try_and_says_so(onnx_path: Path,
     tried = [t.float_convs for t in choice.tries]
     assert tried == list(_prefixes(choice.total_convs, 0.5))[: len(tried)]
     assert choice.disagreement == min(t.disagreement for t in choice.tries)
+    # the file put in place is the chosen try, not the last one
+    assert len(_quantised_conv_names(choice.path)) == choice.total_convs - choice.float_convs
     if not choice.within_tolerance:
         assert len(tried) == len(_prefixes(choice.total_convs, 0.5))
     summary = choice.summary()
@@ -87,4 +103,6 @@ def test_bad_arguments_are_named(onnx_path: Path, tmp_path: Path) -> None:
         quantize_within_tolerance(onnx_path, images, images, tmp_path / "q.onnx", max_disagreement=1.5)
     with pytest.raises(ExportError, match="float_convs"):
         quantize_onnx_int8(onnx_path, images, tmp_path / "q.onnx", float_convs=-1)
+    with pytest.raises(ExportError, match="convolutions, 999 asked to stay in float"):
+        quantize_onnx_int8(onnx_path, images, tmp_path / "q.onnx", float_convs=999)
     assert not (tmp_path / "q.onnx").exists()
