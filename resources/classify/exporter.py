@@ -40,6 +40,7 @@ scores the runtime's class within the tolerance of its top one (a tie at this pr
 rounding, not by the model).
 """
 
+import collections
 import contextlib
 import logging
 import os
@@ -373,9 +374,9 @@ def _float_prefix(model_path: Path, float_convs: int) -> list[str]:
             "pass at most that many"
         )
     prefix = nodes[: conv_positions[float_convs]] if float_convs < len(conv_positions) else nodes
-    names = [node.name for node in nodes]
+    uses = collections.Counter(node.name for node in nodes)
     for i, node in enumerate(prefix):
-        if not node.name or names.count(node.name) > 1:
+        if not node.name or uses[node.name] > 1:
             raise ExportError(
                 f"{model_path}: node {i} ({node.op_type}) has {'no' if not node.name else 'a repeated'} name, so it "
                 "cannot be kept in float; re-export the model with export_onnx, which names every node"

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from resources.classify.exporter import ExportError, quantize_onnx_int8
+from resources.classify.parity import predict_in_batches
 from resources.storage.scratch import scratch_dir
 
-__all__ = ["Int8Choice", "Int8Try", "count_convolutions", "decisions", "predict_in_batches", "quantize_within_tolerance"]
+__all__ = ["Int8Choice", "Int8Try", "count_convolutions", "decisions", "quantize_within_tolerance"]
 
 logger = logging.getLogger(__name__)
-
-_PREDICT_BATCH = 16  # images per runtime call: the exported graph runs four flips per image
 
 
 @dataclass(frozen=True)
@@ -182,9 +181,3 @@ def _prefixes(total: int, max_float_fraction: float) -> Sequence[int]:
         k *= 2
     return steps
 
-
-def predict_in_batches(predictor: object, images: np.ndarray) -> np.ndarray:
-    """Probabilities in small batches: one call on hundreds of images at four flips each needs gigabytes."""
-    return np.concatenate(
-        [predictor.predict(images[i : i + _PREDICT_BATCH]) for i in range(0, len(images), _PREDICT_BATCH)]  # type: ignore[attr-defined]
-    )

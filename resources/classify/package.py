@@ -79,9 +79,9 @@ def build_package(
     """
     from edge_sync.inference import load_predictor
     from resources.classify.exporter import ExportFormat, export_onnx, export_openvino
-    from resources.classify.int8_precision import predict_in_batches, quantize_within_tolerance
+    from resources.classify.int8_precision import quantize_within_tolerance
     from resources.classify.model import predict_proba
-    from resources.classify.parity import check_parity, measure_latency
+    from resources.classify.parity import check_parity, measure_latency, predict_in_batches
 
     onnx_path = export_onnx(model, image_size, package / PACKAGE_FILES["onnx"])
     failpoint("export.after_onnx")

@@ -22,7 +22,7 @@ from resources.classify.exporter import _TORCH_BATCH, FP32_FORMATS, PARITY_TOLER
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ParityResult", "RuntimeParity", "check_parity", "measure_latency"]
+__all__ = ["ParityResult", "RuntimeParity", "check_parity", "measure_latency", "predict_in_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def _runtime_passes(runtime: RuntimeParity, tolerance: float) -> bool:
     return runtime.max_abs_diff <= tolerance and runtime.decision_agreement == 1.0
 
 
+def predict_in_batches(predictor: Any, images: np.ndarray, batch_size: int = _TORCH_BATCH) -> np.ndarray:
+    """Probabilities in batches: one call on hundreds of images, at four flips each, needs gigabytes."""
+    return np.concatenate([predictor.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
 def check_parity(
     torch_model: "torch.nn.Module",
     exported: Mapping[ModelFormat, Path],
@@ -128,12 +133,7 @@ def check_parity(
     runtimes = []
     for fmt, path in checked.items():
         predictor = load_predictor(path, fmt)
-        probabilities = np.concatenate(
-            [
-                predictor.predict(images[i : i + _TORCH_BATCH])
-                for i in range(0, images.shape[0], _TORCH_BATCH)
-            ]
-        )
+        probabilities = predict_in_batches(predictor, images)
         if probabilities.shape != reference.shape:
             runtimes.append(
                 RuntimeParity(
