@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["lay_out_magnetic_tile", "lay_out_neu", "machine"]
+__all__ = ["lay_out_magnetic_tile", "lay_out_magnetic_tile_mvtec", "lay_out_neu", "machine"]
 
 NEU_CLASS = re.compile(r"^(?P<cls>.+?)_\d+\.jpg$")
 
@@ -57,3 +57,35 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def lay_out_magnetic_tile_mvtec(source: Path, out: Path, seed: int, train_share: float = 0.6) -> dict[str, int]:
+    """Magnetic tile in the MVTec AD layout: a seeded ``train_share`` of ``MT_Free`` in ``train/good``,
+    the other good tiles in ``test/good``, every defect tile in ``test/<class>`` with its PNG mask as
+    ``ground_truth/<class>/<stem>_mask.png``. Files are symlinked (the dataset stays read-only)."""
+    import random
+
+    counts: dict[str, int] = {}
+    class_dirs = sorted(p for p in source.iterdir() if p.is_dir() and p.name.startswith("MT_"))
+    if not class_dirs:
+        raise SystemExit(f"{source}: no MT_* class folders; pass the magnetic_tile folder")
+    for class_dir in class_dirs:
+        images = sorted(class_dir.rglob("*.jpg"))
+        if class_dir.name == "MT_Free":
+            shuffled = images[:]
+            random.Random(seed).shuffle(shuffled)
+            cut = round(train_share * len(shuffled))
+            places = [("train/good", shuffled[:cut]), ("test/good", shuffled[cut:])]
+        else:
+            places = [(f"test/{class_dir.name}", images)]
+        for folder, chosen in places:
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            for image in chosen:
+                (out / folder / image.name).symlink_to(image.resolve())
+                mask = image.with_suffix(".png")
+                if folder.startswith("test/") and folder != "test/good" and mask.is_file():
+                    target = out / "ground_truth" / class_dir.name / f"{image.stem}_mask.png"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(mask.resolve())
+            counts[folder] = len(chosen)
+    return counts

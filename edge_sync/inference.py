@@ -71,11 +71,14 @@ class InferenceError(Exception):
 
 @runtime_checkable
 class Predictor(Protocol):
-    """A loaded model: RGB ``uint8`` N×H×W×3 images in, float32 N×C class probabilities out."""
+    """A loaded model: RGB ``uint8`` N×H×W×3 images in; ``predict`` gives a classifier's float32 N×C
+    class probabilities, ``outputs`` every output by name (an anomaly detector's map and score)."""
 
     format: ModelFormat
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -266,6 +269,16 @@ class _OnnxRuntimePredictor(_BasePredictor):
             raise InferenceError(f"{self.path}: inference failed on batch {batch.shape}: {exc}") from exc
         return self._check_output(probabilities, batch.shape[0])
 
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name (an anomaly detector's map and score), float32."""
+        batch = self._prepare(images)
+        try:
+            values = self._session.run(None, {self._input_name: batch})
+        except Exception as exc:  # onnxruntime's own exception types are not importable stably
+            raise InferenceError(f"{self.path}: inference failed on batch {batch.shape}: {exc}") from exc
+        names = [o.name for o in self._session.get_outputs()]
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, values, strict=True)}
+
 
 class _OpenVinoPredictor(_BasePredictor):
     """OpenVINO IR on the CPU plugin, FP32, latency-tuned; one infer request guarded by a lock."""
@@ -331,3 +344,17 @@ class _OpenVinoPredictor(_BasePredictor):
         except Exception as exc:
             raise InferenceError(f"{self.path}: inference failed on batch {batch.shape}: {exc}") from exc
         return self._check_output(probabilities, batch.shape[0])
+
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name (an anomaly detector's map and score), float32."""
+        batch = self._prepare(images)
+        try:
+            with self._lock:
+                result = self._request.infer({0: batch})
+                values = {
+                    port.any_name: np.array(result[index], dtype=np.float32, copy=True)
+                    for index, port in enumerate(self._compiled.outputs)
+                }
+        except Exception as exc:
+            raise InferenceError(f"{self.path}: inference failed on batch {batch.shape}: {exc}") from exc
+        return values

@@ -45,7 +45,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,7 @@ FP32_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX, ModelFormat.
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+CLASSIFIER_OUTPUTS: Mapping[str, int] = MappingProxyType({OUTPUT_NAME: 2})
 _TORCH_BATCH = 32
 
 
@@ -95,8 +97,19 @@ class ExportError(MfgVisionError, RuntimeError):
 # export
 
 
-def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset: int = 18) -> Path:
+def export_onnx(
+    model: "torch.nn.Module",
+    image_size: int,
+    path: Path,
+    *,
+    opset: int = 18,
+    outputs: Mapping[str, int] = CLASSIFIER_OUTPUTS,
+) -> Path:
     """Export ``model`` to ONE self-contained ONNX file at ``path`` and validate it with the checker.
+
+    ``outputs`` names the graph's outputs in the order the module returns them, each with its rank
+    (the classifier: ``probabilities`` N×C; the anomaly detector: ``anomaly_map`` N×1×H×W and
+    ``score`` N); the written file must have exactly those.
 
     Uses the torch.export-based (dynamo) exporter, torch's default and the supported one (the
     TorchScript exporter is deprecated), with ``external_data=False`` on both export and save so the
@@ -126,7 +139,7 @@ def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset:
                 (example,),
                 None,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=list(outputs),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
@@ -138,7 +151,7 @@ def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset:
         program.save(str(tmp), external_data=False)
         _require_single_file(tmp, path)
         onnx.checker.check_model(str(tmp), full_check=True)
-        _check_onnx_io(tmp, path, image_size)
+        _check_onnx_io(tmp, path, image_size, outputs)
         os.replace(tmp, path)
     except ExportError:
         raise
@@ -146,7 +159,7 @@ def export_onnx(model: "torch.nn.Module", image_size: int, path: Path, *, opset:
         raise ExportError(
             f"{path}: ONNX export of {type(model).__name__} at {image_size}×{image_size} failed: "
             f"{type(exc).__name__}: {exc}; check the model is traceable by torch.export "
-            "(no data-dependent Python control flow) and returns a single N×C tensor"
+            f"(no data-dependent Python control flow) and returns {_describe(outputs)}"
         ) from exc
     finally:
         for leftover in (tmp, Path(f"{tmp}.data")):
@@ -401,7 +414,11 @@ def _require_single_file(written: Path, target: Path) -> None:
         )
 
 
-def _check_onnx_io(written: Path, target: Path, image_size: int) -> None:
+def _describe(outputs: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} (rank {rank})" for name, rank in outputs.items())
+
+
+def _check_onnx_io(written: Path, target: Path, image_size: int, outputs: Mapping[str, int]) -> None:
     import onnx
 
     graph = onnx.load(str(written), load_external_data=False).graph
@@ -410,7 +427,7 @@ def _check_onnx_io(written: Path, target: Path, image_size: int) -> None:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
     inputs = [(i.name, dims(i)) for i in graph.input]
-    outputs = [(o.name, dims(o)) for o in graph.output]
+    written_outputs = [(o.name, dims(o)) for o in graph.output]
     ok_input = (
         len(inputs) == 1
         and inputs[0][0] == INPUT_NAME
@@ -418,10 +435,10 @@ def _check_onnx_io(written: Path, target: Path, image_size: int) -> None:
         and isinstance(inputs[0][1][0], str)
         and inputs[0][1][1:] == [3, image_size, image_size]
     )
-    ok_output = len(outputs) == 1 and outputs[0][0] == OUTPUT_NAME and len(outputs[0][1]) == 2
+    ok_output = [(name, len(shape)) for name, shape in written_outputs] == list(outputs.items())
     if not (ok_input and ok_output):
         raise ExportError(
-            f"{target}: expected input {INPUT_NAME} [batch, 3, {image_size}, {image_size}] and output "
-            f"{OUTPUT_NAME} [batch, C], got inputs {inputs} and outputs {outputs}; the model must take "
-            "one N×3×H×W tensor and return one N×C tensor"
+            f"{target}: expected input {INPUT_NAME} [batch, 3, {image_size}, {image_size}] and outputs "
+            f"{_describe(outputs)}, got inputs {inputs} and outputs {written_outputs}; the model must take "
+            f"one N×3×H×W tensor and return {_describe(outputs)}"
         )

@@ -26,6 +26,7 @@ __all__ = [
     "ThresholdCalibration",
     "classification_metrics",
     "defect_scores",
+    "calibrate_good_only",
     "calibrate_threshold",
     "decision_rates",
     "roc_points",
@@ -49,9 +50,10 @@ class ThresholdCalibration:
     """
 
     threshold: float
-    escape_rate: float
+    escape_rate: float | None
+    """None for the good-only rule: no defective images, no escape rate."""
     false_reject_rate: float
-    max_escape_rate: float
+    max_escape_rate: float | None
     n_good: int
     n_defect: int
     method: str
@@ -310,6 +312,52 @@ def calibrate_threshold(
         max_escape_rate=rate,
         n_good=n_good,
         n_defect=n_defect,
+        method=method,
+    )
+
+
+def calibrate_good_only(scores: np.ndarray, *, target_false_reject_rate: float = 0.001) -> ThresholdCalibration:
+    """The threshold for a target false-reject rate, from held-out good images only.
+
+    For a detector trained on good parts, validation often holds no defects. With ``n`` good scores
+    and ``k = floor(target * n)`` false rejects allowed (never ``n``: a threshold that rejects every
+    part is refused by construction), the threshold sits just above the ``k+1``-th highest good score,
+    so exactly the ``k`` highest are rejected. With fewer than ``1 / target`` good images that is
+    ``k = 0``: the threshold passes every validation part and the achieved rate is only known to
+    be below ``1 / n``; ``method`` says so, so the report does not claim more than the data shows.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(
+            f"good-only calibration needs a 1-D array of at least one good image's score, got shape {s.shape}; "
+            "hold out good images for validation"
+        )
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or inf; check the model output")
+    target = float(target_false_reject_rate)
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target_false_reject_rate must be in [0, 1), got {target_false_reject_rate!r}")
+    n_good = int(s.size)
+    allowed = min(int(math.floor(target * n_good + _COUNT_EPS)), n_good - 1)
+    ordered = np.sort(s)[::-1]
+    threshold = float(np.nextafter(ordered[allowed], np.inf))
+    resolution = (
+        f"{allowed} of {n_good} rejected"
+        if allowed
+        else f"no validation part rejected: with {n_good} good images the rate is only known to be below {1 / n_good:.3g}"
+    )
+    method = (
+        f"good-only rule: threshold just above the {allowed + 1}. highest of {n_good} good validation scores for a "
+        f"target false-reject rate of {target:g} ({resolution}); no defective images to set an escape rate"
+    )
+    logger.info("calibrated good-only threshold %.6g (%s)", threshold, resolution)
+    return ThresholdCalibration(
+        threshold=threshold,
+        escape_rate=None,
+        false_reject_rate=allowed / n_good,
+        max_escape_rate=None,
+        n_good=n_good,
+        n_defect=0,
         method=method,
     )
 

@@ -251,3 +251,28 @@ def test_everything_is_plain_python() -> None:
     for value in cal.as_dict().values():
         assert not isinstance(value, np.generic)
     assert not math.isnan(cal.threshold)
+
+
+def test_good_only_calibration_rejects_the_allowed_share_of_good_parts() -> None:
+    from resources.reporting.metrics import calibrate_good_only, decision_rates
+
+    scores = np.arange(1000, dtype=np.float64)
+    calibration = calibrate_good_only(scores, target_false_reject_rate=0.01)
+    rates = decision_rates(scores, np.zeros(1000, dtype=bool), calibration.threshold)
+    assert rates["false_rejects"] == 10 and calibration.false_reject_rate == 0.01
+    assert calibration.escape_rate is None and calibration.n_defect == 0
+    assert "good-only rule" in calibration.method
+
+
+def test_good_only_calibration_with_few_parts_says_how_little_it_knows_and_never_rejects_all() -> None:
+    from resources.reporting.metrics import calibrate_good_only
+
+    calibration = calibrate_good_only(np.array([0.2, 0.5, 0.1]), target_false_reject_rate=0.001)
+    assert calibration.threshold > 0.5 and calibration.false_reject_rate == 0.0
+    assert "only known to be below 0.333" in calibration.method
+    one = calibrate_good_only(np.array([0.3]), target_false_reject_rate=0.99)
+    assert one.threshold > 0.3  # a target near 1 still passes the one part
+    with pytest.raises(ValueError, match="hold out good images"):
+        calibrate_good_only(np.array([]))
+    with pytest.raises(ValueError, match="target_false_reject_rate"):
+        calibrate_good_only(np.array([0.1]), target_false_reject_rate=1.0)
