@@ -6,9 +6,9 @@ search and the map's smoothing inside one graph and cannot get any of them wrong
 
 How a score comes about (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", 2022):
 
-1. the image goes through the first stages of an ImageNet backbone; two stages describe local
-   texture and shape (strides 16 and 32 by default: see ``AnomalySettings.feature_levels`` for why
-   one stage deeper than PatchCore's WideResNet-50 choice);
+1. the image goes through the first stages of an ImageNet backbone; two stages (strides 16 and 32
+   by default, one deeper than PatchCore's WideResNet-50 choice: ``AnomalySettings.feature_levels``
+   says why) describe local texture and shape without being specific to ImageNet's classes;
 2. each stage's feature map is averaged over a 3x3 neighbourhood ("locally aware" patches, robust
    to a pixel's shift), the deeper one is upsampled to the finer one's grid, and both are stacked:
    one descriptor per patch;
@@ -16,7 +16,7 @@ How a score comes about (Roth et al., "Towards Total Recall in Industrial Anomal
    its anomaly score; the grid of scores is upsampled to the input and smoothed with a Gaussian;
 4. the image score is the mean of the map's highest ``top_share`` (5 % by default) of pixels: one
    unlike-anything-good region makes the part suspect, but a single noisy patch does not decide
-   alone (on magnetic tile: image AUROC 0.937 against 0.920 for the plain maximum, see BENCHMARKS).
+   alone (magnetic tile, seed 0: image AUROC 0.937 against 0.920 for the plain maximum, BENCHMARKS.md).
 
 The nearest-neighbour search is written as ``|a|^2 - 2ab + |b|^2`` with one matrix product, which
 ONNX Runtime and OpenVINO run as a GEMM (``torch.cdist`` exports less portably).
@@ -127,13 +127,17 @@ class PatchCoreNet(nn.Module):
         aligned = [pooled[0]] + [F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in pooled[1:]]
         return torch.cat(aligned, dim=1)
 
+    def nearest_distances(self, patches: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+        """Distance of each patch (P×D) to its nearest memory-bank entry, leaving out ``excluded`` entries."""
+        squared = (patches * patches).sum(dim=1, keepdim=True) - 2.0 * patches @ self.memory_bank.T + self.bank_sq
+        if excluded is not None:
+            squared[:, excluded] = float("inf")
+        return squared.min(dim=1).values.clamp_min(0.0).sqrt()
+
     def patch_scores(self, embedding: torch.Tensor) -> torch.Tensor:
         """Distance of every patch to its nearest memory-bank entry, N×1×h×w."""
         n, d, h, w = embedding.shape
-        patches = embedding.permute(0, 2, 3, 1).reshape(-1, d)
-        squared = (patches * patches).sum(dim=1, keepdim=True) - 2.0 * patches @ self.memory_bank.T + self.bank_sq
-        nearest = squared.min(dim=1).values.clamp_min(0.0).sqrt()
-        return nearest.reshape(n, 1, h, w)
+        return self.nearest_distances(embedding.permute(0, 2, 3, 1).reshape(-1, d)).reshape(n, 1, h, w)
 
     def smooth(self, scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Upsample the patch grid to the input and blur it (separable Gaussian, reflected borders)."""
