@@ -51,7 +51,7 @@ def _latency(net, images: np.ndarray, scratch: Path) -> dict:
     """ms per image in torch, ONNX Runtime and OpenVINO, measured one after another on the same images."""
     from edge_sync.inference import ModelFormat
     from resources.anomaly.detector import score_images
-    from resources.anomaly.export import check_detector_parity, export_detector
+    from resources.anomaly.export import check_detector_parity, export_detector, require_detector_parity
 
     onnx_path, xml_path = export_detector(net, net.settings.image_size, scratch / "d.onnx", scratch / "d.xml")
     score_images(net, images[:8], batch_size=8)  # warm-up
@@ -60,6 +60,7 @@ def _latency(net, images: np.ndarray, scratch: Path) -> dict:
         score_images(net, images[start : start + 8], batch_size=8)
     torch_ms = 1000 * (time.perf_counter() - started) / len(images)
     parity = check_detector_parity(net, {ModelFormat.ONNX: onnx_path, ModelFormat.OPENVINO: xml_path}, images)
+    require_detector_parity(parity)  # a figure of an export that is not the model would be meaningless
     return {"torch_ms": torch_ms, **{f"{p.format}_ms": p.ms_per_image for p in parity},
             "parity": [p.as_dict() for p in parity]}
 

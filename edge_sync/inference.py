@@ -351,10 +351,11 @@ class _OpenVinoPredictor(_BasePredictor):
         try:
             with self._lock:
                 result = self._request.infer({0: batch})
-                values = {
-                    port.any_name: np.array(result[index], dtype=np.float32, copy=True)
-                    for index, port in enumerate(self._compiled.outputs)
-                }
+                values = {}
+                for index, port in enumerate(self._compiled.outputs):
+                    value = np.array(result[index], dtype=np.float32, copy=True)
+                    for name in port.get_names():  # a tensor may carry several names; the export's is one
+                        values[name] = value
         except Exception as exc:
             raise InferenceError(f"{self.path}: inference failed on batch {batch.shape}: {exc}") from exc
         return values

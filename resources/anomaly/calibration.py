@@ -13,6 +13,7 @@ A detector trained on good parts is often validated without defects. Three cases
   validation scores alone (:func:`resources.reporting.metrics.calibrate_good_only`).
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,4 +70,15 @@ def choose_threshold(
         "(target false-reject rate %g), which lets %d of %d defective validation images pass",
         target_false_reject_rate, rates["escapes"], rates["n_defect"],
     )
-    return AnomalyThreshold("good_only_fallback", good_only, rates)
+    fallback = dataclasses.replace(
+        good_only,
+        escape_rate=rates["escape_rate"],
+        false_reject_rate=rates["false_reject_rate"],
+        n_defect=rates["n_defect"],
+        method=(
+            f"good-only fallback: passing every one of the {rates['n_defect']} defective validation images would "
+            f"reject every good one, so the good-only threshold is used ({good_only.method}); it lets "
+            f"{rates['escapes']} of {rates['n_defect']} defective validation images pass"
+        ),
+    )
+    return AnomalyThreshold("good_only_fallback", fallback, rates)

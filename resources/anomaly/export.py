@@ -5,7 +5,7 @@ input ``images`` [batch, 3, S, S] (0..255 RGB), outputs ``anomaly_map`` [batch, 
 ``score`` [batch], and from it an OpenVINO IR with FP32 weights, by the classifier's exporter
 (:mod:`resources.classify.exporter`). The device then needs pixels only.
 
-Parity (blocking): on the given images, every runtime's scores and maps must match torch's within
+Parity (blocking: :func:`require_detector_parity` raises, so nothing that fails it is shipped): on the given images, every runtime's scores and maps must match torch's within
 :data:`SCORE_TOLERANCE` of the largest torch score (relative, because a score is a distance in the
 backbone's feature units, whose scale depends on the backbone), and where a threshold is given the
 reject decision must agree on every image except where torch itself scores the image within that
@@ -31,7 +31,14 @@ from resources.classify.exporter import ExportError, export_onnx, export_openvin
 if TYPE_CHECKING:
     from resources.anomaly.network import PatchCoreNet
 
-__all__ = ["DETECTOR_OUTPUTS", "SCORE_TOLERANCE", "DetectorParity", "check_detector_parity", "export_detector"]
+__all__ = [
+    "DETECTOR_OUTPUTS",
+    "SCORE_TOLERANCE",
+    "DetectorParity",
+    "check_detector_parity",
+    "export_detector",
+    "require_detector_parity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +89,7 @@ def check_detector_parity(
     results = []
     for fmt, path in files.items():
         predictor = load_predictor(path, fmt, num_threads=num_threads)
+        predictor.outputs(images[:1])  # warm-up: the first call compiles and allocates, as torch's did in scoring
         maps, scores, seconds = [], [], 0.0
         for start in range(0, len(images), 8):
             started = time.perf_counter()
@@ -110,3 +118,18 @@ def check_detector_parity(
         logger.info("detector parity %s: %s", parity.format, parity.as_dict())
         results.append(parity)
     return results
+
+
+def require_detector_parity(results: list[DetectorParity]) -> None:
+    """Raise :class:`ExportError` naming every runtime that does not reproduce the torch detector."""
+    failed = [r for r in results if not r.passed]
+    if failed:
+        details = "; ".join(
+            f"{r.format}: largest difference {r.relative_difference:.2e} of the largest score "
+            f"(tolerance {SCORE_TOLERANCE:g}), {r.decisions_differing} decision(s) differ"
+            for r in failed
+        )
+        raise ExportError(
+            f"the exported detector does not reproduce the fitted one ({details}); do not deploy it: re-export "
+            "from the same checkpoint, and check the runtime runs in FP32"
+        )

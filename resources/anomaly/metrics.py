@@ -20,6 +20,9 @@ from sklearn.metrics import roc_auc_score
 
 __all__ = ["image_auroc", "pixel_auroc", "pro_score"]
 
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+"""Defect regions join through corners too, as in the MVTec evaluation code."""
+
 
 def image_auroc(scores: np.ndarray, is_defect: np.ndarray) -> float | None:
     """Area under the ROC of image scores, defective positive; None unless both kinds are present."""
@@ -61,7 +64,7 @@ def pro_score(maps: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = No
     areas: list[np.ndarray] = []
     labelled = []
     for index in range(len(masks)):
-        components, count = ndimage.label(masks[index] & region[index])
+        components, count = ndimage.label(masks[index] & region[index], structure=_EIGHT_CONNECTED)
         labelled.append(components)
         if count:
             areas.append(np.bincount(components.ravel(), minlength=count + 1)[1:])

@@ -140,7 +140,7 @@ class PatchCoreNet(nn.Module):
         return self.nearest_distances(embedding.permute(0, 2, 3, 1).reshape(-1, d)).reshape(n, 1, h, w)
 
     def smooth(self, scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Upsample the patch grid to the input and blur it (separable Gaussian, reflected borders)."""
+        """Upsample the patch grid to the input and blur it (separable Gaussian, borders replicated)."""
         upsampled = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
         k = self.smoothing.numel()
         radius = k // 2

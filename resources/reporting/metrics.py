@@ -316,13 +316,31 @@ def calibrate_threshold(
     )
 
 
+def _just_above(anchor: float, scores: np.ndarray) -> float:
+    """A threshold that passes ``anchor`` and rejects every score above it, also once cast to float32.
+
+    The midpoint to the next higher score when there is one (margin on both sides, as
+    :func:`calibrate_threshold` places its threshold), else the next float32 above ``anchor``: models
+    return float32 scores, and a float64 step above one would round back onto it.
+    """
+    next_up = float(np.nextafter(np.float32(anchor), np.float32(np.inf)))
+    higher = scores[scores > anchor]
+    if higher.size:
+        midpoint = (anchor + float(higher.min())) / 2.0
+        if np.float32(midpoint) > anchor and midpoint < float(higher.min()):
+            return midpoint
+        return next_up if next_up <= float(higher.min()) else float(higher.min())
+    return next_up
+
+
 def calibrate_good_only(scores: np.ndarray, *, target_false_reject_rate: float = 0.001) -> ThresholdCalibration:
     """The threshold for a target false-reject rate, from held-out good images only.
 
     For a detector trained on good parts, validation often holds no defects. With ``n`` good scores
     and ``k = floor(target * n)`` false rejects allowed (never ``n``: a threshold that rejects every
     part is refused by construction), the threshold sits just above the ``k+1``-th highest good score,
-    so exactly the ``k`` highest are rejected. With fewer than ``1 / target`` good images that is
+    so the ``k`` highest are rejected (fewer where scores tie with it; the recorded rate is the one
+    achieved). With fewer than ``1 / target`` good images that is
     ``k = 0``: the threshold passes every validation part and the achieved rate is only known to
     be below ``1 / n``; ``method`` says so, so the report does not claim more than the data shows.
     """
@@ -339,22 +357,23 @@ def calibrate_good_only(scores: np.ndarray, *, target_false_reject_rate: float =
         raise ValueError(f"target_false_reject_rate must be in [0, 1), got {target_false_reject_rate!r}")
     n_good = int(s.size)
     allowed = min(int(math.floor(target * n_good + _COUNT_EPS)), n_good - 1)
-    ordered = np.sort(s)[::-1]
-    threshold = float(np.nextafter(ordered[allowed], np.inf))
+    anchor = float(np.sort(s)[::-1][allowed])
+    threshold = _just_above(anchor, s)
+    rejected = int((s >= threshold).sum())
     resolution = (
-        f"{allowed} of {n_good} rejected"
+        f"{rejected} of {n_good} rejected"
         if allowed
         else f"no validation part rejected: with {n_good} good images the rate is only known to be below {1 / n_good:.3g}"
     )
     method = (
-        f"good-only rule: threshold just above the {allowed + 1}. highest of {n_good} good validation scores for a "
-        f"target false-reject rate of {target:g} ({resolution}); no defective images to set an escape rate"
+        f"good-only rule: threshold just above the good validation score ranked {allowed + 1} of {n_good} from the "
+        f"top, for a target false-reject rate of {target:g} ({resolution}); no defective images to set an escape rate"
     )
     logger.info("calibrated good-only threshold %.6g (%s)", threshold, resolution)
     return ThresholdCalibration(
         threshold=threshold,
         escape_rate=None,
-        false_reject_rate=allowed / n_good,
+        false_reject_rate=rejected / n_good,
         max_escape_rate=None,
         n_good=n_good,
         n_defect=0,

@@ -27,6 +27,8 @@ def test_a_threshold_that_would_reject_every_part_is_never_chosen() -> None:
     assert chosen.validation_rates["false_rejects"] == 0
     assert chosen.validation_rates["escapes"] == 1  # the faint defect passes: the report must show it
     assert chosen.validation_rates["rejected"] < len(scores)
+    record = chosen.as_dict()
+    assert record["escape_rate"] == 0.5 and record["n_defect"] == 2 and "good-only fallback" in record["method"]
 
 
 def test_no_good_validation_images_is_refused_with_what_to_do() -> None:

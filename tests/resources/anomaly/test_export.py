@@ -7,7 +7,7 @@ import pytest
 
 from edge_sync.inference import ModelFormat
 from resources.anomaly.detector import AnomalySettings, fit_detector, load_detector, score_images
-from resources.anomaly.export import check_detector_parity, export_detector
+from resources.anomaly.export import check_detector_parity, export_detector, require_detector_parity
 from resources.classify.exporter import ExportError
 from tests.resources.anomaly.test_detector import SIZE, _surfaces
 
@@ -31,6 +31,7 @@ def test_both_runtimes_reproduce_torch_maps_scores_and_decisions(exported: tuple
     for result in results:
         assert result.passed, result
         assert result.decisions_differing == 0 and result.ms_per_image > 0
+    require_detector_parity(results)
 
 
 def test_parity_fails_for_a_detector_with_another_memory_bank(exported: tuple) -> None:
@@ -38,6 +39,8 @@ def test_parity_fails_for_a_detector_with_another_memory_bank(exported: tuple) -
     other = load_detector(fit_detector(_surfaces(6, seed=9), AnomalySettings(image_size=SIZE, max_bank=300, map_sigma=2.0)).checkpoint)
     results = check_detector_parity(other, files, _surfaces(4, seed=2, blemish=True))
     assert not any(r.passed for r in results)
+    with pytest.raises(ExportError, match="onnx: largest difference .*; openvino: .*do not deploy it"):
+        require_detector_parity(results)
 
 
 def test_an_unfitted_detector_is_not_exported(tmp_path: Path, exported: tuple) -> None:

@@ -276,3 +276,14 @@ def test_good_only_calibration_with_few_parts_says_how_little_it_knows_and_never
         calibrate_good_only(np.array([]))
     with pytest.raises(ValueError, match="target_false_reject_rate"):
         calibrate_good_only(np.array([0.1]), target_false_reject_rate=1.0)
+
+
+def test_good_only_threshold_holds_for_float32_scores_and_ties() -> None:
+    from resources.reporting.metrics import calibrate_good_only
+
+    scores = np.array([0.1, 0.2, 0.7, 0.7, 0.9], dtype=np.float32)
+    one = calibrate_good_only(scores, target_false_reject_rate=0.0)
+    assert not (scores >= np.float32(one.threshold)).any()  # the highest part passes in float32 too
+    tied = calibrate_good_only(scores, target_false_reject_rate=0.4)  # two allowed, but 0.7 ties with 0.7
+    assert int((scores >= np.float32(tied.threshold)).sum()) == 1
+    assert tied.false_reject_rate == pytest.approx(0.2)  # what is achieved, not what was allowed
