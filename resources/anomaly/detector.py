@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from resources.classify.model import to_float_nchw
 from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
@@ -123,12 +124,6 @@ def _build_net(settings: AnomalySettings, pretrained: bool) -> tuple["PatchCoreN
     return net.eval(), backbone
 
 
-def _to_tensor(images: np.ndarray) -> "torch.Tensor":
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-
-
 def fit_detector(images: np.ndarray, settings: AnomalySettings) -> FitResult:
     """Fit on good images (uint8 N×S×S×3 at ``settings.image_size``); N may be as small as one."""
     import torch
@@ -146,7 +141,7 @@ def fit_detector(images: np.ndarray, settings: AnomalySettings) -> FitResult:
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(images), settings.batch_size):
-                embedding = net.embed(_to_tensor(images[start : start + settings.batch_size]))
+                embedding = net.embed(to_float_nchw(images[start : start + settings.batch_size]))
                 chunks.append(embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]).clone())
             candidates = torch.cat(chunks)
             del chunks
@@ -199,7 +194,7 @@ def _leave_own_out_scores(net: "PatchCoreNet", images: np.ndarray, owners: "torc
     scores = []
     with torch.inference_mode():
         for start in range(0, len(images), 4):
-            embedding = net.embed(_to_tensor(images[start : start + 4]))
+            embedding = net.embed(to_float_nchw(images[start : start + 4]))
             n, d, h, w = embedding.shape
             patches = embedding.permute(0, 2, 3, 1).reshape(n, h * w, d)
             for offset in range(n):
@@ -261,7 +256,7 @@ def score_images(
     maps, scores = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            anomaly_map, score = net(_to_tensor(images[start : start + batch_size]))
+            anomaly_map, score = net(to_float_nchw(images[start : start + batch_size]))
             scores.append(score.numpy())
             if keep_maps:
                 maps.append(anomaly_map[:, 0].numpy())
