@@ -15,10 +15,12 @@ from pydantic import Field
 from mfg_assets.common import blocking_check_result, inspection_asset, hash_rows, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, ImageSet
 from mfg_assets.ingest import load_image_table
+from mfg_assets.masks import split_off_masks
+from resources.data.mvtec_labels import MVTEC_FORMAT
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
-__all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_labels", "way_out"]
+__all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_label_masks", "load_labels", "way_out"]
 
 # Blocking: a failing check fails the step, so the dataset and the model are not built in that run.
 CHECK_DESCRIPTIONS = {
@@ -32,7 +34,10 @@ CHECK_DESCRIPTIONS = {
 
 def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str, store: ArtifactStore) -> pd.DataFrame:
     from resources.data.labels import LabelImportError, labels_from_coco, labels_from_csv, labels_from_folders
+    from resources.data.mvtec_labels import MVTEC_FORMAT, labels_from_mvtec
 
+    if label_format == MVTEC_FORMAT:
+        return labels_from_mvtec(rel_paths).labels
     sidecars = json.loads(batch_row["sidecars"])
     has_csv, has_coco = "labels.csv" in sidecars, "annotations.json" in sidecars
     chosen = label_format
@@ -82,6 +87,11 @@ def load_labels(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
     return lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id])
 
 
+def load_label_masks(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
+    """The defect masks of an annotation set (``--format mvtec``): one row per image that has one."""
+    return lineage.read_table("label_masks", "annotation_set_id = ?", [annotation_set_id])
+
+
 class AnnotationConfig(dg.Config):
     min_images_per_class: int = Field(5, ge=1, le=100_000, description="fewest images a class may have")
     min_kappa: float = Field(
@@ -105,6 +115,9 @@ def annotations(
     spec = variant_for(context, lineage)
     images = load_image_table(lineage, raw_images.partition)
     batches = current_batches(lineage, raw_images.partition)
+    masks = pd.DataFrame()
+    if spec.label_format == MVTEC_FORMAT:  # masks are annotations of images, not images to label
+        images, masks = split_off_masks(context, images, batches, artifact_store, lineage, raw_images.partition)
     frames = []
     for _, batch_row in batches.iterrows():
         batch_images = images[images["batch"] == batch_row["batch"]]
@@ -118,12 +131,21 @@ def annotations(
     by_path = images.drop_duplicates(["batch", "rel_path"]).set_index(["batch", "rel_path"])["sha256"]
     keys = list(zip(labels["batch"], labels["rel_path"], strict=True))
     labels["sha256"] = [by_path.get(key, "") for key in keys]
-    content = hash_rows(labels[["sha256", "batch", "rel_path", "label", "reviewer"]].itertuples(index=False))
+    content = hash_rows(
+        [
+            *labels[["sha256", "batch", "rel_path", "label", "reviewer"]].itertuples(index=False),
+            *([] if masks.empty else masks[["image_sha256", "mask_sha256"]].itertuples(index=False)),
+        ]
+    )
     annotation_set_id = f"labels:{content}"
     labels["annotation_set_id"] = annotation_set_id
     labels["partition"] = raw_images.partition
     if lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id]).empty:
         lineage.append_table("labels", labels, prefix=raw_images.partition)
+        if not masks.empty:
+            lineage.append_table(
+                "label_masks", masks.assign(annotation_set_id=annotation_set_id), prefix=raw_images.partition
+            )
     record_lineage(
         context,
         lineage,
@@ -148,6 +170,7 @@ def annotations(
             "n_labels": len(labels),
             "reviewers": dg.MetadataValue.json(list(handle.reviewers)),
             "images_per_class": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+            "n_masks": len(masks),
         },
     )
     outcomes = run_all(

@@ -209,9 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onboard.add_argument("data_dir")
     onboard.add_argument(
-        "--task", default="classify", help="inspection task (resources.tasks): classify in this release; others are refused with why"
+        "--task", default="classify",
+        help="inspection task (resources.tasks): classify or anomaly in this release; others are refused with why",
     )
-    onboard.add_argument("--format", default="folders", choices=["folders", "csv", "coco"])
+    onboard.add_argument(
+        "--format", default="folders", choices=["folders", "csv", "coco", "mvtec"],
+        help="how labels are given; mvtec: train/good, test/<type>, ground_truth/<type>/*_mask.png (--task anomaly)",
+    )
     onboard.add_argument("--line", required=True)
     onboard.add_argument("--variant", required=True)
     onboard.add_argument("--good-class", default=None, help="class of acceptable parts (enables FRR/escape rates)")

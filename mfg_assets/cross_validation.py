@@ -56,6 +56,11 @@ def cross_validation(
         )
         record_lineage(context, lineage, output_id=handle.id, input_ids=[recipe.id], parameters=config.model_dump())
         return dg.Output(handle, metadata={"folds": 0, "note": "not asked for (--cv-folds)"})
+    if dataset_version.task == "anomaly":
+        raise dg.Failure(
+            f"--cv-folds {config.folds}: cross-validation of the anomaly detector is not in this release; its "
+            "validation report measures it on held-out good and defective images: use --cv-folds 0"
+        )
     if config.folds == 1:
         raise dg.Failure("--cv-folds 1: cross-validation needs at least 2 folds (or 0 for none)")
     settings = TrainSettings.model_validate(recipe.settings)

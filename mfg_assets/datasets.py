@@ -73,7 +73,13 @@ def dataset_version(
 ) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
     """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
     from resources.data.label_quality import consensus_labels
-    from resources.data.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
+    from resources.data.splitting import (
+        SplitSpec,
+        dataset_content_hash,
+        grouped_stratified_split,
+        keep_out_of_train,
+        leakage_violations,
+    )
     from resources.tasks import engine_for
 
     spec = variant_for(context, lineage)
@@ -97,13 +103,21 @@ def dataset_version(
     items["phash"] = [int(value, 16) for value in items["phash"]]
     engine = engine_for(spec.task)
     strata = items[["sha256", "label", "phash"]].assign(stratum=[engine.stratify_key(label) for label in items["label"]])
-    split = grouped_stratified_split(strata, split_spec).drop(columns=["stratum"])
+    split = grouped_stratified_split(strata, split_spec)
+    allowed = engine.train_labels(spec.good_class)
+    if allowed is not None:  # e.g. anomaly detection trains on good parts only
+        split = keep_out_of_train(split, allowed, config.seed)
+    split = split.drop(columns=["stratum"])
     items = items.drop(columns=["phash"]).merge(split, on=["sha256", "label"], how="inner")
     violations = leakage_violations(items[["sha256", "label", "phash", "split", "group_id"]], config.near_duplicate_max_distance)
     content = dataset_content_hash(
         items[["sha256", "label", "split"]],
         split_spec,
-        extra={"classes": ",".join(spec.classes), "good_class": spec.good_class or ""},
+        extra={
+            "classes": ",".join(spec.classes),
+            "good_class": spec.good_class or "",
+            **({"task": spec.task} if spec.task != "classify" else {}),  # classify ids as before
+        },
     )
     dataset_id = f"dataset:{content}"
     items = items.assign(dataset_id=dataset_id, partition=annotations.partition, phash=[f"{p:016x}" for p in items["phash"]])
@@ -128,6 +142,7 @@ def dataset_version(
         task=spec.task,
         counts=counts,
         split_spec=split_spec.model_dump(),
+        annotation_set_id=annotations.id,
     )
     yield dg.Output(
         handle,

@@ -14,7 +14,7 @@ from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
 from mfg_assets.ingest import raw_images
 from mfg_assets.edge_metrics import edge_feedback, edge_metrics
-from mfg_assets.jobs import classify_job, deploy_job, edge_metrics_job, retrain_job
+from mfg_assets.jobs import anomaly_job, classify_job, deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.registry import registered_model
 from mfg_assets.rollback import rollback_job
 from mfg_assets.search import hyperparameter_search
@@ -26,7 +26,7 @@ from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
 from resources.settings import apply_offline_switches
-from resources.trainers import ClassificationTrainer
+from resources.trainers import AnomalyTrainer, ClassificationTrainer
 from sensors.edge import edge_housekeeping_schedule, edge_loop_sensor
 from sensors.landing import landing_zone_sensor
 
@@ -48,7 +48,7 @@ defs = dg.Definitions(
         edge_metrics,
         edge_feedback,
     ],
-    jobs=[classify_job, deploy_job, retrain_job, edge_metrics_job, rollback_job],
+    jobs=[classify_job, anomaly_job, deploy_job, retrain_job, edge_metrics_job, rollback_job],
     sensors=[landing_zone_sensor, edge_loop_sensor],
     schedules=[edge_housekeeping_schedule],
     resources={
@@ -57,6 +57,7 @@ defs = dg.Definitions(
         "registry": ModelRegistry(),
         "landing": LandingZone(),
         "trainer": ClassificationTrainer(),
+        "anomaly_trainer": AnomalyTrainer(),
         "edge": EdgeSync(),
         "edge_policy": EdgePolicy(),
     },

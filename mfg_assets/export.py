@@ -21,6 +21,7 @@ from resources.classify.exporter import PARITY_TOLERANCE
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
+from resources.trainers import AnomalyTrainer
 
 __all__ = ["ExportConfig", "exported_model"]
 
@@ -64,10 +65,12 @@ def exported_model(
     trained_model: TrainedModel,
     validation_report: ValidationReport,
     dataset_version: DatasetVersion,
+    anomaly_trainer: AnomalyTrainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
-    """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes."""
+    """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes
+    (anomaly task: one graph outputting the map and the score, ONNX and OpenVINO)."""
     from resources.classify.model import load_inference_model
     from resources.classify.package import build_package
 
@@ -76,6 +79,14 @@ def exported_model(
             f"validation report {validation_report.id} is about {validation_report.model_id}, not "
             f"{trained_model.id}; materialize the graph in one run"
         )
+    if dataset_version.task == "anomaly":
+        from mfg_assets.anomaly_steps import anomaly_export
+
+        yield from anomaly_export(
+            context, config, trained_model, validation_report, dataset_version, artifact_store, lineage,
+            num_threads=anomaly_trainer.num_threads,
+        )
+        return
     size, resize = trained_model.image_size, trained_model.resize
     model = load_inference_model(artifact_store.path(trained_model.checkpoint))
     test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)

@@ -55,6 +55,7 @@ class DatasetVersion(_Handle):
     counts: dict[str, dict[str, int]]  # split -> class -> images
     task: str = "classify"  # the variant's task: which engine (resources.tasks) the downstream assets use
     split_spec: dict[str, Any]
+    annotation_set_id: str | None = None  # the labels (and masks) the split was made from
 
 
 class AugmentedSet(_Handle):
@@ -122,6 +123,7 @@ class ValidationReport(_Handle):
     threshold: float | None
     release_passed: bool
     release_failures: tuple[str, ...]
+    task_metrics: dict[str, Any] = {}  # the task's own headline figures (anomaly: image_auroc, pixel_auroc, pro, threshold_rule)
 
 
 class ExportedModel(_Handle):

@@ -59,7 +59,12 @@ class OnboardRequest:
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
-    """The taxonomy implied by the dataset: class folders, or the labels of the label file."""
+    """The taxonomy implied by the dataset: class folders, the MVTec layout's folders, or the labels
+    of the label file."""
+    if label_format == "mvtec":
+        from mfg_assets.onboard_checks import class_counts
+
+        return tuple(class_counts(data_dir, "mvtec"))
     if label_format == "folders":
         from mfg_assets.onboard_checks import class_counts
 
@@ -191,6 +196,8 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
     """Refuse options that cannot work (folds, backbone, weights, --init-from) before landing anything."""
     from mfg_assets.onboard_checks import PreflightError, check_cv_folds, check_start_options, class_counts
 
+    if request.task == "anomaly":
+        return _preflight_anomaly(request)
     try:
         check_cv_folds(request.cv_folds, class_counts(data_dir, request.label_format))
         start = check_start_options(
@@ -203,6 +210,37 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
     except PreflightError as exc:
         raise OnboardError(str(exc)) from exc
     return dataclasses.replace(request, backbone=start["backbone"])
+
+
+def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
+    """The anomaly task fits a bundled backbone's features: training options are refused by name."""
+    from resources.classify.backbones import BackboneError, get_spec, weights_path
+
+    refused = [
+        option
+        for option, value in (
+            ("--arch", request.arch),
+            ("--pretrained-weights", request.pretrained_weights),
+            ("--init-from", request.init_from),
+            ("--hpo-trials", request.hpo_trials),
+            ("--hpo-minutes", request.hpo_minutes),
+            ("--cv-folds", request.cv_folds),
+            ("--epochs", request.epochs),
+            ("--augment-copies", request.augment_copies or None),
+        )
+        if value is not None
+    ]
+    if refused:
+        raise OnboardError(
+            f"{', '.join(refused)}: not available with --task anomaly in this release (the detector is fitted on a "
+            "bundled backbone's features of good images, not trained); drop them, choose a backbone with --backbone"
+        )
+    if request.backbone is not None:
+        try:
+            weights_path(get_spec(request.backbone))
+        except BackboneError as exc:
+            raise OnboardError(f"--backbone {request.backbone}: {exc}") from exc
+    return request
 
 
 def _same_variant(existing: VariantSpec, spec: VariantSpec) -> VariantSpec:
@@ -243,6 +281,8 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     validate_name("line", request.line)
     validate_name("variant", request.variant)
     engine = engine_for(request.task)  # a task without an engine is refused before anything lands
+    if request.label_format == "mvtec" and request.good_class is None:
+        request = dataclasses.replace(request, good_class="good")  # the layout names its good parts
     from mfg_assets.onboard_checks import PreflightError, scan_dataset
 
     try:
@@ -286,8 +326,11 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
     for run_id in fail_abandoned_runs(instance):
         echo(f"run {run_id} was left unfinished by a process that is gone; marked failed")
-    job = defs.resolve_job_def("classify_job")
-    echo(f"running classify_job for partition {key} (Dagster home {instance.root_directory})")
+    from mfg_assets.jobs import job_for_task
+
+    job_name = job_for_task(spec.task)
+    job = defs.resolve_job_def(job_name)
+    echo(f"running {job_name} for partition {key} (Dagster home {instance.root_directory})")
     result = job.execute_in_process(
         run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
@@ -340,12 +383,13 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
         "train_seconds": round(float(full["training"]["train_seconds"]), 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "test": {
-            "accuracy": test["accuracy"],
-            "false_reject_rate": test["false_reject_rate"],
-            "escape_rate": test["escape_rate"],
-            "per_class": test["per_class"],
-            "confusion_matrix": test["confusion_matrix"],
-            "n_images": test["n_images"],
+            key: test[key]
+            for key in (
+                "accuracy", "false_reject_rate", "escape_rate", "n_images",  # every task
+                "per_class", "confusion_matrix",  # classify
+                "image_auroc", "pixel_auroc", "pro", "per_type", "n_masked",  # anomaly
+            )
+            if key in test
         },
         "threshold": full["threshold"]["threshold"] if full["threshold"] else None,
         "threshold_calibration": full["threshold"],
@@ -353,7 +397,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
         "release": full.get("release"),
         "notes": full["notes"],
     }
-    for key in ("backbone", "hpo", "cv"):
+    for key in ("backbone", "hpo", "cv", "threshold_rule"):
         if key in full:
             report[key] = full[key]
     return report

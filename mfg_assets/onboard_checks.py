@@ -48,7 +48,22 @@ def scan_dataset(data_dir: Path) -> None:
 
 
 def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
-    """Images per class as the dataset declares them (folders, labels.csv or COCO)."""
+    """Images per class as the dataset declares them (folders, labels.csv, COCO or the MVTec layout)."""
+    if label_format == "mvtec":
+        from resources.data.labels import LabelImportError
+        from resources.data.mvtec_labels import labels_from_mvtec
+
+        paths = sorted(
+            p.relative_to(data_dir).as_posix()
+            for p in data_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
+        )
+        try:
+            labels = labels_from_mvtec(paths).labels
+        except LabelImportError as exc:
+            raise PreflightError(f"{data_dir}: {exc}") from exc
+        counts = labels["label"].value_counts()
+        return {"good": int(counts.get("good", 0)), **{str(k): int(v) for k, v in sorted(counts.items()) if k != "good"}}
     if label_format == "folders":
         counts = {}
         for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):

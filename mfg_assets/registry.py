@@ -49,6 +49,7 @@ def registered_model(
             "parity_max_abs_diff": exported_model.parity["max_abs_diff"],
             "int8_test_accuracy": exported_model.int8_test_accuracy,
             "latency_ms": exported_model.latency_ms,
+            **validation_report.task_metrics,
         },
         parameters={
             "train": trained_model.settings,

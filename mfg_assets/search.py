@@ -54,6 +54,13 @@ class RecipeConfig(dg.Config):
     hpo_minutes: float | None = Field(
         None, gt=0.0, le=7 * 24 * 60, description="time limit of the search in minutes (None: no limit)"
     )
+    anomaly: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "anomaly task only: detector settings besides the backbone (resources.anomaly.detector.AnomalySettings, "
+            "e.g. {\"feature_levels\": [2, 3]}); recorded with the recipe"
+        ),
+    )
 
 
 def base_settings(
@@ -66,7 +73,7 @@ def base_settings(
     model's checkpoint; returns (settings, init version, init checkpoint sha256)."""
     from resources.classify.model_init import WeightsError, registered_start
 
-    fields = config.model_dump(exclude={"hpo_trials", "hpo_minutes", "init_from"})
+    fields = config.model_dump(exclude={"hpo_trials", "hpo_minutes", "init_from", "anomaly"})
     init_sha = None
     if config.init_from:
         try:
@@ -104,6 +111,12 @@ def hyperparameter_search(
             "materialize the graph in one run"
         )
     config = config.model_copy(update={"seed": run_seed(config.seed, dataset_version.split_spec)})
+    if dataset_version.task == "anomaly":
+        from mfg_assets.anomaly_steps import anomaly_recipe
+
+        return anomaly_recipe(context, config, dataset_version, augmented_set, lineage)
+    if config.anomaly:
+        raise dg.Failure(f"RecipeConfig.anomaly is for the anomaly task; this variant's task is {dataset_version.task}")
     base, init_version, init_sha = base_settings(config, augmented_set, registry, artifact_store)
     try:
         check_start(base, len(dataset_version.classes))

@@ -18,7 +18,7 @@ from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainedModel, Train
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
-from resources.trainers import Trainer
+from resources.trainers import AnomalyTrainer, Trainer
 
 __all__ = ["TrainModelConfig", "trained_model"]
 
@@ -37,10 +37,12 @@ def trained_model(
     augmented_set: AugmentedSet,
     hyperparameter_search: TrainingRecipe,
     trainer: Trainer,
+    anomaly_trainer: AnomalyTrainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[TrainedModel]:
-    """A classifier over the variant's taxonomy, checkpoint stored by hash."""
+    """The variant's model, checkpoint stored by hash: a classifier over its taxonomy, or (anomaly
+    task) a detector fitted on its good training images."""
     from resources.classify.backbones import BackboneError
     from resources.classify.train_settings import EpochRecord
     from resources.classify.trainer import TrainingDidNotLearn
@@ -52,6 +54,10 @@ def trained_model(
             f"recipe {recipe.id} and augmented set {augmented_set.id} do not belong to dataset {dataset_version.id}; "
             "materialize the graph in one run"
         )
+    if dataset_version.task == "anomaly":
+        from mfg_assets.anomaly_steps import fit_anomaly_model
+
+        return fit_anomaly_model(context, dataset_version, augmented_set, recipe, anomaly_trainer, artifact_store, lineage)
     settings = TrainSettings.model_validate(recipe.settings)
     good_class = variant_for(context, lineage).good_class
     reused = False

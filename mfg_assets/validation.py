@@ -24,8 +24,9 @@ from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
+from resources.trainers import AnomalyTrainer
 
-__all__ = ["ValidationConfig", "build_report", "validation_report"]
+__all__ = ["ValidationConfig", "build_report", "release_verdict", "validation_report"]
 
 RELEASE_CHECK = {"meets_release_criteria": "test accuracy and escape rate meet the release criteria"}
 
@@ -39,6 +40,15 @@ class ValidationConfig(dg.Config):
         0.05, ge=0.0, le=1.0, description="release criterion: highest test escape rate (ignored without a good class)"
     )
     gallery_size: int = Field(12, ge=0, le=100, description="worst errors shown in the HTML gallery")
+    target_false_reject_rate: float = Field(
+        0.001,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "anomaly task: the false-reject rate the threshold aims at when validation holds no defective image "
+            "(or when passing none of them would reject every good one)"
+        ),
+    )
 
 
 def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str) -> dict:
@@ -46,7 +56,7 @@ def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_
     from resources.reporting.metrics import decision_rates, defect_scores, roc_points
     from resources.tasks import engine_for
 
-    section = engine_for(task).metrics(labels, probabilities, classes)
+    section = engine_for(task).metrics(labels, probabilities, classes, good_class)
     if good_class is not None:
         scores = defect_scores(probabilities, classes, good_class)
         is_defect = labels != list(classes).index(good_class)
@@ -120,13 +130,7 @@ def build_report(
         "code_version": code_version(),
         "created_at": datetime.now(UTC).isoformat(),
     }
-    failures = []
-    if report["test"]["accuracy"] < config.release_min_accuracy:
-        failures.append(f"test accuracy {report['test']['accuracy']:.4f} < {config.release_min_accuracy}")
-    escape = report["test"]["escape_rate"]
-    if escape is not None and escape > config.release_max_escape_rate:
-        failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
-    report["release"] = {"passed": not failures, "failures": failures}
+    report["release"] = release_verdict(report, config)
     if model.init.get("source") == "backbone":
         report["backbone"] = {key: model.init.get(key) for key in ("name", "package", "package_version", "sha256", "licence", "file")}
     if recipe is not None and recipe.search is not None:
@@ -134,6 +138,20 @@ def build_report(
     if cv is not None and cv.summary is not None:
         report["cv"] = dict(cv.summary)
     return report
+
+
+def release_verdict(report: dict, config: ValidationConfig) -> dict:
+    """The release check, the same for every task: test accuracy of the decision (for anomaly
+    detection, good vs defect at the threshold) and the test escape rate."""
+    failures = []
+    accuracy = report["test"]["accuracy"]
+    if accuracy is None or accuracy < config.release_min_accuracy:
+        shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+        failures.append(f"test accuracy {shown} < {config.release_min_accuracy}")
+    escape = report["test"]["escape_rate"]
+    if escape is not None and escape > config.release_max_escape_rate:
+        failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
+    return {"passed": not failures, "failures": failures}
 
 
 @inspection_asset("validation_report", kinds={"html"}, checks=RELEASE_CHECK)
@@ -144,6 +162,7 @@ def validation_report(
     dataset_version: DatasetVersion,
     hyperparameter_search: TrainingRecipe,
     cross_validation: CrossValidation,
+    anomaly_trainer: AnomalyTrainer,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
@@ -157,28 +176,34 @@ def validation_report(
             f"{cross_validation.id} (recipe {cross_validation.recipe_id}) do not both come from recipe "
             f"{hyperparameter_search.id}; materialize the graph in one run"
         )
-    model = load_inference_model(artifact_store.path(trained_model.checkpoint))
-    size, resize = trained_model.image_size, trained_model.resize
-    val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
-    test_images, test_labels, test_rows = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
-    val_probs = predict_proba(model, val_images)
-    test_probs = predict_proba(model, test_images)
-    report = build_report(
-        model=trained_model,
-        dataset=dataset_version,
-        partition=context.partition_key,
-        val=(val_probs, val_labels),
-        test=(test_probs, test_labels),
-        config=config,
-        history=list(trained_model.history),
-        recipe=hyperparameter_search,
-        cv=cross_validation,
-    )
+    if dataset_version.task == "anomaly":
+        from mfg_assets.anomaly_steps import anomaly_report
+
+        report, gallery, test_rows = anomaly_report(
+            context, config, trained_model, dataset_version, anomaly_trainer, artifact_store, lineage
+        )
+        report["release"] = release_verdict(report, config)
+    else:
+        model = load_inference_model(artifact_store.path(trained_model.checkpoint))
+        size, resize = trained_model.image_size, trained_model.resize
+        val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
+        test_images, test_labels, test_rows = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
+        report = build_report(
+            model=trained_model,
+            dataset=dataset_version,
+            partition=context.partition_key,
+            val=(predict_proba(model, val_images), val_labels),
+            test=(predict_proba(model, test_images), test_labels),
+            config=config,
+            history=list(trained_model.history),
+            recipe=hyperparameter_search,
+            cv=cross_validation,
+        )
+        gallery = [test_images[e["index"]] for e in report["worst_errors"]]
     for error in report["worst_errors"]:
         row = test_rows.iloc[error["index"]]
         error["sha256"] = row["sha256"]
         error["rel_path"] = f"{row['batch']}/{row['rel_path']}"
-    gallery = [test_images[e["index"]] for e in report["worst_errors"]]
     json_bytes = json.dumps(report, indent=2, sort_keys=True, default=float).encode()
     json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
     plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}
@@ -207,6 +232,12 @@ def validation_report(
         threshold=report["threshold"]["threshold"] if report["threshold"] else None,
         release_passed=report["release"]["passed"],
         release_failures=tuple(report["release"]["failures"]),
+        task_metrics=(
+            {f"test_{key}": test.get(key) for key in ("image_auroc", "pixel_auroc", "pro")}
+            | {"threshold_rule": report.get("threshold_rule")}
+            if dataset_version.task == "anomaly"
+            else {}
+        ),
     )
     context.log.info(
         f"test accuracy {handle.accuracy:.4f}, FRR {handle.false_reject_rate}, escape rate {handle.escape_rate}, "
@@ -220,7 +251,12 @@ def validation_report(
             "false_reject_rate": handle.false_reject_rate if handle.false_reject_rate is not None else float("nan"),
             "escape_rate": handle.escape_rate if handle.escape_rate is not None else float("nan"),
             "threshold": handle.threshold if handle.threshold is not None else float("nan"),
-            "per_class": dg.MetadataValue.json(test["per_class"]),
+            **({"per_class": dg.MetadataValue.json(test["per_class"])} if "per_class" in test else {}),
+            **{
+                key: float("nan") if test.get(key) is None else float(test[key])
+                for key in ("image_auroc", "pixel_auroc", "pro")
+                if key in test
+            },
             "report_html": dg.MetadataValue.path(str(artifact_store.path(html_artifact))),
             "report_json": dg.MetadataValue.path(str(artifact_store.path(json_artifact))),
         },

@@ -21,8 +21,11 @@ transform with the image, training (the ``trainer`` resource of its kind), the m
 sections, the export graph and its parity rule, and the device's post-processing and decision
 (``edge_sync.agent.AGENT_TASKS`` says which tasks a device runs; a manifest for another is refused).
 
-Only classification has an engine in this release; asking for another task fails with a message
-that says so, before anything is trained or registered.
+Classification and anomaly detection have engines in this release; asking for another task fails
+with a message that says so, before anything is trained or registered. Where a step's work differs
+wholly by task (training vs fitting, the report's sections, the export graph), the asset asks the
+engine's ``task`` and calls that task's package (``resources.classify`` / ``resources.anomaly``);
+the asset, its inputs, lineage and handles stay one.
 """
 
 from abc import ABC, abstractmethod
@@ -34,7 +37,7 @@ import numpy as np
 from edge_sync.contract import Task
 from resources.errors import MfgVisionError
 
-__all__ = ["ClassifyEngine", "TaskEngine", "UnsupportedTask", "engine_for", "supported_tasks"]
+__all__ = ["AnomalyEngine", "ClassifyEngine", "TaskEngine", "UnsupportedTask", "engine_for", "supported_tasks"]
 
 AugmentTarget = Literal["image", "boxes", "masks", "text"]
 
@@ -55,6 +58,12 @@ class TaskEngine(ABC):
     """What augmentation must transform together with the image."""
     device_output: ClassVar[str]
     """What the deployed model returns to the device, in words."""
+    default_input_size: ClassVar[int | None] = None
+    """The model's input side when the user sets none (None: chosen from the data)."""
+
+    def train_labels(self, good_class: str | None) -> frozenset[str] | None:
+        """The labels the training split may hold (None: every label). A split moves the rest out."""
+        return None
 
     @abstractmethod
     def variant_problems(self, classes: Sequence[str], good_class: str | None) -> list[str]:
@@ -65,8 +74,10 @@ class TaskEngine(ABC):
         """The key a split and the folds stratify on, from one item's consensus label."""
 
     @abstractmethod
-    def metrics(self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-        """The task's figures on one split; holds every key of :attr:`metric_keys`."""
+    def metrics(
+        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
+    ) -> dict[str, Any]:
+        """The task's figures on one split from the model's per-image outputs."""
 
 
 class ClassifyEngine(TaskEngine):
@@ -89,13 +100,49 @@ class ClassifyEngine(TaskEngine):
     def stratify_key(self, label: str) -> str:
         return label
 
-    def metrics(self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    def metrics(
+        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
+    ) -> dict[str, Any]:
         from resources.reporting.metrics import classification_metrics
 
         return classification_metrics(y_true, probabilities, classes)
 
 
-_ENGINES: dict[Task, TaskEngine] = {Task.CLASSIFY: ClassifyEngine()}
+class AnomalyEngine(TaskEngine):
+    """Anomaly detection from good parts only: fitted on good images, a score and a map per image.
+
+    Defect types are labels of validation and test images only (they calibrate the threshold and
+    measure escapes); masks, where the layout has them, give the pixel metrics."""
+
+    task = Task.ANOMALY
+    labels = "good, or the defect type (validation and test only), with an optional defect mask"
+    metric_keys = ("image_auroc", "pixel_auroc", "pro")
+    augment_targets = ("image", "masks")
+    device_output = "anomaly score + anomaly map"
+    default_input_size = 224  # the bundled backbones' stage-3/4 features need it; measured in BENCHMARKS.md
+
+    def variant_problems(self, classes: Sequence[str], good_class: str | None) -> list[str]:
+        if good_class is None:
+            return ["an anomaly detector learns from good parts: name their class (--good-class, 'good' for --format mvtec)"]
+        return []
+
+    def stratify_key(self, label: str) -> str:
+        return label
+
+    def train_labels(self, good_class: str | None) -> frozenset[str] | None:
+        return frozenset({good_class}) if good_class is not None else frozenset()
+
+    def metrics(
+        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
+    ) -> dict[str, Any]:
+        """Image-level figures from the image scores (``probabilities`` is 1-D here); the pixel
+        metrics need the maps and masks and are added by ``resources.anomaly.evaluation``."""
+        from resources.anomaly.evaluation import image_level_metrics
+
+        return image_level_metrics(np.asarray(y_true), np.asarray(probabilities), classes, good_class)
+
+
+_ENGINES: dict[Task, TaskEngine] = {Task.CLASSIFY: ClassifyEngine(), Task.ANOMALY: AnomalyEngine()}
 
 
 def supported_tasks() -> tuple[str, ...]:

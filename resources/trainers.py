@@ -14,9 +14,10 @@ import numpy as np
 from pydantic import Field
 
 if TYPE_CHECKING:
+    from resources.anomaly.detector import AnomalySettings, FitResult
     from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
 
-__all__ = ["ClassificationTrainer", "Trainer"]
+__all__ = ["AnomalyTrainer", "ClassificationTrainer", "Trainer"]
 
 
 class Trainer(dg.ConfigurableResource, ABC):
@@ -79,3 +80,28 @@ class ClassificationTrainer(Trainer):
         from resources.classify.model import load_inference_model, predict_proba
 
         return predict_proba(load_inference_model(checkpoint), images)
+
+
+class AnomalyTrainer(dg.ConfigurableResource):
+    """Fits the anomaly task's detector on good images (``resources.anomaly``): a feature memory
+    bank, not gradient training, so it has its own resource and settings."""
+
+    num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads used for fitting and scoring")
+
+    def fit(self, good_images: np.ndarray, settings: "AnomalySettings") -> "FitResult":
+        from resources.anomaly.detector import fit_detector
+
+        return fit_detector(good_images, settings.model_copy(update={"num_threads": self.num_threads}))
+
+    def score(self, checkpoint: bytes, images: np.ndarray, keep_maps: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """Anomaly maps (or None) and image scores of a checkpoint's detector."""
+        import torch
+
+        from resources.anomaly.detector import load_detector, score_images
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            return score_images(load_detector(checkpoint), images, keep_maps=keep_maps)
+        finally:
+            torch.set_num_threads(previous)

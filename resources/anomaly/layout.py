@@ -22,7 +22,7 @@ from PIL import Image
 from edge_sync.contract.imaging import ResizeMode, letterbox_box
 from resources.errors import MfgVisionError
 
-__all__ = ["AnomalyLayoutError", "MvtecLayout", "TestItem", "content_region", "fit_mask", "read_mvtec_layout"]
+__all__ = ["AnomalyLayoutError", "MvtecLayout", "TestItem", "content_region", "fit_mask", "read_mask", "read_mvtec_layout"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 GOOD = "good"
@@ -110,13 +110,12 @@ def content_region(width: int, height: int, size: int, resize: ResizeMode | str)
     return region
 
 
-def fit_mask(mask_path: Path, image_size: tuple[int, int], size: int, resize: ResizeMode | str) -> np.ndarray:
-    """The mask as bool size×size under the image's own fitting; raises when it does not match the image.
-
-    ``image_size`` is the (width, height) of the image the mask belongs to.
-    """
+def read_mask(mask_path: Path, image_size: tuple[int, int]) -> Image.Image:
+    """The mask as a greyscale image, refused (naming the file) when its size is not its image's
+    (``image_size`` = width, height) or when it is not binary (defect = white, good = black)."""
     with Image.open(mask_path) as opened:
         mask = opened.convert("L")
+        mask.load()
     if mask.size != tuple(image_size):
         raise AnomalyLayoutError(
             f"{mask_path}: the mask is {mask.size[0]}×{mask.size[1]} but its image is {image_size[0]}×{image_size[1]}; "
@@ -129,6 +128,15 @@ def fit_mask(mask_path: Path, image_size: tuple[int, int], size: int, resize: Re
             f"{mask_path}: {odd} of {values.size} pixels are neither 0 nor 255: it is not a binary mask "
             "(defect = white, good = black)"
         )
+    return mask
+
+
+def fit_mask(mask_path: Path, image_size: tuple[int, int], size: int, resize: ResizeMode | str) -> np.ndarray:
+    """The mask as bool size×size under the image's own fitting; raises when it does not match the image.
+
+    ``image_size`` is the (width, height) of the image the mask belongs to.
+    """
+    mask = read_mask(mask_path, image_size)
     out = np.zeros((size, size), dtype=bool)
     if ResizeMode(resize) is ResizeMode.SQUASH:
         box = (0, 0, size, size)

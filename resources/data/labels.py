@@ -34,13 +34,15 @@ __all__ = [
     "import_batch_labels",
     "labels_from_coco",
     "labels_from_csv",
+    "label_frame",
     "labels_from_folders",
+    "normalise_path",
 ]
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("rel_path", "label", "reviewer", "source")
-LABEL_FORMATS = ("auto", "folders", "csv", "coco")
+LABEL_FORMATS = ("auto", "folders", "csv", "coco", "mvtec")
 CSV_FILE = "labels.csv"
 COCO_FILE = "annotations.json"
 
@@ -71,7 +73,7 @@ def _lines_word(lines: Sequence[int]) -> str:
     return f"{word} {_examples([str(n) for n in lines])}"
 
 
-def _normalise_path(raw: str) -> str:
+def normalise_path(raw: str) -> str:
     """Paths are compared with the ingest table's ``rel_path`` (forward slashes, relative), so
     Windows separators and a leading ``./`` written by labelling tools are normalised away."""
     path = raw.strip().replace("\\", "/")
@@ -85,7 +87,7 @@ def _outside(rel_path: str) -> bool:
     return rel_path.startswith("/") or (len(rel_path) > 1 and rel_path[1] == ":") or ".." in rel_path.split("/")
 
 
-def _frame(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
+def label_frame(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
     """The label table with exactly ``LABEL_COLUMNS``, string-typed even when empty."""
     records = list(rows)
     return pd.DataFrame(
@@ -105,7 +107,7 @@ def labels_from_folders(rel_paths: Sequence[str]) -> pd.DataFrame:
     rows: list[tuple[str, str, str, str]] = []
     at_root: list[str] = []
     for raw in rel_paths:
-        rel_path = _normalise_path(str(raw))
+        rel_path = normalise_path(str(raw))
         head, sep, _rest = rel_path.partition("/")
         label = head.strip()
         if not sep or not label:
@@ -118,7 +120,7 @@ def labels_from_folders(rel_paths: Sequence[str]) -> pd.DataFrame:
             f"a class folder (first: {_examples(at_root)}); move each into a folder named after its "
             f"class (e.g. scratch/{at_root[0]}), or add {CSV_FILE} or {COCO_FILE} to the batch"
         )
-    return _frame(rows)
+    return label_frame(rows)
 
 
 def _read_text(path: Path) -> str:
@@ -181,7 +183,7 @@ def _collect(
         raise _conflict_error(path, conflicts)
     if duplicates:
         logger.info("%s: %d repeated (path, reviewer, label) entries kept once", path, duplicates)
-    return _frame(rows)
+    return label_frame(rows)
 
 
 def labels_from_csv(csv_path: Path) -> pd.DataFrame:
@@ -234,7 +236,7 @@ def labels_from_csv(csv_path: Path) -> pd.DataFrame:
             if len(row) <= max(i_path, i_label):
                 short.append(line)
                 continue
-            rel_path = _normalise_path(row[i_path])
+            rel_path = normalise_path(row[i_path])
             label = row[i_label].strip()
             if not rel_path:
                 no_path.append(line)
@@ -342,7 +344,7 @@ def labels_from_coco(json_path: Path) -> pd.DataFrame:
     for index, image in enumerate(images):
         where = f"images[{index}]"
         image_id = _coco_field(image, "id", where, json_path, (int, str))
-        file_name = _normalise_path(str(_coco_field(image, "file_name", where, json_path, str)))
+        file_name = normalise_path(str(_coco_field(image, "file_name", where, json_path, str)))
         if not file_name:
             raise LabelImportError(f"{json_path}: {where} has an empty 'file_name'; fix that entry")
         if _outside(file_name):
@@ -452,9 +454,13 @@ def import_batch_labels(
         table = labels_from_folders(rel_paths)
     elif chosen == "csv":
         table = labels_from_csv(batch_dir / CSV_FILE)
+    elif chosen == "mvtec":
+        from resources.data.mvtec_labels import labels_from_mvtec
+
+        table = labels_from_mvtec(rel_paths).labels
     else:
         table = labels_from_coco(batch_dir / COCO_FILE)
-    known = {_normalise_path(str(p)) for p in rel_paths}
+    known = {normalise_path(str(p)) for p in rel_paths}
     orphans = int((~table["rel_path"].isin(known)).sum()) if len(table) else 0
     logger.info(
         "%s: %d label rows from %s layout (%d images ingested, %d labels name images not ingested)",

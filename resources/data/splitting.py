@@ -26,6 +26,7 @@ __all__ = [
     "SplitSpec",
     "dataset_content_hash",
     "grouped_stratified_split",
+    "keep_out_of_train",
     "leakage_violations",
 ]
 
@@ -245,6 +246,32 @@ def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFra
         len(sizes),
         ", ".join(f"{s}={int(counts.get(s, 0))}" for s in SPLITS),
     )
+    return out
+
+
+def keep_out_of_train(split: pd.DataFrame, allowed: frozenset[str], seed: int) -> pd.DataFrame:
+    """Move every near-duplicate group holding a label outside ``allowed`` from train to val or test.
+
+    For a task that trains on some labels only (anomaly detection: good parts), the other labels
+    belong to validation (the threshold) and test (the figures). Groups move whole, so no near-copy
+    of a test image stays in train; per stratum they alternate val/test in a seeded order, val
+    first, which keeps both splits stocked with every defect type that has two groups or more.
+    """
+    out = split.copy()
+    barred = (out["split"] == "train") & ~out["label"].astype(str).isin(allowed)
+    moving = sorted(set(out.loc[barred, "group_id"].astype(int)))
+    if not moving:
+        return out
+    strata = out["stratum"] if "stratum" in out.columns else out["label"]
+    first_stratum = {int(g): str(strata[out["group_id"] == g].iloc[0]) for g in moving}
+    placed: dict[str, int] = {}
+    target: dict[int, str] = {}
+    for group in sorted(moving, key=lambda g: _stable_int(f"{seed}:{g}:{first_stratum[g]}")):
+        stratum = first_stratum[group]
+        target[group] = ("val", "test")[placed.get(stratum, 0) % 2]
+        placed[stratum] = placed.get(stratum, 0) + 1
+    rows = out["group_id"].astype(int).isin(target) & (out["split"] == "train")
+    out.loc[rows, "split"] = [target[int(g)] for g in out.loc[rows, "group_id"]]
     return out
 
 

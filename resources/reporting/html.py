@@ -144,6 +144,12 @@ def _summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         items.append(("Validation accuracy", _pct(val["accuracy"])))
     if rates_known:
         items.append(("Good class", _num(report.get("good_class"))))
+    for key, name in (("image_auroc", "Image AUROC (test)"), ("pixel_auroc", "Pixel AUROC (test)"), ("pro", "PRO (test)")):
+        if key in test:  # the anomaly task's figures
+            value = test.get(key)
+            items.append((name, "not computed" if value is None else f"{float(value):.4f}"))
+    if report.get("threshold_rule"):
+        items.append(("Threshold rule", str(report["threshold_rule"])))
     return items
 
 

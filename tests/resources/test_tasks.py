@@ -7,21 +7,34 @@ from pydantic import ValidationError
 from edge_sync.contract import Task
 from resources.data.variants import VariantSpec
 from resources.errors import MfgVisionError
-from resources.tasks import ClassifyEngine, UnsupportedTask, engine_for, supported_tasks
+from resources.tasks import AnomalyEngine, ClassifyEngine, UnsupportedTask, engine_for, supported_tasks
 
 
 def test_classification_is_the_first_tenant() -> None:
     engine = engine_for("classify")
     assert isinstance(engine, ClassifyEngine) and engine.task is Task.CLASSIFY
-    assert supported_tasks() == ("classify",)
+    assert supported_tasks() == ("classify", "anomaly")
+    assert engine.train_labels("good") is None and engine.default_input_size is None
     metrics = engine.metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["good", "scratch"])
     assert set(engine.metric_keys) <= set(metrics) and metrics["accuracy"] == 1.0
     assert engine.stratify_key("scratch") == "scratch"
     assert engine.variant_problems(["good"], "good") and not engine.variant_problems(["good", "dent"], "good")
 
 
+def test_anomaly_engine_trains_on_good_parts_and_scores_images() -> None:
+    engine = engine_for("anomaly")
+    assert isinstance(engine, AnomalyEngine) and engine.task is Task.ANOMALY
+    assert engine.train_labels("good") == frozenset({"good"})
+    assert engine.variant_problems(["good"], "good") == []  # good parts only: the threshold's good-only rule
+    assert "--good-class" in engine.variant_problems(["good", "crack"], None)[0]
+    metrics = engine.metrics(np.array([0, 0, 1, 2]), np.array([0.1, 0.2, 0.9, 0.15]), ["good", "crack", "dent"], "good")
+    assert metrics["image_auroc"] == pytest.approx(0.75)
+    assert metrics["per_type"]["crack"]["image_auroc"] == 1.0 and metrics["per_type"]["dent"]["image_auroc"] == 0.5
+    assert (metrics["n_good"], metrics["n_defect"]) == (2, 2)
+
+
 def test_a_planned_task_and_an_unknown_one_are_refused_with_why() -> None:
-    with pytest.raises(UnsupportedTask, match="'detect' has no engine in this release .*supported now: classify"):
+    with pytest.raises(UnsupportedTask, match="'detect' has no engine in this release .*supported now: classify, anomaly"):
         engine_for("detect")
     with pytest.raises(UnsupportedTask, match="'count' is unknown; the platform's tasks are classify, anomaly"):
         engine_for("count")

@@ -1,0 +1,90 @@
+"""Defect masks of an MVTec-layout batch: set apart from the images, matched, checked, quarantined.
+
+A mask under ``ground_truth/`` is ingested like any file (decoded, hashed, stored), but it is the
+annotation of a defect image, not an image of the line: ``annotations`` takes the masks out of the
+images to label, attaches each to its image and checks it against the image (same size, binary).
+A mask that fails is quarantined with the reason (the stored file stays; its image keeps its label
+and counts for image-level metrics only); nothing else is dropped.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from resources.artifact_store import ArtifactStore
+from resources.lineage import LineageStore
+
+__all__ = ["MASK_COLUMNS", "split_off_masks"]
+
+MASK_COLUMNS = ("partition", "batch", "image_rel_path", "image_sha256", "mask_rel_path", "mask_sha256", "mask_artifact", "width", "height")
+
+
+def split_off_masks(
+    context: dg.AssetExecutionContext,
+    images: pd.DataFrame,
+    batches: pd.DataFrame,
+    store: ArtifactStore,
+    lineage: LineageStore,
+    partition: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the images without the masks, one row per usable mask with ``MASK_COLUMNS``)."""
+    from mfg_assets.annotations import way_out
+    from resources.anomaly.layout import AnomalyLayoutError, read_mask
+    from resources.data.labels import LabelImportError
+    from resources.data.mvtec_labels import is_mask_path, labels_from_mvtec
+
+    is_mask = images["rel_path"].map(is_mask_path)
+    kept: list[dict] = []
+    for _, batch_row in batches.iterrows():
+        batch = batch_row["batch"]
+        in_batch = images[images["batch"] == batch]
+        try:
+            layout = labels_from_mvtec(sorted(in_batch["rel_path"]))
+        except LabelImportError as exc:
+            raise dg.Failure(f"batch {batch}: {exc}; {way_out(partition, batch)}") from exc
+        for problem in layout.problems:
+            context.log.warning(f"batch {batch}: {problem}")
+        by_path = in_batch.drop_duplicates("rel_path").set_index("rel_path")
+        bad: list[dict] = []
+        now = datetime.now(UTC).isoformat()
+        for image_path, mask_path in sorted(layout.masks.items()):
+            image, mask = by_path.loc[image_path], by_path.loc[mask_path]
+            size = (int(image["width"]), int(image["height"]))
+            try:
+                read_mask(store.path(mask["artifact"]), size)
+            except AnomalyLayoutError as exc:
+                detail = (
+                    f"{batch}/{mask_path} (mask of {image_path}): {str(exc).split(': ', 1)[-1]}; the image keeps its "
+                    "label and counts for image-level metrics only; fix the mask and replace the batch"
+                )
+                context.log.warning(f"quarantined {detail}")
+                bad.append(
+                    {
+                        "partition": partition,
+                        "batch": batch,
+                        "rel_path": mask_path,
+                        "reason": "bad_mask",
+                        "detail": detail,
+                        "quarantined_to": str(store.path(mask["artifact"])),
+                        "run_id": context.run_id,
+                        "quarantined_at": now,
+                    }
+                )
+                continue
+            kept.append(
+                {
+                    "partition": partition,
+                    "batch": batch,
+                    "image_rel_path": image_path,
+                    "image_sha256": image["sha256"],
+                    "mask_rel_path": mask_path,
+                    "mask_sha256": mask["sha256"],
+                    "mask_artifact": mask["artifact"],
+                    "width": size[0],
+                    "height": size[1],
+                }
+            )
+        lineage.warehouse().replace_keyed("quarantine", bad, prefix=batch, key=f"{partition}/{batch}/masks")
+    masks = pd.DataFrame(kept, columns=list(MASK_COLUMNS))
+    return images[~is_mask].reset_index(drop=True), masks
