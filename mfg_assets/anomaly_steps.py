@@ -253,14 +253,19 @@ def anomaly_report(
     )
     val = anomaly_split_section(y_true=val_labels, scores=val_scores, classes=classes, good_class=good, threshold=threshold)
     errors = worst_anomaly_errors(test_labels, test_scores, classes, good, threshold, k=config.gallery_size)
+    good_test = test_labels == classes.index(good)
+    floor = float(np.median(test_maps[good_test])) if good_test.any() else 0.0  # where good parts' maps sit
     gallery = [
-        map_overlay(test_images[e["index"]], test_maps[e["index"]], threshold, masks[e["index"]] if has_mask[e["index"]] else None)
+        map_overlay(
+            test_images[e["index"]], test_maps[e["index"]], threshold, floor, masks[e["index"]] if has_mask[e["index"]] else None
+        )
         for e in errors
     ]
     line, variant = split_partition_key(dataset.partition)
     notes = [
         f"Threshold rule: {chosen.rule} ({chosen.calibration.method}).",
-        "Gallery: anomaly maps in red over the image (half strength at the threshold), true defect outlines in green.",
+        "Gallery: anomaly maps in red over the image (none at the good test parts' median map value, full at the "
+        "threshold), true defect outlines in green.",
     ]
     fit = dict(model.settings.get("fit") or {})
     report = {

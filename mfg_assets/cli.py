@@ -48,6 +48,22 @@ def _cmd_sample_line(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample_anomaly_line(args: argparse.Namespace) -> int:
+    from resources.data.sample_anomaly import generate_anomaly_line
+
+    counts = generate_anomaly_line(
+        Path(args.out_dir),
+        seed=args.seed,
+        train_good=args.train_good,
+        test_good=args.test_good,
+        test_per_defect=args.test_per_defect,
+        image_size=args.image_size,
+    )
+    shown = ", ".join(f"{k}={v}" for k, v in counts.items())
+    print(f"wrote a sample line in the MVTec layout to {args.out_dir} (seed {args.seed}): {shown}")
+    return 0
+
+
 def _cmd_onboard(args: argparse.Namespace) -> int:
     from mfg_assets.onboard import OnboardRequest, onboard
 
@@ -201,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--image-size", type=int, default=128)
     sample.add_argument("--colour", action="store_true", help="RGB images instead of greyscale")
     sample.set_defaults(func=_cmd_sample_line)
+
+    anomaly_sample = commands.add_parser(
+        "sample-anomaly-line", help="write a generated sample line in the MVTec layout, with defect masks (--task anomaly)"
+    )
+    anomaly_sample.add_argument("out_dir")
+    anomaly_sample.add_argument("--seed", type=int, required=True)
+    anomaly_sample.add_argument("--train-good", type=_bounded(int, 1, 100_000), default=60, help="good images under train/good")
+    anomaly_sample.add_argument("--test-good", type=_bounded(int, 1, 100_000), default=30, help="good images under test/good")
+    anomaly_sample.add_argument("--test-per-defect", type=_bounded(int, 1, 100_000), default=10, help="images of each defect type")
+    anomaly_sample.add_argument("--image-size", type=_bounded(int, 32, 1024), default=128)
+    anomaly_sample.set_defaults(func=_cmd_sample_anomaly_line)
 
     onboard = commands.add_parser(
         "onboard",

@@ -35,17 +35,34 @@ class DeploymentConfig(dg.Config):
     )
 
 
+def anomaly_decision(raw_threshold: float | None) -> dict:
+    """The manifest fields of an anomaly model's decision: the device divides the raw image score by
+    ``score_scale`` (twice the calibrated raw threshold), so it rejects at 0.5 exactly where the
+    report's threshold rejects, and its score histogram shares the [0, 1] bins of every task."""
+    from edge_sync.contract import ANOMALY_SCHEMA_VERSION
+
+    if raw_threshold is None or not raw_threshold > 0:
+        raise dg.Failure(
+            f"the anomaly model's calibrated threshold is {raw_threshold}: a device needs a positive one; "
+            "re-run the validation report with held-out good images"
+        )
+    return {"schema_version": ANOMALY_SCHEMA_VERSION, "score_scale": 2.0 * float(raw_threshold), "threshold": 0.5}
+
+
 def baseline_histograms(report: dict, train_images: np.ndarray) -> tuple[list[int], list[int]]:
     """Test-split defect-score histogram and training brightness histogram, in the device's bins.
 
     Both go through the contract's binning (``edge_sync.contract.windows``), and the brightness is
     that of each training image's model input, as the device measures its camera images, so the
     health sensor's PSI compares like with like."""
-    from edge_sync.contract import brightness_histogram, input_brightness, score_histogram
+    from edge_sync.contract import anomaly_defect_score, brightness_histogram, input_brightness, score_histogram
 
     scores = report["test"].get("defect_scores")
     if scores is None:  # no good class: the device scores 1 - max probability
         scores = []
+    elif report.get("task") == "anomaly":  # raw detector scores, in the device's units
+        scale = anomaly_decision(report["threshold"]["threshold"])["score_scale"]
+        scores = [anomaly_defect_score(score, scale) for score in scores]
     return score_histogram(scores), brightness_histogram(input_brightness(image) for image in train_images)
 
 
@@ -102,7 +119,11 @@ def deployment(
         input=InputSpec(height=exported_model.input_size, width=exported_model.input_size, resize=exported_model.resize),
         classes=dataset_version.classes,
         good_class=dataset_version.good_class,
-        threshold=validation_report.threshold,
+        **(
+            anomaly_decision(validation_report.threshold)
+            if dataset_version.task == "anomaly"
+            else {"threshold": validation_report.threshold}
+        ),
         dataset_version=dataset_version.id,
         ring=Ring(config.ring),
         devices=tuple(devices) if config.ring == "canary" else (),

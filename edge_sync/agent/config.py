@@ -13,7 +13,7 @@ __all__ = ["AGENT_TASKS", "AgentConfig", "SyncOutcome", "SyncStatus", "utc_now"]
 
 SyncStatus = Literal["up_to_date", "activated", "hold", "no_deployment", "refused", "server_unreachable"]
 
-AGENT_TASKS: frozenset[Task] = frozenset({Task.CLASSIFY})
+AGENT_TASKS: frozenset[Task] = frozenset({Task.CLASSIFY, Task.ANOMALY})
 """The tasks this agent can run; a manifest for another task is refused before any download."""
 
 

@@ -29,6 +29,7 @@ from edge_sync.contract import (
     DeploymentManifest,
     HoldOrder,
     SignedManifest,
+    Task,
     package_layout_problem,
     verify_hold,
     verify_manifest,
@@ -332,6 +333,11 @@ def self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) ->
     (a tie decided by rounding, the same exemption as the platform's parity check). INT8 must agree
     on at least :data:`INT8_MIN_AGREEMENT` of the images.
     """
+    if manifest.task is Task.ANOMALY:
+        from edge_sync.agent.anomaly import anomaly_self_test
+
+        anomaly_self_test(predictor, path, manifest)
+        return
     version = manifest.model_version
     try:
         with np.load(path, allow_pickle=False) as data:

@@ -15,6 +15,7 @@ from edge_sync.contract.hold import HOLD_KIND, HoldOrder, is_hold_payload
 from edge_sync.contract.manifest import (
     MAX_PACKAGE_PATH,
     MODEL_FORMATS,
+    ANOMALY_SCHEMA_VERSION,
     SCHEMA_VERSION,
     SELFTEST_FILE,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -27,6 +28,7 @@ from edge_sync.contract.manifest import (
     SignedManifest,
     Task,
     UnknownSchemaVersion,
+    anomaly_defect_score,
     package_layout_problem,
 )
 from edge_sync.contract.names import (
@@ -75,6 +77,7 @@ __all__ = [
     "MODEL_FORMATS",
     "MODEL_VERSION",
     "NAME",
+    "ANOMALY_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "SCORE_BINS",
     "SELFTEST_FILE",
@@ -100,6 +103,7 @@ __all__ = [
     "input_brightness",
     "load_private_key",
     "load_public_key",
+    "anomaly_defect_score",
     "package_layout_problem",
     "score_bin",
     "score_histogram",

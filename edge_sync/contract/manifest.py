@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SELFTEST_FILE",
     "SUPPORTED_SCHEMA_VERSIONS",
+    "ANOMALY_SCHEMA_VERSION",
     "ContractError",
     "DeploymentManifest",
     "InputSpec",
@@ -32,13 +33,17 @@ __all__ = [
     "SignedManifest",
     "Task",
     "UnknownSchemaVersion",
+    "anomaly_defect_score",
     "package_layout_problem",
 ]
 
 # 2: InputSpec.resize (letterbox models). A version-1 manifest has no resize field and means squash;
 # an agent that knows only version 1 refuses version 2 with "update the edge agent".
+# 3: anomaly-detection models (task anomaly, score_scale). Classification manifests stay at 2, so an
+# agent that knows only 1 and 2 keeps running classifiers and refuses an anomaly model by its version.
 SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
+ANOMALY_SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 MODEL_FORMATS = ("onnx", "openvino", "onnx_int8")
 """The files a deployment can tell devices to run (``DeploymentManifest.model_format``)."""
 SELFTEST_FILE = "selftest.npz"
@@ -79,6 +84,13 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def anomaly_defect_score(raw_score: float, score_scale: float) -> float:
+    """An anomaly detector's defect score in [0, 1]: its raw image score over the manifest's
+    ``score_scale``, clipped. The platform sets the scale to twice the calibrated raw threshold, so
+    the threshold is 0.5 and the score histograms of every task share the bins over [0, 1]."""
+    return min(max(float(raw_score) / float(score_scale), 0.0), 1.0)
+
+
 class ModelFile(_Frozen):
     path: str = Field(description="path inside the model package, forward slashes")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -112,7 +124,12 @@ class DeploymentManifest(_Frozen):
     input: InputSpec
     classes: tuple[str, ...]
     good_class: str | None = None
-    threshold: float | None = Field(None, description="reject when 1 - P(good) >= threshold")
+    threshold: float | None = Field(
+        None, description="reject when the defect score >= threshold (classify: 1 - P(good); anomaly: anomaly_defect_score)"
+    )
+    score_scale: float | None = Field(
+        None, gt=0.0, description="anomaly only: the raw image score is divided by this for the defect score (schema 3)"
+    )
     dataset_version: str
     ring: Ring = Ring.FLEET
     devices: tuple[str, ...] = Field((), description="for a canary ring: the devices it targets")
@@ -130,6 +147,16 @@ class DeploymentManifest(_Frozen):
 
     @model_validator(mode="after")
     def _resize_needs_schema_2(self) -> "DeploymentManifest":
+        if (self.task is Task.ANOMALY) != (self.score_scale is not None):
+            raise ValueError(
+                f"task {self.task.value!r} with score_scale {self.score_scale}: an anomaly model needs its score_scale "
+                "and no other task has one; rebuild the manifest with the current platform"
+            )
+        if self.task is Task.ANOMALY and self.schema_version < ANOMALY_SCHEMA_VERSION:
+            raise ValueError(
+                f"an anomaly model needs manifest schema version {ANOMALY_SCHEMA_VERSION} (this one says "
+                f"{self.schema_version}); rebuild the manifest with the current platform"
+            )
         if self.schema_version < 2 and self.input.resize != "squash":
             raise ValueError(
                 f"input.resize {self.input.resize!r} needs manifest schema version 2 (this one says "

@@ -119,11 +119,14 @@ def worst_anomaly_errors(
     ]
 
 
-def map_overlay(image: np.ndarray, anomaly_map: np.ndarray, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """The image with its anomaly map laid over it in red, scaled so the threshold is half-strength
-    (a part that passes shows at most faint red), and the true defect's outline in green."""
+def map_overlay(
+    image: np.ndarray, anomaly_map: np.ndarray, threshold: float, floor: float = 0.0, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """The image with its anomaly map laid over it in red, from nothing at ``floor`` (e.g. the median
+    map value of good parts) to full strength at the threshold, and the true defect's outline in green."""
     image = np.asarray(image, dtype=np.float32)
-    strength = np.clip(np.asarray(anomaly_map, dtype=np.float32) / (2.0 * max(float(threshold), 1e-12)), 0.0, 1.0)
+    span = max(float(threshold) - float(floor), 1e-12)
+    strength = np.clip((np.asarray(anomaly_map, dtype=np.float32) - float(floor)) / span, 0.0, 1.0)
     alpha = 0.6 * strength[..., None]
     red = np.zeros_like(image)
     red[..., 0] = 255.0

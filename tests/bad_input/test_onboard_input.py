@@ -59,6 +59,15 @@ def _empty_class(root: Path) -> Path:
     return root
 
 
+def _mvtec(root: Path, defect_in_train: bool = False) -> Path:
+    for folder in ("train/good", "test/good", "test/crack", *(["train/crack"] if defect_in_train else [])):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            pixels = np.random.default_rng(i).integers(0, 256, (20, 20), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"{i:03d}.png")
+    return root
+
+
 @dataclass(frozen=True)
 class Onboard:
     name: str
@@ -104,11 +113,18 @@ CASES = [
     Onboard("missing weights file", _images, ("--arch", "resnet10t", "--pretrained-weights", "/nope.pth"), "/nope.pth"),
     Onboard("init from unknown version", _images, ("--init-from", "line9-x-v1"), "line9-x-v1"),
     Onboard("invalid line name", _images, (), "line name '../l' is not valid", line="../l"),
+    Onboard("anomaly without a good class", _images, ("--task", "anomaly"), "name their class (--good-class"),
+    Onboard("anomaly with a search", _images, ("--task", "anomaly", "--good-class", "good", "--hpo-trials", "3"),
+            "--hpo-trials: not available with --task anomaly"),
+    Onboard("anomaly unknown backbone", _images, ("--task", "anomaly", "--good-class", "good", "--backbone", "resnet9000"), "resnet9000"),
+    Onboard("mvtec defect under train", lambda r: _mvtec(r, defect_in_train=True), ("--task", "anomaly", "--format", "mvtec"),
+            "train/ may hold only train/good/, but 3 image(s) lie in other folders (first: train/crack/000.png"),
 ]
 
 
 def _onboard(dataset: Path, case: Onboard) -> list[str]:
-    return ["onboard", str(dataset), "--line", case.line, "--variant", "v1", "--epochs", "1", *case.options]
+    epochs = () if "anomaly" in case.options else ("--epochs", "1")  # a detector is fitted: no epochs
+    return ["onboard", str(dataset), "--line", case.line, "--variant", "v1", *epochs, *case.options]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

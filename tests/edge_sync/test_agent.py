@@ -389,7 +389,7 @@ def test_altered_manifest_text_is_refused(env: Env) -> None:
 
 def test_unknown_schema_version_is_refused(env: Env) -> None:
     payload = json.loads(canonical_json(_manifest("v2", _package(env.art))))
-    payload["schema_version"] = 3
+    payload["schema_version"] = 99
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     key = load_private_key(env.art.private_key)
     import base64

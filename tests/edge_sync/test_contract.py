@@ -126,5 +126,19 @@ def test_the_agent_refuses_a_manifest_for_a_task_it_cannot_run(tmp_path) -> None
     )
     files = (ModelFile(path="model.onnx", sha256="0" * 64, n_bytes=1), ModelFile(path="selftest.npz", sha256="1" * 64, n_bytes=1))
     installer.check_manifest(_manifest(files=files))
-    with pytest.raises(VerificationError, match="'detect' model; this agent runs classify models only; update the edge agent"):
+    with pytest.raises(VerificationError, match="'detect' model; this agent runs anomaly, classify models only; update the edge agent"):
         installer.check_manifest(_manifest(task="detect", files=files))
+
+
+def test_an_anomaly_manifest_carries_its_score_scale_at_schema_3() -> None:
+    from edge_sync.contract import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
+
+    manifest = _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION, score_scale=6.0)
+    assert manifest.score_scale == 6.0 and manifest.threshold == 0.5
+    assert [anomaly_defect_score(raw, 6.0) for raw in (-1.0, 0.0, 3.0, 6.0, 60.0)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ValidationError, match="an anomaly model needs its score_scale"):
+        _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION)
+    with pytest.raises(ValidationError, match="an anomaly model needs its score_scale"):
+        _manifest(score_scale=6.0)  # a classifier has none
+    with pytest.raises(ValidationError, match="needs manifest schema version 3"):
+        _manifest(task="anomaly", score_scale=6.0)  # schema 2: an older agent must refuse it by its version

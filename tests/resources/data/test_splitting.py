@@ -250,3 +250,26 @@ def test_content_hash_is_order_independent_and_sensitive() -> None:
     assert dataset_content_hash(split, spec) != digest
     with pytest.raises(TypeError, match="extra must map str to str"):
         dataset_content_hash(split, spec, {"classes": 3})  # type: ignore[dict-item]
+
+
+def test_keep_out_of_train_moves_whole_groups_to_val_and_test_alternately() -> None:
+    import pandas as pd
+
+    from resources.data.splitting import keep_out_of_train
+
+    split = pd.DataFrame(
+        {
+            "sha256": [f"s{i}" for i in range(8)],
+            "label": ["good", "good", "crack", "crack", "crack", "crack", "dent", "good"],
+            "group_id": [0, 1, 2, 3, 4, 4, 5, 6],  # 4 holds two near-duplicate cracks
+            "split": ["train", "val", "train", "train", "train", "train", "train", "test"],
+        }
+    )
+    out = keep_out_of_train(split, frozenset({"good"}), seed=0)
+    assert set(out.loc[out["split"] == "train", "label"]) == {"good"}
+    assert out.loc[out["group_id"] == 4, "split"].nunique() == 1  # a group moves whole
+    cracks = out[(out["label"] == "crack")].drop_duplicates("group_id")["split"]
+    assert sorted(cracks) == ["test", "val", "val"]  # alternating, val first
+    assert out.loc[out["label"] == "dent", "split"].item() == "val"
+    assert out.loc[[0, 1, 7], "split"].tolist() == ["train", "val", "test"]  # the rest untouched
+    assert keep_out_of_train(split, frozenset({"good"}), seed=0).equals(out)  # seeded

