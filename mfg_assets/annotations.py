@@ -36,8 +36,10 @@ def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str,
     from resources.data.labels import LabelImportError, labels_from_coco, labels_from_csv, labels_from_folders
     from resources.data.mvtec_labels import MVTEC_FORMAT, labels_from_mvtec
 
-    if label_format == MVTEC_FORMAT:
+    if label_format == MVTEC_FORMAT and "labels.csv" not in json.loads(batch_row["sidecars"]):
         return labels_from_mvtec(rel_paths).labels
+    if label_format == MVTEC_FORMAT:  # operator feedback in the MVTec layout: labels.csv names the reviewers
+        return labels_from_csv(store.path(json.loads(batch_row["sidecars"])["labels.csv"]["relpath"]))
     sidecars = json.loads(batch_row["sidecars"])
     has_csv, has_coco = "labels.csv" in sidecars, "annotations.json" in sidecars
     chosen = label_format

@@ -126,6 +126,7 @@ def edge_feedback(
     (a retrain the edge-loop sensor requested, say) trains on a new dataset version that includes them.
     """
     from resources.data.feedback import land_feedback, landed_keys
+    from resources.data.variants import load_variant
 
     deployments = lineage.read_table("deployments")
     if deployments.empty:
@@ -154,8 +155,10 @@ def edge_feedback(
                 "variant is unknown; it stays on the sync server (check the device's line and the deployments table)"
             )
         for variant, versions in sorted(versions_of.items()):
+            spec = load_variant(line, variant, lineage.home_path())
             batch = land_feedback(
-                state, line, variant, landing.root_path(), already_landed=already, model_versions=versions
+                state, line, variant, landing.root_path(), already_landed=already, model_versions=versions,
+                mvtec_good_class=spec.good_class if spec.label_format == "mvtec" else None,
             )
             if batch is None:
                 continue

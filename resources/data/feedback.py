@@ -47,6 +47,7 @@ def land_feedback(
     already_landed: set[str],
     model_versions: set[str] | None = None,
     now: Callable[[], datetime] | None = None,
+    mvtec_good_class: str | None = None,
 ) -> Path | None:
     """Write the line's feedback images not in ``already_landed`` into a new batch; None when none is new.
 
@@ -58,6 +59,10 @@ def land_feedback(
     Files are copied (the server keeps its copy), ``labels.csv`` is written after the images and
     ``_READY`` last, so a crash leaves an incomplete batch the sensor ignores. When two devices sent
     the same image, the first received wins; differing labels are logged as a warning.
+
+    ``mvtec_good_class``: the variant takes the MVTec layout (an anomaly detector's), so images of
+    this class go to ``train/good/`` and the others to ``test/<label>/``; ``labels.csv`` still says
+    who labelled each. None: folder-per-class.
     """
     for kind, value in (("line", line), ("variant", variant)):
         if not NAME_PATTERN.fullmatch(value):
@@ -96,7 +101,9 @@ def land_feedback(
     rows: list[tuple[str, str, str]] = []
     for sha256, record in sorted(chosen.items(), key=lambda item: (item[1]["label"], item[0])):
         source = Path(record["path"])
-        rel = f"{record['label']}/{sha256}{source.suffix.lower()}"
+        label = record["label"]
+        folder = label if mvtec_good_class is None else "train/good" if label == mvtec_good_class else f"test/{label}"
+        rel = f"{folder}/{sha256}{source.suffix.lower()}"
         target = staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)

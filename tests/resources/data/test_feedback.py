@@ -82,3 +82,17 @@ def test_nothing_new_gives_none_and_already_landed_is_respected(state: ServerSta
         land_feedback(state, "line1", "bracket-a", landing, already_landed=set(), now=lambda: NOW)
     with pytest.raises(FeedbackLandingError, match="not a valid landing-zone name"):
         land_feedback(state, "line1", "../x", landing, already_landed=set())
+
+
+def test_an_anomaly_variants_feedback_lands_in_the_mvtec_layout(state: ServerState, tmp_path: Path) -> None:
+    from resources.data.mvtec_labels import labels_from_mvtec
+
+    good = _store(state, "dev-1", b"good-bytes", "good", "a.png")
+    crack = _store(state, "dev-2", b"crack-bytes", "crack", "b.png")
+    batch = land_feedback(state, "line1", "cap-a", tmp_path / "landing", already_landed=set(), now=lambda: NOW,
+                          mvtec_good_class="good")
+    assert (batch / "train" / "good" / f"{good}.png").read_bytes() == b"good-bytes"  # confirmed good: trained on
+    assert (batch / "test" / "crack" / f"{crack}.png").read_bytes() == b"crack-bytes"
+    paths = sorted(p.relative_to(batch).as_posix() for p in batch.rglob("*.png"))
+    assert set(labels_from_mvtec(paths).labels["label"]) == {"good", "crack"}  # the layout the variant reads
+    assert landed_keys(batch) == {good, crack}
