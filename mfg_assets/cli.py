@@ -90,6 +90,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         escape_budget=args.escape_budget,
         min_images_per_class=args.min_images_per_class,
         augment_copies=args.augment_copies,
+        anomaly_settings=args.anomaly_settings,
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
@@ -182,6 +183,17 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
     print(rollback(args.line, args.to))
     return 0
+
+
+def _json_object(text: str) -> dict:
+    """An argparse type: a JSON object (the message says what was wrong)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"feature_levels\": [2, 3]}}', got {text!r}")
+    return value
 
 
 def _bounded(kind: type, low: float, high: float, *, low_open: bool = False):
@@ -277,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "validation image); a budget trades escapes for fewer false rejects")
     onboard.add_argument("--min-images-per-class", type=_bounded(int, 1, 10**6), default=None,
                          help="annotation check: fewest images a class may have")
+    onboard.add_argument("--anomaly-settings", type=_json_object, default=None, metavar="JSON",
+                         help='--task anomaly: detector settings, e.g. \'{"feature_levels": [2, 3]}\' (resources.anomaly.detector)')
     onboard.set_defaults(func=_cmd_onboard)
 
     lineage = commands.add_parser("lineage", help="print a model version's lineage back to every image and label")

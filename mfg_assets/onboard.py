@@ -56,6 +56,7 @@ class OnboardRequest:
     escape_budget: float | None = None
     min_images_per_class: int | None = None
     augment_copies: int | None = None
+    anomaly_settings: dict[str, Any] | None = None
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
@@ -141,6 +142,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
                 init_from=request.init_from,
                 hpo_trials=request.hpo_trials,
                 hpo_minutes=request.hpo_minutes,
+                anomaly=request.anomaly_settings,
             ),
         ),
     }
@@ -198,6 +200,8 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
 
     if request.task == "anomaly":
         return _preflight_anomaly(request)
+    if request.anomaly_settings:
+        raise OnboardError("--anomaly-settings: for --task anomaly only; drop it for a classifier")
     try:
         check_cv_folds(request.cv_folds, class_counts(data_dir, request.label_format))
         start = check_start_options(
@@ -240,6 +244,20 @@ def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
             weights_path(get_spec(request.backbone))
         except BackboneError as exc:
             raise OnboardError(f"--backbone {request.backbone}: {exc}") from exc
+    if request.anomaly_settings:
+        from pydantic import ValidationError
+
+        from resources.anomaly.detector import AnomalySettings
+
+        fixed = sorted(set(request.anomaly_settings) & {"backbone", "image_size", "resize", "seed"})
+        if fixed:
+            raise OnboardError(
+                f"--anomaly-settings sets {', '.join(fixed)}: use --backbone, --image-size and --seed for those"
+            )
+        try:
+            AnomalySettings.model_validate(request.anomaly_settings)
+        except ValidationError as exc:
+            raise OnboardError(f"--anomaly-settings: {exc}") from exc
     return request
 
 

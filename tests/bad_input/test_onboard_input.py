@@ -117,6 +117,10 @@ CASES = [
     Onboard("anomaly with a search", _images, ("--task", "anomaly", "--good-class", "good", "--hpo-trials", "3"),
             "--hpo-trials: not available with --task anomaly"),
     Onboard("anomaly unknown backbone", _images, ("--task", "anomaly", "--good-class", "good", "--backbone", "resnet9000"), "resnet9000"),
+    Onboard("anomaly settings out of range", _images, ("--task", "anomaly", "--good-class", "good", "--anomaly-settings",
+            '{"neighbourhood": 4}'), "--anomaly-settings: 1 validation error"),
+    Onboard("anomaly settings for a classifier", _images, ("--anomaly-settings", '{"top_share": 0.1}'),
+            "--anomaly-settings: for --task anomaly only"),
     Onboard("mvtec defect under train", lambda r: _mvtec(r, defect_in_train=True), ("--task", "anomaly", "--format", "mvtec"),
             "train/ may hold only train/good/, but 3 image(s) lie in other folders (first: train/crack/000.png"),
 ]
