@@ -89,7 +89,7 @@ def check_detector_parity(
     results = []
     for fmt, path in files.items():
         predictor = load_predictor(path, fmt, num_threads=num_threads)
-        predictor.outputs(images[:1])  # warm-up: the first call compiles and allocates, as torch's did in scoring
+        predictor.outputs(images[:8])  # warm-up at the timed batch size: the first call of a shape compiles and allocates
         maps, scores, seconds = [], [], 0.0
         for start in range(0, len(images), 8):
             started = time.perf_counter()
