@@ -48,6 +48,23 @@ def _cmd_sample_line(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_summary(report: dict) -> str:
+    """One line of the test split's headline figures, as the report JSON has them."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
+    test = report["test"]
+    parts = [f"test accuracy {pct(test.get('accuracy'))}"]
+    for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO")):
+        if key in test:
+            parts.append(f"{name} {'n/a' if test[key] is None else format(test[key], '.3f')}")
+    parts += [f"false-reject rate {pct(test.get('false_reject_rate'))}", f"escape rate {pct(test.get('escape_rate'))}"]
+    if report.get("threshold_rule"):
+        parts.append(f"threshold rule {report['threshold_rule']}")
+    return "test: " + ", ".join(parts)
+
+
 def _cmd_sample_anomaly_line(args: argparse.Namespace) -> int:
     from resources.data.sample_anomaly import generate_anomaly_line
 
@@ -94,6 +111,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
+    print(_test_summary(report))
     if args.report_json:
         print(f"report JSON: {Path(args.report_json).resolve()}")
     return 0

@@ -32,6 +32,10 @@ def _feedback(edge: EdgeSync, model_version: str, data: bytes, label: str, *, at
 
 
 def test_feedback_lands_under_the_variant_of_its_model_version(mfg_home: Path, tmp_path: Path) -> None:
+    from resources.data.variants import VariantSpec, save_variant
+
+    for variant in ("bracket-a", "bracket-b"):  # deployed variants are registered ones (folder-per-class here)
+        save_variant(VariantSpec(line="line1", variant=variant, classes=("good", "scratch"), good_class="good"), mfg_home)
     edge = EdgeSync()
     edge.server_state().register_device("cam-1", "line1")
     lineage = LineageStore()
