@@ -11,7 +11,6 @@ assets. The numerical work lives in ``resources.anomaly``; these functions are i
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -22,7 +21,6 @@ from mfg_assets.common import blocking_check_result, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion, ExportedModel, TrainedModel, TrainingRecipe, ValidationReport
 from resources.artifact_store import ArtifactStore
-from resources.data.variants import split_partition_key
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
@@ -230,6 +228,7 @@ def anomaly_report(
     lineage: LineageStore,
 ) -> tuple[dict[str, Any], list[np.ndarray], pd.DataFrame]:
     """(the report, the gallery's overlay images, the test rows): threshold from validation, figures on test."""
+    from mfg_assets.validation import report_frame
     from resources.anomaly.calibration import choose_threshold
     from resources.anomaly.evaluation import anomaly_split_section, map_overlay, worst_anomaly_errors
 
@@ -261,43 +260,27 @@ def anomaly_report(
         )
         for e in errors
     ]
-    line, variant = split_partition_key(dataset.partition)
     notes = [
         f"Threshold rule: {chosen.rule} ({chosen.calibration.method}).",
         "Gallery: anomaly maps in red over the image (none at the good test parts' median map value, full at the "
         "threshold), true defect outlines in green.",
     ]
-    fit = dict(model.settings.get("fit") or {})
-    report = {
-        "task": dataset.task,
-        "line": line,
-        "variant": variant,
-        "model_id": model.id,
-        "model_version": model.id,
-        "dataset_version": dataset.id,
-        "classes": classes,
-        "good_class": good,
-        "threshold": chosen.as_dict(),
-        "threshold_rule": chosen.rule,
-        "val": val,
-        "test": test,
-        "worst_errors": errors,
-        "training": {
-            "arch": model.arch,
-            "image_size": size,
-            "resize": resize,
-            "init": model.init,
+    report = report_frame(
+        model=model,
+        dataset=dataset,
+        partition=dataset.partition,
+        config=config,
+        notes=notes,
+        threshold=chosen.as_dict(),
+        threshold_rule=chosen.rule,
+        val=val,
+        test=test,
+        worst_errors=errors,
+        training={
             "settings": {k: v for k, v in model.settings.items() if k != "fit"},
-            "fit": fit,
-            "train_seconds": model.train_seconds,
+            "fit": dict(model.settings.get("fit") or {}),
         },
-        "config": config.model_dump(),
-        "notes": notes,
-        "code_version": code_version(),
-        "created_at": datetime.now(UTC).isoformat(),
-    }
-    if model.init.get("source") == "backbone":
-        report["backbone"] = {key: model.init.get(key) for key in ("name", "package", "package_version", "sha256", "licence", "file")}
+    )
     context.log.info(
         f"anomaly test: image AUROC {test['image_auroc']}, pixel AUROC {test['pixel_auroc']}, PRO {test['pro']}, "
         f"threshold {threshold:.6g} ({chosen.rule})"

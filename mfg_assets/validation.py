@@ -26,7 +26,7 @@ from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 from resources.trainers import AnomalyTrainer
 
-__all__ = ["ValidationConfig", "build_report", "release_verdict", "validation_report"]
+__all__ = ["ValidationConfig", "build_report", "release_verdict", "report_frame", "validation_report"]
 
 RELEASE_CHECK = {"meets_release_criteria": "test accuracy and escape rate meet the release criteria"}
 
@@ -87,7 +87,6 @@ def build_report(
     """The report dictionary from validation and test probabilities (pure; no I/O)."""
     from resources.reporting.metrics import calibrate_threshold, defect_scores, worst_errors
 
-    line, variant = split_partition_key(partition)
     classes, good_class = list(dataset.classes), dataset.good_class
     notes: list[str] = []
     calibration = None
@@ -101,6 +100,39 @@ def build_report(
             "escape rates are not computed and no operating threshold is calibrated."
         )
     threshold = calibration["threshold"] if calibration else None
+    report = report_frame(
+        model=model,
+        dataset=dataset,
+        partition=partition,
+        config=config,
+        notes=notes,
+        threshold=calibration,
+        val=_split_section(val[0], val[1], classes, good_class, threshold, dataset.task),
+        test=_split_section(test[0], test[1], classes, good_class, threshold, dataset.task),
+        worst_errors=worst_errors(test[1], test[0], classes, k=config.gallery_size),
+        training={"settings": model.settings, "best_epoch": model.best_epoch, "history": history},
+    )
+    if recipe is not None and recipe.search is not None:
+        report["hpo"] = {**recipe.search, "best_settings": recipe.settings}
+    if cv is not None and cv.summary is not None:
+        report["cv"] = dict(cv.summary)
+    return report
+
+
+def report_frame(
+    *,
+    model: TrainedModel,
+    dataset: DatasetVersion,
+    partition: str,
+    config: ValidationConfig,
+    notes: list[str],
+    training: dict,
+    **sections: object,
+) -> dict:
+    """The report's keys every task shares, around the task's own ``sections`` (threshold, val,
+    test, worst errors, ...) and ``training`` details; the release verdict and the backbone's
+    provenance included."""
+    line, variant = split_partition_key(partition)
     report = {
         "task": dataset.task,
         "line": line,
@@ -109,21 +141,16 @@ def build_report(
         # the registry number is given after the release check; until then the model is its content id
         "model_version": model.id,
         "dataset_version": dataset.id,
-        "classes": classes,
-        "good_class": good_class,
-        "threshold": calibration,
-        "val": _split_section(val[0], val[1], classes, good_class, threshold, dataset.task),
-        "test": _split_section(test[0], test[1], classes, good_class, threshold, dataset.task),
-        "worst_errors": worst_errors(test[1], test[0], classes, k=config.gallery_size),
+        "classes": list(dataset.classes),
+        "good_class": dataset.good_class,
+        **sections,
         "training": {
             "arch": model.arch,
             "image_size": model.image_size,
             "resize": model.resize,
             "init": model.init,
-            "settings": model.settings,
-            "best_epoch": model.best_epoch,
-            "history": history,
             "train_seconds": model.train_seconds,
+            **training,
         },
         "config": config.model_dump(),
         "notes": notes,
@@ -133,10 +160,6 @@ def build_report(
     report["release"] = release_verdict(report, config)
     if model.init.get("source") == "backbone":
         report["backbone"] = {key: model.init.get(key) for key in ("name", "package", "package_version", "sha256", "licence", "file")}
-    if recipe is not None and recipe.search is not None:
-        report["hpo"] = {**recipe.search, "best_settings": recipe.settings}
-    if cv is not None and cv.summary is not None:
-        report["cv"] = dict(cv.summary)
     return report
 
 
@@ -182,7 +205,6 @@ def validation_report(
         report, gallery, test_rows = anomaly_report(
             context, config, trained_model, dataset_version, anomaly_trainer, artifact_store, lineage
         )
-        report["release"] = release_verdict(report, config)
     else:
         model = load_inference_model(artifact_store.path(trained_model.checkpoint))
         size, resize = trained_model.image_size, trained_model.resize

@@ -8,7 +8,6 @@ manifest's threshold, exactly where the platform's validated threshold rejects. 
 """
 
 import logging
-import zipfile
 from datetime import datetime
 from pathlib import Path
 
@@ -42,20 +41,11 @@ def anomaly_raw_score(predictor: Predictor, pixels: np.ndarray) -> float:
 def anomaly_self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) -> None:
     """The device must reproduce the platform's torch scores on the package's self-test images, and
     decide like them at the threshold (a score within the tolerance of it is a tie, not a failure)."""
+    from edge_sync.agent.installer import read_selftest
+
     version = manifest.model_version
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images = np.asarray(data["images"])
-            expected = np.asarray(data["scores"], dtype=np.float64)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise SelfTestFailed(f"model {version}: cannot read {SELFTEST_FILE} with arrays 'images' and 'scores' ({exc})") from exc
-    spec = manifest.input
-    want = (spec.height, spec.width, 3)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
-        raise SelfTestFailed(
-            f"model {version}: {SELFTEST_FILE} images must be uint8 N×{want[0]}×{want[1]}×3 with N >= 1, got "
-            f"{images.dtype} {images.shape}; regenerate the package's self-test"
-        )
+    images, expected = read_selftest(path, manifest, "scores")
+    expected = expected.astype(np.float64)
     if expected.shape != (len(images),) or not np.isfinite(expected).all():
         raise SelfTestFailed(f"model {version}: {SELFTEST_FILE} scores must be {len(images)} finite numbers, got {expected.shape}")
     try:

@@ -325,6 +325,28 @@ class Installer:
             ) from exc
 
 
+def read_selftest(path: Path, manifest: DeploymentManifest, reference: str) -> tuple[np.ndarray, np.ndarray]:
+    """The self-test's images (checked against the manifest's input) and its ``reference`` array
+    (the platform's outputs on them: ``probabilities`` or an anomaly model's ``scores``)."""
+    version = manifest.model_version
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images = np.asarray(data["images"])
+            expected = np.asarray(data[reference])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise SelfTestFailed(
+            f"model {version}: cannot read {SELFTEST_FILE} with arrays 'images' and {reference!r} ({exc})"
+        ) from exc
+    spec = manifest.input
+    want = (spec.height, spec.width, 3)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
+        raise SelfTestFailed(
+            f"model {version}: {SELFTEST_FILE} images must be uint8 N×{want[0]}×{want[1]}×3 with N >= 1, got "
+            f"{images.dtype} {images.shape}; regenerate the package's self-test"
+        )
+    return images, expected
+
+
 def self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) -> None:
     """Run the package's self-test images and compare with the platform's torch probabilities.
 
@@ -339,21 +361,7 @@ def self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) ->
         anomaly_self_test(predictor, path, manifest)
         return
     version = manifest.model_version
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images = np.asarray(data["images"])
-            expected = np.asarray(data["probabilities"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise SelfTestFailed(
-            f"model {version}: cannot read {SELFTEST_FILE} with arrays 'images' and 'probabilities' ({exc})"
-        ) from exc
-    spec = manifest.input
-    want = (spec.height, spec.width, 3)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
-        raise SelfTestFailed(
-            f"model {version}: {SELFTEST_FILE} images must be uint8 N×{want[0]}×{want[1]}×3 with N >= 1, got "
-            f"{images.dtype} {images.shape}; regenerate the package's self-test"
-        )
+    images, expected = read_selftest(path, manifest, "probabilities")
     n_classes = len(manifest.classes)
     if expected.ndim != 2 or expected.shape != (len(images), n_classes) or not np.isfinite(expected).all():
         raise SelfTestFailed(
