@@ -37,7 +37,7 @@ def _batch_labels(batch_row: pd.Series, rel_paths: list[str], label_format: str,
     from resources.data.mvtec_labels import MVTEC_FORMAT, labels_from_mvtec
 
     if label_format == MVTEC_FORMAT and "labels.csv" not in json.loads(batch_row["sidecars"]):
-        return labels_from_mvtec(rel_paths).labels
+        return labels_from_mvtec(rel_paths, require_good=False).labels  # good images: min_images_per_class
     if label_format == MVTEC_FORMAT:  # operator feedback in the MVTec layout: labels.csv names the reviewers
         return labels_from_csv(store.path(json.loads(batch_row["sidecars"])["labels.csv"]["relpath"]))
     sidecars = json.loads(batch_row["sidecars"])
@@ -112,6 +112,7 @@ def annotations(
     """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
     from resources.data.batches import current_batches
     from resources.data.label_quality import run_all
+    from resources.tasks import engine_for
     from resources.data.labels import LabelImportError
 
     spec = variant_for(context, lineage)
@@ -181,6 +182,7 @@ def annotations(
         spec.classes,
         min_images_per_class=config.min_images_per_class,
         min_kappa=config.min_kappa,
+        good_only=spec.good_class if engine_for(spec.task).train_labels(spec.good_class) is not None else None,
     )
     for name in CHECK_DESCRIPTIONS:
         outcome = outcomes[name]

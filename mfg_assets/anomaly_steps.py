@@ -46,7 +46,7 @@ def anomaly_recipe(
     """The detector's settings: the defaults, the chosen backbone and ``config.anomaly`` overrides."""
     from pydantic import ValidationError
 
-    from resources.anomaly.detector import AnomalySettings
+    from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalySettings
 
     refused = [
         option
@@ -64,11 +64,11 @@ def anomaly_recipe(
             "a bundled backbone's features, not trained); choose the backbone with --backbone, or set detector "
             "settings with RecipeConfig.anomaly"
         )
-    for fixed in ("image_size", "resize", "seed"):
+    for fixed in GRAPH_OWNED_SETTINGS:
         if fixed in config.anomaly:
             raise dg.Failure(
-                f"RecipeConfig.anomaly sets {fixed!r}; set it where every task sets it (--image-size / "
-                "AugmentConfig.resize / --seed), so the data and the detector agree"
+                f"RecipeConfig.anomaly sets {fixed!r}; set it where every task sets it (--backbone, --image-size, "
+                "AugmentConfig.resize, --seed), so the data and the detector agree"
             )
     try:
         settings = AnomalySettings.model_validate(

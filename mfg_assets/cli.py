@@ -108,6 +108,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         min_images_per_class=args.min_images_per_class,
         augment_copies=args.augment_copies,
         anomaly_settings=args.anomaly_settings,
+        release_without_defects=args.release_without_defects,
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="annotation check: fewest images a class may have")
     onboard.add_argument("--anomaly-settings", type=_json_object, default=None, metavar="JSON",
                          help='--task anomaly: detector settings, e.g. \'{"feature_levels": [2, 3]}\' (resources.anomaly.detector)')
+    onboard.add_argument("--release-without-defects", action="store_true",
+                         help="--task anomaly: release a detector although no defective test image measured its escapes")
     onboard.set_defaults(func=_cmd_onboard)
 
     lineage = commands.add_parser("lineage", help="print a model version's lineage back to every image and label")

@@ -116,7 +116,8 @@ def dataset_version(
         extra={
             "classes": ",".join(spec.classes),
             "good_class": spec.good_class or "",
-            **({"task": spec.task} if spec.task != "classify" else {}),  # classify ids as before
+            # classify ids as before; other tasks' labels carry more than the label (masks): their set's id
+            **({"task": spec.task, "annotations": annotations.id} if spec.task != "classify" else {}),
         },
     )
     dataset_id = f"dataset:{content}"

@@ -90,7 +90,7 @@ def deployment(
     if registered_model.export_id != exported_model.id:
         raise dg.Failure(
             f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
-            "re-run classify_job before deploying"
+            "re-run the variant's job (classify_job / anomaly_job) before deploying"
         )
     line, variant = split_partition_key(context.partition_key)
     state = edge.server_state()

@@ -57,6 +57,7 @@ class OnboardRequest:
     min_images_per_class: int | None = None
     augment_copies: int | None = None
     anomaly_settings: dict[str, Any] | None = None
+    release_without_defects: bool = False
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
@@ -152,6 +153,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
         release_min_accuracy=request.min_accuracy,
         release_max_escape_rate=request.max_test_escape_rate,
         max_escape_rate=request.escape_budget,
+        release_without_defects=request.release_without_defects or None,
     )
     if release:
         ops["validation_report"] = ValidationConfig(**release)
@@ -230,6 +232,7 @@ def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
             ("--hpo-minutes", request.hpo_minutes),
             ("--cv-folds", request.cv_folds),
             ("--epochs", request.epochs),
+            ("--escape-budget", request.escape_budget),
             ("--augment-copies", request.augment_copies or None),
         )
         if value is not None
@@ -247,9 +250,9 @@ def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
     if request.anomaly_settings:
         from pydantic import ValidationError
 
-        from resources.anomaly.detector import AnomalySettings
+        from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalySettings
 
-        fixed = sorted(set(request.anomaly_settings) & {"backbone", "image_size", "resize", "seed"})
+        fixed = sorted(set(request.anomaly_settings) & set(GRAPH_OWNED_SETTINGS))
         if fixed:
             raise OnboardError(
                 f"--anomaly-settings sets {', '.join(fixed)}: use --backbone, --image-size and --seed for those"

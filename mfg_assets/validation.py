@@ -40,6 +40,13 @@ class ValidationConfig(dg.Config):
         0.05, ge=0.0, le=1.0, description="release criterion: highest test escape rate (ignored without a good class)"
     )
     gallery_size: int = Field(12, ge=0, le=100, description="worst errors shown in the HTML gallery")
+    release_without_defects: bool = Field(
+        False,
+        description=(
+            "anomaly task: release a detector whose test split holds no defective image (its escape rate is then "
+            "unmeasured); off by default, so that is a decision someone takes"
+        ),
+    )
     target_false_reject_rate: float = Field(
         0.001,
         ge=0.0,
@@ -174,6 +181,11 @@ def release_verdict(report: dict, config: ValidationConfig) -> dict:
     escape = report["test"]["escape_rate"]
     if escape is not None and escape > config.release_max_escape_rate:
         failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
+    if report.get("task") == "anomaly" and not report["test"].get("n_defect") and not config.release_without_defects:
+        failures.append(
+            "the test split holds no defective image, so escapes are not measured; add defect images (a few of "
+            "each type), or release it knowingly with --release-without-defects"
+        )
     return {"passed": not failures, "failures": failures}
 
 

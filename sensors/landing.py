@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from mfg_assets.jobs import classify_job
+from mfg_assets.jobs import anomaly_job, classify_job, job_for_task
 from mfg_assets.partitions import line_variant_partitions
 from resources.landing import LandingZone, find_complete_batches, invalid_folders
 from resources.lineage import LineageStore
@@ -13,8 +13,16 @@ from sensors.policy import BatchRef, plan_landing_runs
 __all__ = ["landing_zone_sensor"]
 
 
+def _job_of(lineage: LineageStore, partition: str) -> str:
+    """The job that runs the graph for the partition's variant (its task's)."""
+    from resources.data.variants import load_variant, split_partition_key
+
+    line, variant = split_partition_key(partition)
+    return job_for_task(load_variant(line, variant, lineage.home_path()).task)
+
+
 @dg.sensor(
-    job=classify_job,
+    jobs=[classify_job, anomaly_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new line/variant partitions and requests a run for each one with new complete batches.",
@@ -40,7 +48,12 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
     new_partitions = sorted({r.partition for r in plan.requests} - existing)
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=r.run_key, partition_key=r.partition, tags={"batches": ",".join(r.batches)})
+            dg.RunRequest(
+                run_key=r.run_key,
+                partition_key=r.partition,
+                job_name=_job_of(lineage, r.partition),
+                tags={"batches": ",".join(r.batches)},
+            )
             for r in plan.requests
         ],
         dynamic_partitions_requests=[line_variant_partitions.build_add_request(new_partitions)] if new_partitions else [],

@@ -35,7 +35,10 @@ def anomaly_raw_score(predictor: Predictor, pixels: np.ndarray) -> float:
             f"the model has no {SCORE_OUTPUT!r} output (outputs: {', '.join(outputs)}); it is not an anomaly detector "
             "exported by the platform"
         )
-    return float(np.asarray(outputs[SCORE_OUTPUT]).reshape(-1)[0])
+    score = float(np.asarray(outputs[SCORE_OUTPUT]).reshape(-1)[0])
+    if not np.isfinite(score):
+        raise InferenceError(f"the detector returned a non-finite score ({score}); no decision can be made on it")
+    return score
 
 
 def anomaly_self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) -> None:

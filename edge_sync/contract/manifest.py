@@ -7,6 +7,7 @@ lives here, on the model itself where it can (a manifest that breaks one cannot 
 the two sides cannot drift.
 """
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
@@ -88,7 +89,10 @@ def anomaly_defect_score(raw_score: float, score_scale: float) -> float:
     """An anomaly detector's defect score in [0, 1]: its raw image score over the manifest's
     ``score_scale``, clipped. The platform sets the scale to twice the calibrated raw threshold, so
     the threshold is 0.5 and the score histograms of every task share the bins over [0, 1]."""
-    return min(max(float(raw_score) / float(score_scale), 0.0), 1.0)
+    raw, scale = float(raw_score), float(score_scale)
+    if not (math.isfinite(raw) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"anomaly score {raw} with score_scale {scale}: both must be finite and the scale positive")
+    return min(max(raw / scale, 0.0), 1.0)
 
 
 class ModelFile(_Frozen):
@@ -128,7 +132,7 @@ class DeploymentManifest(_Frozen):
         None, description="reject when the defect score >= threshold (classify: 1 - P(good); anomaly: anomaly_defect_score)"
     )
     score_scale: float | None = Field(
-        None, gt=0.0, description="anomaly only: the raw image score is divided by this for the defect score (schema 3)"
+        None, gt=0.0, allow_inf_nan=False, description="anomaly only: the raw image score is divided by this for the defect score (schema 3)"
     )
     dataset_version: str
     ring: Ring = Ring.FLEET
@@ -146,7 +150,12 @@ class DeploymentManifest(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _resize_needs_schema_2(self) -> "DeploymentManifest":
+    def _schema_features(self) -> "DeploymentManifest":
+        """What needs which schema version: letterbox input (2), anomaly models (3)."""
+        if self.task is Task.ANOMALY and (self.threshold is None or self.good_class is None):
+            raise ValueError(
+                "an anomaly model needs its threshold and good_class: a device decides by them; rebuild the manifest"
+            )
         if (self.task is Task.ANOMALY) != (self.score_scale is not None):
             raise ValueError(
                 f"task {self.task.value!r} with score_scale {self.score_scale}: an anomaly model needs its score_scale "

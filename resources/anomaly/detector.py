@@ -39,6 +39,11 @@ above the median is flagged: good parts vary, but not that much."""
 SUSPICIOUS_LISTED = 5
 
 
+GRAPH_OWNED_SETTINGS = ("backbone", "image_size", "resize", "seed")
+"""Settings the graph sets from the options every task has (--backbone, --image-size, the
+augmented set's resize, --seed), so the data and the detector agree; not overridable per detector."""
+
+
 class AnomalyError(MfgVisionError, ValueError):
     """The detector cannot be fitted or loaded with what it was given; the message says what to change."""
 

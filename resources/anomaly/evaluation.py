@@ -25,7 +25,9 @@ def image_level_metrics(
     """Image AUROC over all defect types, and per type against the good images (None where a side is
     empty: an AUROC of nothing is not 0.5)."""
     classes = list(classes)
-    good = good_class if good_class is not None else classes[0]
+    if good_class is None:
+        raise ValueError("anomaly metrics need the good class (the variant's --good-class)")
+    good = good_class
     y = np.asarray(y_true)
     s = np.asarray(scores, dtype=np.float64)
     is_defect = _is_defect(y, classes, good)
@@ -80,7 +82,11 @@ def anomaly_split_section(
             section["pixel_auroc"] = pixel_auroc(maps[use], masks[use], region)
             section["pro"] = pro_score(maps[use], masks[use], region)
     if section["pixel_auroc"] is None:
-        section["pixel_metrics_note"] = "no defect image of this split has a mask: pixel AUROC and PRO are not computed"
+        section["pixel_metrics_note"] = (
+            "no defect image of this split has a mask: pixel AUROC and PRO are not computed"
+            if maps is not None
+            else "maps are not evaluated on this split (pixel metrics are measured on test)"
+        )
     decision = decision_rates(s, is_defect, threshold)
     section["decision"] = decision
     section["false_reject_rate"] = decision["false_reject_rate"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_sync.contract import SELFTEST_FILE
 from edge_sync.inference import ModelFormat
 from resources.artifact_store import sha256_file
 
@@ -86,7 +87,7 @@ def build_detector_package(
     latency = {"torch": _torch_ms_per_image(net, parity_images), **{p.format: p.ms_per_image for p in parity}}
     selftest = parity_images[: min(_SELFTEST_IMAGES, len(parity_images))]
     _, scores = score_images(net, selftest, keep_maps=False)
-    np.savez(package / "selftest.npz", images=selftest, scores=scores.astype(np.float32))
+    np.savez(package / SELFTEST_FILE, images=selftest, scores=scores.astype(np.float32))
     files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
     file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
     (package / "manifest.json").write_text(

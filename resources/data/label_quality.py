@@ -299,11 +299,16 @@ def no_conflicting_duplicates(labels: pd.DataFrame) -> CheckOutcome:
     )
 
 
-def min_images_per_class(consensus: pd.DataFrame, classes: Sequence[str], minimum: int) -> CheckOutcome:
+def min_images_per_class(
+    consensus: pd.DataFrame, classes: Sequence[str], minimum: int, good_only: str | None = None
+) -> CheckOutcome:
     """Each taxonomy class has at least ``minimum`` images (by consensus label), and two classes exist.
 
     An empty class fails even with ``minimum`` 0: the model would have an output it was never taught.
     A dataset with one class present cannot train a classifier at all.
+
+    ``good_only`` (an anomaly detector's good class): the minimum is for that class alone, which the
+    detector learns from; defect types are rare by nature and only test it, so any number will do.
     """
     require_columns(consensus, ("sha256", "label"), "consensus")
     if minimum < 0:
@@ -312,7 +317,10 @@ def min_images_per_class(consensus: pd.DataFrame, classes: Sequence[str], minimu
     counts = consensus.drop_duplicates("sha256")["label"].value_counts()
     per_class = {c: int(counts.get(c, 0)) for c in taxonomy}
     present = [c for c, n in per_class.items() if n > 0]
-    short = {c: n for c, n in per_class.items() if n < minimum or n == 0}
+    if good_only is not None:
+        short = {c: n for c, n in per_class.items() if c == good_only and (n < minimum or n == 0)}
+    else:
+        short = {c: n for c, n in per_class.items() if n < minimum or n == 0}
     failures = [
         {"class": c, "images": n, "minimum": minimum, "problem": "empty class" if n == 0 else "too few images"}
         for c, n in short.items()
@@ -324,7 +332,7 @@ def min_images_per_class(consensus: pd.DataFrame, classes: Sequence[str], minimu
             f"{len(short)} of {len(taxonomy)} classes have fewer than {max(minimum, 1)} images "
             f"({listed}); label more images of those classes or remove unused classes from the variant"
         )
-    if len(present) < 2:
+    if good_only is None and len(present) < 2:
         which = f"only {present[0]!r} is present" if present else "no class of the taxonomy is present"
         parts.append(
             f"{which}: a classifier needs at least two classes; add labelled images of at least two "
@@ -448,15 +456,17 @@ def run_all(
     *,
     min_images_per_class: int,
     min_kappa: float,
+    good_only: str | None = None,
 ) -> dict[str, CheckOutcome]:
-    """Every label check, keyed by check name, with one great-expectations context for the call."""
+    """Every label check, keyed by check name, with one great-expectations context for the call
+    (``good_only``: see :func:`min_images_per_class`)."""
     context = new_gx_context()
     consensus = consensus_labels(labels)
     outcomes = [
         every_image_labelled(images, labels),
         labels_in_taxonomy(labels, classes, context=context),
         no_conflicting_duplicates(labels),
-        _min_images_check(consensus, classes, min_images_per_class),
+        _min_images_check(consensus, classes, min_images_per_class, good_only),
         reviewer_agreement(labels, min_kappa),
     ]
     for outcome in outcomes:

@@ -43,8 +43,11 @@ def is_mask_path(rel_path: str) -> bool:
     return normalise_path(rel_path).split("/", 1)[0] == MASK_FOLDER
 
 
-def labels_from_mvtec(rel_paths: Sequence[str]) -> MvtecLabels:
-    """Labels for every image path, masks matched to their images by type and file stem."""
+def labels_from_mvtec(rel_paths: Sequence[str], require_good: bool = True) -> MvtecLabels:
+    """Labels for every image path, masks matched to their images by type and file stem.
+
+    ``require_good`` False: one batch of several (operator feedback of defects only) may lack good
+    images; the variant's label checks then ask for them over all its batches."""
     rows: list[tuple[str, str, str, str]] = []
     misplaced: list[str] = []
     defects_in_train: list[str] = []
@@ -55,7 +58,7 @@ def labels_from_mvtec(rel_paths: Sequence[str]) -> MvtecLabels:
         if parts[0] == MASK_FOLDER:
             mask_paths.append(rel_path)
             continue
-        if len(parts) < 3 or parts[0] not in ("train", "test") or not parts[1].strip():
+        if len(parts) != 3 or parts[0] not in ("train", "test") or not parts[1].strip():
             misplaced.append(rel_path)
             continue
         if parts[0] == "train" and parts[1] != GOOD:
@@ -65,23 +68,30 @@ def labels_from_mvtec(rel_paths: Sequence[str]) -> MvtecLabels:
     if misplaced:
         raise LabelImportError(
             f"MVTec layout: {len(misplaced)} image(s) outside train/good/, test/<type>/ and ground_truth/<type>/ "
-            f"(first: {', '.join(misplaced[:5])}); move each into one of those folders"
+            f"(first: {', '.join(misplaced[:5])}); move each directly into one of those folders (no sub-folders)"
         )
     if defects_in_train:
         raise LabelImportError(
             f"MVTec layout: train/ may hold only train/good/, but {len(defects_in_train)} image(s) lie in other "
             f"folders (first: {', '.join(defects_in_train[:5])}); move defective images to test/<type>/"
         )
-    if not any(label == GOOD for _, label, _, _ in rows):
+    if require_good and not any(label == GOOD for _, label, _, _ in rows):
         raise LabelImportError(
             "MVTec layout: no good images (train/good/ and test/good/ are empty or missing); a detector learns "
             "what good looks like from them: add them"
         )
-    by_key = {
-        (parts[1], PurePosixPath(rel_path).stem): rel_path
-        for rel_path, _label, _r, _s in rows
-        if (parts := rel_path.split("/"))[0] == "test" and parts[1] != GOOD
-    }
+    by_key: dict[tuple[str, str], str] = {}
+    for rel_path, _label, _r, _s in rows:
+        parts = rel_path.split("/")
+        if parts[0] != "test" or parts[1] == GOOD:
+            continue
+        key = (parts[1], PurePosixPath(rel_path).stem)
+        if key in by_key:
+            raise LabelImportError(
+                f"MVTec layout: {by_key[key]} and {rel_path} share the name {key[1]!r}, so a mask "
+                f"ground_truth/{key[0]}/{key[1]}_mask.png could belong to either; rename one of them"
+            )
+        by_key[key] = rel_path
     masks: dict[str, str] = {}
     problems: list[str] = []
     for mask in mask_paths:

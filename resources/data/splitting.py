@@ -263,7 +263,8 @@ def keep_out_of_train(split: pd.DataFrame, allowed: frozenset[str], seed: int) -
     if not moving:
         return out
     strata = out["stratum"] if "stratum" in out.columns else out["label"]
-    first_stratum = {int(g): str(strata[out["group_id"] == g].iloc[0]) for g in moving}
+    # a group's stratum: that of its first barred row (a mixed group moves for its defect, not its good part)
+    first_stratum = {int(g): str(strata[barred & (out["group_id"] == g)].iloc[0]) for g in moving}
     placed: dict[str, int] = {}
     target: dict[int, str] = {}
     for group in sorted(moving, key=lambda g: _stable_int(f"{seed}:{g}:{first_stratum[g]}")):

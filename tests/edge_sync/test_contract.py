@@ -142,3 +142,15 @@ def test_an_anomaly_manifest_carries_its_score_scale_at_schema_3() -> None:
         _manifest(score_scale=6.0)  # a classifier has none
     with pytest.raises(ValidationError, match="needs manifest schema version 3"):
         _manifest(task="anomaly", score_scale=6.0)  # schema 2: an older agent must refuse it by its version
+
+
+def test_an_anomaly_manifest_without_a_decision_or_with_a_broken_scale_is_refused() -> None:
+    from edge_sync.contract import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
+
+    with pytest.raises(ValidationError, match="needs its threshold and good_class"):
+        _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION, score_scale=6.0, threshold=None)
+    with pytest.raises(ValidationError, match="finite"):
+        _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION, score_scale=float("inf"))
+    with pytest.raises(ValueError, match="must be finite"):
+        anomaly_defect_score(float("nan"), 6.0)  # a NaN score must not pass as a good part
+    assert _manifest().schema_version == 2  # a classifier's manifest stays readable by older agents

@@ -25,7 +25,7 @@ def test_split_section_holds_image_pixel_and_decision_figures() -> None:
     assert section["false_reject_rate"] == 0.0 and section["escape_rate"] == 0.0 and section["accuracy"] == 1.0
     assert section["is_defect"] == [False, False, False, True, True]
     without = anomaly_split_section(y_true=y, scores=scores, classes=CLASSES, good_class="good", threshold=0.5)
-    assert without["pixel_auroc"] is None and "no defect image of this split has a mask" in without["pixel_metrics_note"]
+    assert without["pixel_auroc"] is None and "maps are not evaluated on this split" in without["pixel_metrics_note"]
     assert without["false_reject_rate"] == pytest.approx(1 / 3) and without["accuracy"] == pytest.approx(0.8)
 
 

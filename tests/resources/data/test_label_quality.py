@@ -308,3 +308,17 @@ def test_run_all_uses_one_gx_context(monkeypatch: pytest.MonkeyPatch) -> None:
         "reviewer_agreement",
     ]
     assert all(o.passed for o in outcomes.values()), {k: o.summary for k, o in outcomes.items()}
+
+
+
+def test_an_anomaly_variant_needs_enough_good_images_and_any_number_of_defects() -> None:
+    import pandas as pd
+
+    from resources.data.label_quality import min_images_per_class
+
+    consensus = pd.DataFrame({"sha256": [f"g{i}" for i in range(5)] + ["d0"], "label": ["good"] * 5 + ["crack"]})
+    assert min_images_per_class(consensus, ["good", "crack"], 5, good_only="good").passed  # one crack is fine
+    assert min_images_per_class(consensus.iloc[:5], ["good"], 5, good_only="good").passed  # good parts only
+    short = min_images_per_class(consensus.iloc[2:], ["good", "crack"], 5, good_only="good")
+    assert not short.passed and "good=3" in short.summary and "crack" not in short.summary
+    assert not min_images_per_class(consensus, ["good", "crack"], 5).passed  # a classifier still needs 5 cracks

@@ -40,3 +40,15 @@ def test_labels_come_from_folders_and_masks_attach_to_their_images() -> None:
 def test_a_wrong_layout_is_refused_naming_the_files(paths: list[str], message: str) -> None:
     with pytest.raises(LabelImportError, match=message):
         labels_from_mvtec(paths)
+
+
+def test_names_that_would_make_a_mask_ambiguous_are_refused() -> None:
+    with pytest.raises(LabelImportError, match="share the name '000'"):
+        labels_from_mvtec(["train/good/1.png", "test/crack/000.png", "test/crack/000.jpg"])
+    with pytest.raises(LabelImportError, match="no sub-folders"):
+        labels_from_mvtec(["train/good/1.png", "test/crack/a/000.png"])
+
+
+def test_a_batch_of_defects_only_is_read_when_good_images_are_not_required() -> None:
+    result = labels_from_mvtec(["test/crack/000.png"], require_good=False)  # operator feedback of one defect
+    assert result.labels["label"].tolist() == ["crack"]
