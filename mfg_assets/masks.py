@@ -15,7 +15,7 @@ import pandas as pd
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
-__all__ = ["MASK_COLUMNS", "split_off_masks"]
+__all__ = ["MASK_COLUMNS", "first_mask_per_image", "split_off_masks"]
 
 MASK_COLUMNS = ("partition", "batch", "image_rel_path", "image_sha256", "mask_rel_path", "mask_sha256", "mask_artifact", "width", "height")
 
@@ -86,5 +86,42 @@ def split_off_masks(
                 }
             )
         lineage.warehouse().replace_keyed("quarantine", bad, prefix=batch, key=f"{partition}/{batch}/masks")
-    masks = pd.DataFrame(kept, columns=list(MASK_COLUMNS))
+    masks, conflicts = first_mask_per_image(pd.DataFrame(kept, columns=list(MASK_COLUMNS)))
+    now = datetime.now(UTC).isoformat()
+    rows = []
+    for conflict in conflicts:
+        detail = (
+            f"{conflict['batch']}/{conflict['mask_rel_path']}: its image {conflict['image_rel_path']} has the same content "
+            f"as {conflict['first']}, whose mask differs; the first mask is used: make the masks agree and replace the batch"
+        )
+        context.log.warning(f"quarantined {detail}")
+        rows.append(
+            {
+                "partition": partition,
+                "batch": conflict["batch"],
+                "rel_path": conflict["mask_rel_path"],
+                "reason": "conflicting_mask",
+                "detail": detail,
+                "quarantined_to": str(store.path(conflict["mask_artifact"])),
+                "run_id": context.run_id,
+                "quarantined_at": now,
+            }
+        )
+    lineage.warehouse().replace_keyed("quarantine", rows, prefix="masks", key=f"{partition}/conflicting-masks")
     return images[~is_mask].reset_index(drop=True), masks
+
+
+def first_mask_per_image(masks: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """One mask per image content: an image stored twice with the same mask keeps one row; with a
+    different mask, the first (batch, path order) is kept and the others come back as conflicts,
+    each with ``first`` naming the image whose mask was kept."""
+    ordered = masks.sort_values(["batch", "image_rel_path"], kind="stable")
+    first = ordered.drop_duplicates("image_sha256")
+    kept_mask = dict(zip(first["image_sha256"], first["mask_sha256"], strict=True))
+    first_where = {row.image_sha256: f"{row.batch}/{row.image_rel_path}" for row in first.itertuples()}
+    conflicts = [
+        {**row, "first": first_where[row["image_sha256"]]}
+        for row in ordered.drop(first.index).to_dict("records")
+        if row["mask_sha256"] != kept_mask[row["image_sha256"]]
+    ]
+    return first.reset_index(drop=True), conflicts
