@@ -22,7 +22,7 @@ from typing import Any
 from edge_sync.agent.installer import Installed
 from edge_sync.agent.outbox import Entry
 from edge_sync.agent.windows import AgentState, OpenWindow
-from edge_sync.contract import DeploymentManifest
+from edge_sync.contract import DeploymentManifest, Task
 from edge_sync.durable import write_atomic
 
 __all__ = [
@@ -211,6 +211,11 @@ def feedback_label(
             f"'{image},confirmed_defect,<class>' to label it"
         )
     predicted = str(decision.get("predicted_class"))
+    if manifest.task is Task.ANOMALY:
+        return None, (
+            f"an anomaly model flags a part without naming its defect type; append '{image},confirmed_defect,<type>' "
+            f"with one of {[c for c in manifest.classes if c != manifest.good_class]}"
+        )
     if predicted not in manifest.classes or predicted == manifest.good_class:
         return None, (
             f"the model predicted {predicted!r}, which is not a defect class of the active model; append "

@@ -70,3 +70,13 @@ def test_a_decision_rejects_exactly_at_the_platforms_raw_threshold() -> None:
     assert (passed.verdict, passed.predicted_class, passed.defect_score) == ("pass", "good", pytest.approx(0.4995))
     assert (rejected.verdict, rejected.predicted_class, rejected.defect_score) == ("reject", "anomaly", 0.5)
     assert decide_anomaly("c.png", 500.0, 120.0, _manifest(), "w1", when).defect_score == 1.0  # clipped into the bins
+
+
+def test_a_confirmed_anomaly_needs_its_defect_type_from_the_operator() -> None:
+    from edge_sync.agent.feedback import feedback_label
+
+    decision = {"predicted_class": "anomaly", "verdict": "reject"}
+    label, why = feedback_label(_manifest(), "b.png", "confirmed_defect", None, decision)
+    assert label is None and "without naming its defect type" in why and "'b.png,confirmed_defect,<type>'" in why
+    assert feedback_label(_manifest(), "b.png", "confirmed_defect", "crack", decision) == ("crack", "")
+    assert feedback_label(_manifest(), "a.png", "false_reject", None, decision) == ("good", "")
