@@ -15,20 +15,18 @@ threshold and its rule, fit and whole-onboard seconds, the onboard process's pea
 import argparse
 import datetime as dt
 import json
-import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from layouts import lay_out_magnetic_tile_mvtec, machine  # noqa: E402
+from onboard_benchmark import run_onboard  # noqa: E402
 
 KEYS = ("image_auroc", "pixel_auroc", "pro", "false_reject_rate", "escape_rate", "fit_seconds", "onboard_seconds", "peak_rss_mb")
 
@@ -40,14 +38,7 @@ def run_once(data: Path, seed: int, extra: list[str], scratch: Path) -> dict:
         "--task", "anomaly", "--format", "mvtec", "--line", "bench", "--variant", f"seed{seed}", "--seed", str(seed),
         "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1", *extra,
     ]
-    env = {**os.environ, "MFG_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    (scratch / f"log-{seed}.txt").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"seed {seed}: mfgv onboard exited {done.returncode}:\n{done.stderr[-4000:]}")
+    done, wall = run_onboard(command, home, scratch / f"log-{seed}.txt", seed)
     peak_kb = next(int(line.split("=")[1]) for line in done.stderr.splitlines() if line.startswith("peak_rss_kb="))
     report = json.loads(report_path.read_text())
     test = report["test"]

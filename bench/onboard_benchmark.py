@@ -34,6 +34,20 @@ from layouts import lay_out_magnetic_tile, lay_out_neu, machine  # noqa: E402
 LAYOUTS = {"folders": None, "neu": lay_out_neu, "magnetic_tile": lay_out_magnetic_tile}
 
 
+def run_onboard(command: list[str], home: Path, log: Path, seed: int) -> tuple[subprocess.CompletedProcess, float]:
+    """Run an `mfgv onboard` command line with ``MFG_HOME=home`` (no inherited DAGSTER_HOME), keep its
+    output in ``log``, stop the benchmark if it failed; returns the process and its wall seconds."""
+    env = {**os.environ, "MFG_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"seed {seed}: mfgv onboard exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done, wall
+
+
 def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], scratch: Path) -> dict:
     home = scratch / f"home-{seed}"
     report_path = scratch / f"report-{seed}.json"
@@ -42,14 +56,7 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
         "--seed", str(seed), "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1",
         *(["--good-class", good_class] if good_class else []), *extra,
     ]
-    env = {**os.environ, "MFG_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    (scratch / f"log-{seed}.txt").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"seed {seed}: mfgv onboard exited {done.returncode}:\n{done.stderr[-4000:]}")
+    _done, wall = run_onboard(command, home, scratch / f"log-{seed}.txt", seed)
     report = json.loads(report_path.read_text())
     test = report["test"]
     run = {
