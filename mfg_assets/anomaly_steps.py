@@ -20,8 +20,10 @@ import pandas as pd
 from mfg_assets.common import blocking_check_result, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion, ExportedModel, TrainedModel, TrainingRecipe, ValidationReport
+from resources.anomaly.feature_source import feature_source_hashes, resolve_feature_source
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
+from resources.registry import ModelRegistry
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
 from resources.trainers import AnomalyTrainer
@@ -41,56 +43,65 @@ def anomaly_recipe(
     config: "RecipeConfig",
     dataset: DatasetVersion,
     augmented: AugmentedSet,
+    registry: ModelRegistry,
+    store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[TrainingRecipe]:
-    """The detector's settings: the defaults, the chosen backbone and ``config.anomaly`` overrides."""
+    """The detector's settings: the defaults, the feature source and ``config.anomaly`` overrides.
+
+    The features come from a bundled backbone (``--backbone``), a local weights file (``--arch`` and
+    ``--pretrained-weights``, e.g. a WideResNet-50) or the body of a classifier the plant registered
+    for another variant (``--init-from``); the source is built once here, so a missing file or a
+    foreign architecture fails before any image is embedded."""
     from pydantic import ValidationError
 
-    from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalySettings
+    from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalyError, AnomalySettings, check_backbone
+    from resources.classify.backbones import BackboneError
+    from resources.classify.model_init import WeightsError
 
-    refused = [
-        option
-        for option, asked in (
-            ("--hpo-trials / --hpo-minutes", config.hpo_trials > 0 or config.hpo_minutes is not None),
-            ("--init-from", config.init_from),
-            ("--pretrained-weights", config.pretrained_weights),
-            ("--arch", config.arch),
-        )
-        if asked
-    ]
-    if refused:
+    if config.hpo_trials > 0 or config.hpo_minutes is not None:
         raise dg.Failure(
-            f"{', '.join(refused)}: not available for the anomaly task in this release (the detector is fitted on "
-            "a bundled backbone's features, not trained); choose the backbone with --backbone, or set detector "
-            "settings with RecipeConfig.anomaly"
+            "--hpo-trials / --hpo-minutes: not available for the anomaly task in this release (the detector is fitted, "
+            "not trained); set detector settings with RecipeConfig.anomaly"
         )
     for fixed in GRAPH_OWNED_SETTINGS:
         if fixed in config.anomaly:
             raise dg.Failure(
-                f"RecipeConfig.anomaly sets {fixed!r}; set it where every task sets it (--backbone, --image-size, "
-                "AugmentConfig.resize, --seed), so the data and the detector agree"
+                f"RecipeConfig.anomaly sets {fixed!r}; set it where every task sets it (--backbone, --arch, "
+                "--pretrained-weights, --init-from, --image-size, AugmentConfig.resize, --seed), so the data and the "
+                "detector agree"
             )
     try:
-        settings = AnomalySettings.model_validate(
-            {
-                "backbone": config.backbone,
-                **config.anomaly,
-                "image_size": augmented.image_size,
-                "resize": augmented.resize,
-                "seed": config.seed,
-            }
+        source = resolve_feature_source(
+            backbone=config.backbone,
+            arch=config.arch,
+            pretrained_weights=config.pretrained_weights,
+            init_from=config.init_from,
+            registry=registry,
+            store=store,
         )
+        settings = AnomalySettings.model_validate(
+            {**source, **config.anomaly, "image_size": augmented.image_size, "resize": augmented.resize, "seed": config.seed}
+        )
+        provenance = check_backbone(settings)
+    except (WeightsError, AnomalyError, BackboneError) as exc:
+        raise dg.Failure(str(exc)) from exc
     except ValidationError as exc:
         raise dg.Failure(f"anomaly detector settings are invalid: {exc}") from exc
     dumped = settings.model_dump(mode="json")
-    body = json.dumps({"dataset": dataset.id, "augmented_set": augmented.id, "settings": dumped}, sort_keys=True)
+    source_hashes = feature_source_hashes(provenance)
+    body = json.dumps(
+        {"dataset": dataset.id, "augmented_set": augmented.id, "settings": dumped, "feature_source": source_hashes},
+        sort_keys=True,
+    )
     recipe_id = f"recipe:{hashlib.sha256(body.encode()).hexdigest()}"
     record_lineage(
         context,
         lineage,
         output_id=recipe_id,
         input_ids=[augmented.id, dataset.id],
-        parameters={"settings": dumped, "searched": False, "search": None, "task": "anomaly"},
+        parameters={"settings": dumped, "searched": False, "search": None, "task": "anomaly", "init_from": config.init_from},
+        input_hashes=source_hashes,
     )
     handle = TrainingRecipe(
         id=recipe_id,
@@ -103,9 +114,17 @@ def anomaly_recipe(
         best_history=None,
         best_epoch=None,
         plots={},
-        init_from=None,
+        init_from=config.init_from,
     )
-    return dg.Output(handle, metadata={"recipe_id": recipe_id, "searched": False, "settings": dg.MetadataValue.json(dumped)})
+    return dg.Output(
+        handle,
+        metadata={
+            "recipe_id": recipe_id,
+            "searched": False,
+            "settings": dg.MetadataValue.json(dumped),
+            "feature_source": dg.MetadataValue.json(provenance),
+        },
+    )
 
 
 def fit_anomaly_model(
@@ -130,7 +149,7 @@ def fit_anomaly_model(
             f"dataset {dataset.id}: {int((labels != good_index).sum())} training images are not {dataset.good_class!r}; "
             "an anomaly variant's split keeps defects out of train: re-materialize dataset_version"
         )
-    context.log.info(f"fitting the {settings.backbone} PatchCore detector on {len(images)} good images at {settings.image_size} px")
+    context.log.info(f"fitting the {settings.backbone_label()} PatchCore detector on {len(images)} good images at {settings.image_size} px")
     try:
         result = trainer.fit(images, settings)
     except AnomalyError as exc:
@@ -143,7 +162,7 @@ def fit_anomaly_model(
         )
     checkpoint = store.put_bytes(result.checkpoint, kind="checkpoints", suffix=".pt")
     model_id = f"model:{checkpoint.sha256}"
-    init = {"source": "backbone", **result.backbone}
+    init = dict(result.backbone)
     record_lineage(
         context,
         lineage,
@@ -152,7 +171,7 @@ def fit_anomaly_model(
         parameters={**settings.model_dump(mode="json"), "init": init, "bank_size": result.bank_size},
         input_hashes={
             augmented.id: augmented.artifact.sha256,
-            **({f"weights:{init.get('name')}": init["sha256"]} if init.get("sha256") else {}),
+            **feature_source_hashes(init),
         },
     )
     fit = {
@@ -168,7 +187,7 @@ def fit_anomaly_model(
         dataset_id=dataset.id,
         augmented_set_id=augmented.id,
         checkpoint=checkpoint,
-        arch=f"patchcore/{settings.backbone}",
+        arch=f"patchcore/{settings.backbone_label()}",
         classes=dataset.classes,
         image_size=settings.image_size,
         resize=settings.resize,

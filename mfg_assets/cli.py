@@ -286,12 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="offline augmented copies per training image (default 0)")
     onboard.add_argument("--backbone", default=None, help=(
         "bundled ImageNet backbone to fine-tune: mobilenetv2_100 (default), efficientnet_lite0, "
-        "efficientnet_lite1, efficientnet_lite2; 'none' trains --arch from scratch"))
+        "efficientnet_lite1, efficientnet_lite2; 'none' trains --arch from scratch; with --task anomaly, the "
+        "backbone whose features the detector compares"))
     onboard.add_argument("--arch", default=None, help="timm architecture (implies --backbone none unless given)")
     onboard.add_argument("--pretrained-weights", default=None,
-                         help="LOCAL weights file for --arch (default: the backbone's architecture); nothing is downloaded")
+                         help="LOCAL weights file for --arch (default: the backbone's architecture), e.g. a WideResNet-50 "
+                              "for --task anomaly; nothing is downloaded")
     onboard.add_argument("--init-from", default=None, metavar="MODEL_VERSION",
-                         help="start from a registered model's weights (e.g. another variant's)")
+                         help="start from a registered classifier's weights (e.g. another variant's); with --task "
+                              "anomaly, the detector takes that classifier's features")
     onboard.add_argument("--hpo-trials", type=_bounded(int, 1, 1000), default=None,
                          help="hyperparameter search: number of optuna trials")
     onboard.add_argument("--hpo-minutes", type=_bounded(float, 0.0, 7 * 24 * 60, low_open=True), default=None,

@@ -219,15 +219,11 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
 
 
 def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
-    """The anomaly task fits a bundled backbone's features: training options are refused by name."""
-    from resources.classify.backbones import BackboneError, get_spec, weights_path
-
+    """The detector is fitted, not trained: training options are refused by name, and the feature
+    source (bundled backbone, local weights file, registered classifier) is built once to check it."""
     refused = [
         option
         for option, value in (
-            ("--arch", request.arch),
-            ("--pretrained-weights", request.pretrained_weights),
-            ("--init-from", request.init_from),
             ("--hpo-trials", request.hpo_trials),
             ("--hpo-minutes", request.hpo_minutes),
             ("--cv-folds", request.cv_folds),
@@ -239,28 +235,21 @@ def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
     ]
     if refused:
         raise OnboardError(
-            f"{', '.join(refused)}: not available with --task anomaly in this release (the detector is fitted on a "
-            "bundled backbone's features of good images, not trained); drop them, choose a backbone with --backbone"
+            f"{', '.join(refused)}: not available with --task anomaly in this release (the detector is fitted on "
+            "backbone features of good images, not trained); drop them"
         )
-    if request.backbone is not None:
-        try:
-            weights_path(get_spec(request.backbone))
-        except BackboneError as exc:
-            raise OnboardError(f"--backbone {request.backbone}: {exc}") from exc
-    if request.anomaly_settings:
-        from pydantic import ValidationError
+    from mfg_assets.onboard_checks import PreflightError, check_anomaly_start
 
-        from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalySettings
-
-        fixed = sorted(set(request.anomaly_settings) & set(GRAPH_OWNED_SETTINGS))
-        if fixed:
-            raise OnboardError(
-                f"--anomaly-settings sets {', '.join(fixed)}: use --backbone, --image-size and --seed for those"
-            )
-        try:
-            AnomalySettings.model_validate(request.anomaly_settings)
-        except ValidationError as exc:
-            raise OnboardError(f"--anomaly-settings: {exc}") from exc
+    try:
+        check_anomaly_start(
+            backbone=request.backbone,
+            arch=request.arch,
+            pretrained_weights=request.pretrained_weights,
+            init_from=request.init_from,
+            anomaly_settings=request.anomaly_settings or {},
+        )
+    except PreflightError as exc:
+        raise OnboardError(str(exc)) from exc
     return request
 
 
@@ -414,7 +403,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
         },
         "threshold": full["threshold"]["threshold"] if full["threshold"] else None,
         "threshold_calibration": full["threshold"],
-        "training": {k: full["training"].get(k) for k in ("arch", "image_size", "resize", "best_epoch", "settings")},
+        "training": {k: full["training"].get(k) for k in ("arch", "image_size", "resize", "best_epoch", "settings", "init")},
         "release": full.get("release"),
         "notes": full["notes"],
     }

@@ -114,7 +114,7 @@ def hyperparameter_search(
     if dataset_version.task == "anomaly":
         from mfg_assets.anomaly_steps import anomaly_recipe
 
-        return anomaly_recipe(context, config, dataset_version, augmented_set, lineage)
+        return anomaly_recipe(context, config, dataset_version, augmented_set, registry, artifact_store, lineage)
     if config.anomaly:
         raise dg.Failure(f"RecipeConfig.anomaly is for the anomaly task; this variant's task is {dataset_version.task}")
     base, init_version, init_sha = base_settings(config, augmented_set, registry, artifact_store)

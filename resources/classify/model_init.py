@@ -119,7 +119,10 @@ def registered_start(version_name: str, registry: Any, store: Any) -> dict[str, 
             f"--init-from {version_name}: no such registered model version (registered: {known}); see `mfgv models`"
         ) from None
     if version.task != "classify":
-        raise WeightsError(f"--init-from {version_name} is a {version.task} model; a classifier starts from a classify model")
+        raise WeightsError(
+            f"--init-from {version_name} is a {version.task} model; --init-from takes a classify model (its body "
+            "starts a classifier or gives an anomaly detector its features): pick one from `mfgv models`"
+        )
     path = store.path(version.artifacts["checkpoint"])
     info = read_checkpoint_arch(path)
     if info["channels"] != 3:
