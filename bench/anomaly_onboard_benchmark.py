@@ -31,8 +31,8 @@ from onboard_benchmark import run_onboard  # noqa: E402
 KEYS = ("image_auroc", "pixel_auroc", "pro", "false_reject_rate", "escape_rate", "fit_seconds", "onboard_seconds", "peak_rss_mb")
 
 
-def run_once(data: Path, seed: int, extra: list[str], scratch: Path) -> dict:
-    home, report_path = scratch / f"home-{seed}", scratch / f"report-{seed}.json"
+def run_once(data: Path, seed: int, extra: list[str], scratch: Path, home: Path | None) -> dict:
+    home, report_path = home or scratch / f"home-{seed}", scratch / f"report-{seed}.json"
     command = [
         "/usr/bin/time", "-f", "peak_rss_kb=%M", str(REPO / ".venv" / "bin" / "mfgv"), "onboard", str(data),
         "--task", "anomaly", "--format", "mvtec", "--line", "bench", "--variant", f"seed{seed}", "--seed", str(seed),
@@ -54,8 +54,9 @@ def run_once(data: Path, seed: int, extra: list[str], scratch: Path) -> dict:
         "peak_rss_mb": round(peak_kb / 1024),
         "latency_ms": report["latency_ms"],
         "settings": report["training"]["settings"],
+        "init": report["training"].get("init") or {},
     }
-    print(json.dumps({k: v for k, v in run.items() if k != "settings"}), flush=True)
+    print(json.dumps({k: v for k, v in run.items() if k not in ("settings", "init")}), flush=True)
     return run
 
 
@@ -78,6 +79,11 @@ def markdown(title: str, result: dict) -> str:
     )
     first = runs[0]
     settings = first["settings"]
+    init = first["init"]
+    features = {
+        "weights_file": f"{settings['arch']} from the local file {init.get('file')}",
+        "registered_model": f"the body of the registered classifier {settings['arch']} (checkpoint sha256 {str(init.get('checkpoint_sha256'))[:12]}…)",
+    }.get(init.get("source"), settings["backbone"])
     return f"""
 ## {title} ({result['date']})
 
@@ -87,7 +93,7 @@ def markdown(title: str, result: dict) -> str:
   60/20/20 split of the good images grouped by near-duplicate pHash, every defect image to validation or test
   ({first['test_good']} good and {first['test_defect']} defective test images).
 - Detector: `mfgv onboard --task anomaly` defaults{(' plus `' + ' '.join(result['extra']) + '`') if result['extra'] else ''}:
-  PatchCore on {settings['backbone']} stages {settings['feature_levels']} at {settings['image_size']} px ({settings['resize']}).
+  PatchCore on {features} stages {settings['feature_levels']} at {settings['image_size']} px ({settings['resize']}).
   FRR and escape rate on test at the threshold calibrated on validation (rule per run).
 
 | seed | image AUROC | pixel AUROC | PRO | FRR at threshold | escape rate | rule | fit s | whole onboard s | peak RSS MB | ms/image torch / ONNX / OpenVINO |
@@ -103,6 +109,9 @@ def main() -> int:
     parser.add_argument("--title", default=None, help="section title in BENCHMARKS.md")
     parser.add_argument("--write", type=Path, default=None, help="append the figures to this Markdown file")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="one MFG_HOME for every seed (e.g. where the classifier for --init-from is registered); "
+                             "default: a fresh one per seed")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
@@ -118,7 +127,7 @@ def main() -> int:
         for path in sorted(p for p in data.rglob("*") if p.is_file() and "ground_truth" not in p.parts):
             key = "good" if path.parent.name == "good" else path.parent.name
             images[key] = images.get(key, 0) + 1
-        runs = [run_once(data, seed, extra, scratch) for seed in args.seeds]
+        runs = [run_once(data, seed, extra, scratch, args.home.resolve() if args.home else None) for seed in args.seeds]
         result = {
             "date": dt.date.today().isoformat(),
             "machine": machine(),
