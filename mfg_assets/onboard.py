@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.data.variants import VariantSpec, load_variant, partition_key, save_variant, validate_name
+from resources.data.variants import VariantSpec, load_variant, partition_key, save_run_config, save_variant, validate_name
 from resources.errors import MfgVisionError
 from resources.landing import MARKER
 from resources.settings import mfg_home
@@ -196,6 +196,13 @@ def _failure_summary(result: Any) -> str:
     return "\n".join(lines) or "the run failed; open the run in the Dagster UI (make ui) for details"
 
 
+def _chosen_options(run_config: dg.RunConfig) -> dict[str, Any]:
+    """The run config fields this onboard set, without the defaults: a run a sensor starts for the
+    variant keeps the plant's choices (backbone, feature source, input size, release limits) and
+    follows the platform's defaults for the rest."""
+    return {"ops": {name: {"config": config.model_dump(exclude_unset=True)} for name, config in (run_config.ops or {}).items()}}
+
+
 def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]) -> OnboardRequest:
     """Refuse options that cannot work (folds, backbone, weights, --init-from) before landing anything."""
     from mfg_assets.onboard_checks import PreflightError, check_cv_folds, check_start_options, class_counts
@@ -341,8 +348,10 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     job_name = job_for_task(spec.task)
     job = defs.resolve_job_def(job_name)
     echo(f"running {job_name} for partition {key} (Dagster home {instance.root_directory})")
+    run_config = _run_config(request)
+    save_run_config(request.line, request.variant, _chosen_options(run_config), home)  # new batches and retrains use it
     result = job.execute_in_process(
-        run_config=_run_config(request), instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
+        run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
     if not result.success:
         summary = _failure_summary(result)

@@ -14,6 +14,7 @@ from mfg_assets.deployment import DeploymentConfig
 from mfg_assets.edge_metrics import load_edge_windows
 from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.rollback import RollbackConfig, rollback_job
+from resources.data.variants import load_run_config, split_partition_key
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
 from sensors.policy import LiveDeployment, plan_edge_actions
@@ -76,7 +77,13 @@ with warnings.catch_warnings():
         for action in actions:
             tags = {"edge_action": action.kind, "deployment": action.deployment_id, "reasons": "; ".join(action.reasons)[:200]}
             if action.kind == "retrain":
-                requests.append(dg.RunRequest(run_key=action.run_key, job_name=retrain_job.name, partition_key=action.partition, tags=tags))
+                line, variant = split_partition_key(action.partition)
+                config = load_run_config(line, variant, lineage.home_path())  # the variant's own recipe
+                requests.append(
+                    dg.RunRequest(
+                        run_key=action.run_key, job_name=retrain_job.name, partition_key=action.partition, run_config=config, tags=tags
+                    )
+                )
             elif action.kind == "promote":
                 config = dg.RunConfig(ops={"deployment": DeploymentConfig(ring="fleet")})
                 requests.append(

@@ -13,12 +13,14 @@ from sensors.policy import BatchRef, plan_landing_runs
 __all__ = ["landing_zone_sensor"]
 
 
-def _job_of(lineage: LineageStore, partition: str) -> str:
-    """The job that runs the graph for the partition's variant (its task's)."""
-    from resources.data.variants import load_variant, split_partition_key
+def _run_of(lineage: LineageStore, partition: str) -> tuple[str, dict]:
+    """The job that runs the graph for the partition's variant (its task's) and the variant's saved
+    run config (the recipe its onboard chose)."""
+    from resources.data.variants import load_run_config, load_variant, split_partition_key
 
     line, variant = split_partition_key(partition)
-    return job_for_task(load_variant(line, variant, lineage.home_path()).task)
+    home = lineage.home_path()
+    return job_for_task(load_variant(line, variant, home).task), load_run_config(line, variant, home)
 
 
 @dg.sensor(
@@ -46,16 +48,20 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
         )
     existing = set(context.instance.get_dynamic_partitions(line_variant_partitions.name))
     new_partitions = sorted({r.partition for r in plan.requests} - existing)
-    return dg.SensorResult(
-        run_requests=[
+    requests = []
+    for r in plan.requests:
+        job_name, run_config = _run_of(lineage, r.partition)
+        requests.append(
             dg.RunRequest(
                 run_key=r.run_key,
                 partition_key=r.partition,
-                job_name=_job_of(lineage, r.partition),
+                job_name=job_name,
+                run_config=run_config,
                 tags={"batches": ",".join(r.batches)},
             )
-            for r in plan.requests
-        ],
+        )
+    return dg.SensorResult(
+        run_requests=requests,
         dynamic_partitions_requests=[line_variant_partitions.build_add_request(new_partitions)] if new_partitions else [],
         cursor=json.dumps(plan.seen, sort_keys=True),
     )

@@ -98,3 +98,81 @@ def _edge_round_trip(home: Path, data: Path, tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
+
+
+def test_anomaly_edge_loop_retrains_on_confirmed_good_parts_with_the_variants_recipe(mfg_home: Path, tmp_path: Path) -> None:
+    """The lighting drifts on an anomaly line: the device's score and brightness histograms move and operators
+    confirm the rejected parts good; the edge-loop sensor asks for a retrain with the variant's own recipe
+    (its input size, release limits), the confirmed parts join train/good, and v2 reaches the canary."""
+    import numpy as np
+
+    from edge_sync.server_state import ServerState
+    from mfg_assets.definitions import defs
+    from mfg_assets.edge_metrics import edge_feedback, edge_metrics
+    from resources.edge import EdgePolicy, EdgeSync
+    from resources.landing import LandingZone
+    from sensors.edge import edge_loop_sensor
+
+    data = tmp_path / "line"
+    assert mfgv(mfg_home, "sample-anomaly-line", str(data), "--seed", "4", "--train-good", "24", "--test-good", "8",
+                "--test-per-defect", "4", "--image-size", "96").returncode == 0
+    done = mfgv(mfg_home, "onboard", str(data), "--task", "anomaly", "--format", "mvtec", "--line", "line3",
+                "--variant", "cap-b", "--image-size", "128", *LENIENT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    added = mfgv(mfg_home, "edge-device", "add", "cam-1", "--line", "line3", "--canary")
+    token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token"))
+    assert mfgv(mfg_home, "deploy", "--line", "line3", "--variant", "cap-b", "--ring", "fleet").returncode == 0
+    port = free_port()
+    server = start_edge_server(mfg_home, port)
+    camera, state_dir = tmp_path / "camera", tmp_path / "agent"
+    camera.mkdir()
+    agent_args = ["edge-agent", "--device", "cam-1", "--server", f"http://127.0.0.1:{port}", "--camera-dir", str(camera),
+                  "--token", token, "--state-dir", str(state_dir), "--once", "--window-seconds", "0.01"]
+    policy = EdgePolicy(min_inspected=20)
+    try:
+        darker = sorted((data / "train" / "good").iterdir())
+        for source in darker:  # the same good parts under darker lighting
+            pixels = np.asarray(Image.open(source).convert("RGB"), dtype=np.float32) * 0.35
+            Image.fromarray(pixels.astype(np.uint8)).save(camera / f"dark-{source.name}")
+        agent = mfgv(mfg_home, *agent_args)
+        assert agent.returncode == 0 and "self-test of line3-cap-b-v1 passed" in agent.stderr, agent.stderr[-3000:]
+        (state_dir / "feedback.csv").write_text("".join(f"dark-{s.name},false_reject\n" for s in darker))
+        server_state = ServerState(mfg_home / "edge")
+        for _ in range(4):  # a pass closes the due window, labels the images and uploads both
+            time.sleep(0.05)
+            assert mfgv(mfg_home, *agent_args).returncode == 0
+            if len(server_state.feedback("line3")) == len(darker):
+                break
+        assert len(server_state.feedback("line3")) == len(darker)
+        assert {item["label"] for item in server_state.feedback("line3")} == {"good"}
+
+        with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+            resources = {"edge": EdgeSync(), "lineage": LineageStore(), "edge_policy": policy, "landing": LandingZone()}
+            assert dg.materialize([edge_metrics, edge_feedback], instance=instance, resources=resources).success
+            [retrain] = edge_loop_sensor(dg.build_sensor_context(instance=instance, resources=resources)).run_requests
+            assert retrain.job_name == "retrain_job" and retrain.partition_key == "line3.cap-b"
+            assert "input brightness shifted" in retrain.tags["reasons"] and "false-reject rate" in retrain.tags["reasons"]
+            # the variant's recipe, as its onboard chose it, not the defaults
+            assert retrain.run_config["ops"]["augmented_set"]["config"] == {"image_size": 128}
+            assert retrain.run_config["ops"]["validation_report"]["config"]["release_min_accuracy"] == 0
+            [batch] = [p for p in (mfg_home / "landing" / "line3" / "cap-b").iterdir() if p.name.startswith("edge-feedback-")]
+            assert len(list((batch / "train" / "good").iterdir())) == len(darker)  # MVTec layout: confirmed good
+
+            job = defs.resolve_job_def(retrain.job_name)
+            result = job.execute_in_process(
+                run_config={**retrain.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                instance=instance, partition_key=retrain.partition_key, tags=retrain.tags, raise_on_error=False,
+            )
+            assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
+        v2 = ModelRegistry().get("line3-cap-b-v2")
+        assert v2.task == "anomaly"
+        items = LineageStore().read_table("dataset_items", "dataset_id = ?", [v2.dataset_version])
+        images = LineageStore().read_table("images", "partition = ?", ["line3.cap-b"])
+        fed_back = set(images.loc[images["batch"] == batch.name, "sha256"])
+        assert len(fed_back) == len(darker) and fed_back <= set(items.loc[items["label"] == "good", "sha256"])
+        assert result.output_for_node("trained_model").image_size == 128
+        agent = mfgv(mfg_home, *agent_args)
+        assert agent.returncode == 0 and "self-test of line3-cap-b-v2 passed" in agent.stderr, agent.stderr[-3000:]
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)

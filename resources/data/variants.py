@@ -9,6 +9,7 @@ and every version is appended to ``<variant>.history.jsonl`` beside it, for the 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,8 +24,10 @@ __all__ = [
     "VariantSpec",
     "add_class",
     "variant_history",
+    "load_run_config",
     "load_variant",
     "partition_key",
+    "save_run_config",
     "save_variant",
     "split_partition_key",
     "validate_name",
@@ -155,6 +158,41 @@ def add_class(line: str, variant: str, name: str, home: Path | None = None) -> V
     grown = VariantSpec.model_validate(grown.model_dump())
     save_variant(grown, home)
     return grown
+
+
+def _run_config_path(line: str, variant: str, home: Path | None) -> Path:
+    # beside the variant files, one level down, so ``variants/*/*.json`` still lists only variants
+    return (home or mfg_home()) / "variants" / validate_name("line", line) / "run_configs" / f"{validate_name('variant', variant)}.json"
+
+
+def save_run_config(line: str, variant: str, run_config: dict[str, Any], home: Path | None = None) -> Path:
+    """Keep the run config of the variant's latest ``mfgv onboard`` (its recipe: backbone, input size,
+    feature source, release limits...), so the runs sensors start for it (a new batch, a retrain
+    asked by the edge loop) train it the way the plant chose, not with the defaults."""
+    from edge_sync.durable import write_atomic
+
+    path = _run_config_path(line, variant, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(run_config, indent=2, sort_keys=True).encode())
+    return path
+
+
+def load_run_config(line: str, variant: str, home: Path | None = None) -> dict[str, Any]:
+    """The variant's saved run config (``{}`` for a variant onboarded before run configs were kept:
+    its runs take the defaults, as they did)."""
+    path = _run_config_path(line, variant, home)
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise VariantRefused(
+            f"{path}: the variant's saved run config is not JSON ({exc}); fix or delete it, or rerun `mfgv onboard` "
+            f"for {line}/{variant} to write it again"
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise VariantRefused(f"{path}: the variant's saved run config must be a JSON object; rerun `mfgv onboard` for {line}/{variant}")
+    return loaded
 
 
 def load_variant(line: str, variant: str, home: Path | None = None) -> VariantSpec:

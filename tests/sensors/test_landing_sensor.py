@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
-from resources.data.variants import VariantSpec, save_variant
+from resources.data.variants import VariantSpec, VariantRefused, load_run_config, save_run_config, save_variant
 from sensors.landing import landing_zone_sensor
 
 
@@ -48,3 +49,20 @@ def test_sensor_walks_first_tick_nothing_new_and_new_data(mfg_home: Path) -> Non
         assert len(second.run_requests) == 1
         assert second.run_requests[0].run_key.startswith("line1.a:b2@")
         assert second.run_requests[0].tags["batches"] == "b2"
+
+
+def test_a_new_batch_runs_with_the_options_the_variant_was_onboarded_with(mfg_home: Path) -> None:
+    """A batch landed after onboarding trains the variant the plant's way (its backbone, input size,
+    release limits), not with the defaults; a variant onboarded before run configs were kept gets {}."""
+    save_variant(VariantSpec(line="line1", variant="a", classes=("good", "bad"), good_class="good"), mfg_home)
+    assert load_run_config("line1", "a", mfg_home) == {}
+    chosen = {"ops": {"augmented_set": {"config": {"image_size": 96}}, "hyperparameter_search": {"config": {"backbone": "efficientnet_lite0"}}}}
+    save_run_config("line1", "a", chosen, mfg_home)
+    assert [p.name for p in (mfg_home / "variants").glob("*/*.json")] == ["a.json"]  # still one variant
+    _land(mfg_home, "b1")
+    with dg.instance_for_test() as instance:
+        [request] = _tick(instance, None).run_requests
+    assert request.run_config == chosen and request.job_name == "classify_job"
+    (mfg_home / "variants" / "line1" / "run_configs" / "a.json").write_text("{broken")
+    with pytest.raises(VariantRefused, match="run_configs/a.json: the variant's saved run config is not JSON"):
+        load_run_config("line1", "a", mfg_home)
