@@ -27,7 +27,10 @@ __all__ = ["DETECTOR_PACKAGE_FILES", "DetectorPackageBuild", "build_detector_pac
 
 DETECTOR_PACKAGE_FILES = {"onnx": "model.onnx", "openvino": "openvino/model.xml"}
 _SELFTEST_IMAGES = 8
-INT8_NOTE = "no INT8 model: quantising the detector's memory-bank search is not measured yet; devices run FP32"
+INT8_NOTE = (
+    "no INT8 model: quantising the detector's backbone convolutions (the search kept in float) dropped magnetic tile's "
+    "image AUROC from 0.94 to 0.50-0.74 and was slower than FP32 (bench/anomaly_int8.py, BENCHMARKS.md); devices run FP32"
+)
 
 
 @dataclass(frozen=True)
