@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from layouts import lay_out_magnetic_tile_mvtec, machine  # noqa: E402
+from layouts import append_markdown, lay_out_magnetic_tile_mvtec, machine  # noqa: E402
 from onboard_benchmark import run_onboard  # noqa: E402
 
 KEYS = ("image_auroc", "pixel_auroc", "pro", "false_reject_rate", "escape_rate", "fit_seconds", "onboard_seconds", "peak_rss_mb")
@@ -143,7 +143,7 @@ def main() -> int:
             args.json.write_text(json.dumps(result, indent=2))
         if args.write:
             title = args.title or f"{args.dataset.name}: anomaly detection through `mfgv onboard`"
-            args.write.write_text(args.write.read_text().rstrip() + "\n" + markdown(title, result))
+            append_markdown(args.write, markdown(title, result))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from layouts import machine  # noqa: E402
+from layouts import append_markdown, machine  # noqa: E402
 
 
 def calibration_images(size: int, folder: Path):
@@ -106,7 +106,7 @@ def main() -> int:
                     for k in args.int8_float_convs
                 )
             )
-        args.write.write_text(args.write.read_text().rstrip() + "\n" + "\n".join(lines) + "\n")
+        append_markdown(args.write, "\n".join(lines))
     return 0
 
 

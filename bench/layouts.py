@@ -1,4 +1,4 @@
-"""Lay the shared real datasets out as one folder per class, and describe the machine (for bench/).
+"""Lay the shared real datasets out as one folder per class, describe the machine, append figures (for bench/).
 
 The datasets stay read-only where they are (`../shared/datasets`); each benchmark copies what it
 needs into a scratch folder first.
@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["lay_out_magnetic_tile", "lay_out_magnetic_tile_mvtec", "lay_out_neu", "machine"]
+__all__ = ["append_markdown", "lay_out_magnetic_tile", "lay_out_magnetic_tile_mvtec", "lay_out_neu", "machine"]
 
 NEU_CLASS = re.compile(r"^(?P<cls>.+?)_\d+\.jpg$")
 
@@ -45,6 +45,12 @@ def lay_out_magnetic_tile(source: Path, out: Path) -> dict[str, int]:
     if not counts:
         raise SystemExit(f"{source}: no MT_* class folders; pass the magnetic_tile folder")
     return counts
+
+
+def append_markdown(path: Path, section: str) -> None:
+    """Append a benchmark's section to a Markdown file (``--write``), creating the file if it is new."""
+    before = path.read_text().rstrip() + "\n" if path.exists() else ""
+    path.write_text(before + section.rstrip("\n") + "\n")
 
 
 def machine() -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from layouts import lay_out_magnetic_tile, lay_out_neu, machine  # noqa: E402
+from layouts import append_markdown, lay_out_magnetic_tile, lay_out_neu, machine  # noqa: E402
 
 LAYOUTS = {"folders": None, "neu": lay_out_neu, "magnetic_tile": lay_out_magnetic_tile}
 
@@ -187,7 +187,7 @@ def main() -> int:
         args.json.write_text(json.dumps(result, indent=2))
     if args.write:
         title = args.title or f"{args.dataset.name} through `mfgv onboard`"
-        args.write.write_text(args.write.read_text().rstrip() + "\n" + markdown(title, result))
+        append_markdown(args.write, markdown(title, result))
     if args.keep:
         print(f"kept {scratch}", flush=True)
     else:

@@ -27,7 +27,10 @@ CHECK_DESCRIPTIONS = {
     "every_image_labelled": "every ingested image has a label, and every label names an ingested image",
     "labels_in_taxonomy": "every label is a class of the variant's taxonomy (great-expectations)",
     "no_conflicting_duplicates": "no image content appears twice with different labels",
-    "min_images_per_class": "every class has at least the minimum number of images",
+    "min_images_per_class": (
+        "every class has at least the minimum number of images (for an anomaly variant its good class, which the "
+        "detector learns from; defect types may be rare)"
+    ),
     "reviewer_agreement": "Cohen's kappa between every pair of reviewers is over the threshold",
 }
 

@@ -75,6 +75,7 @@ def _cmd_sample_anomaly_line(args: argparse.Namespace) -> int:
         test_good=args.test_good,
         test_per_defect=args.test_per_defect,
         image_size=args.image_size,
+        fixtured=not args.free_pose,
     )
     shown = ", ".join(f"{k}={v}" for k, v in counts.items())
     print(f"wrote a sample line in the MVTec layout to {args.out_dir} (seed {args.seed}): {shown}")
@@ -258,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     anomaly_sample.add_argument("--test-good", type=_bounded(int, 1, 100_000), default=30, help="good images under test/good")
     anomaly_sample.add_argument("--test-per-defect", type=_bounded(int, 1, 100_000), default=10, help="images of each defect type")
     anomaly_sample.add_argument("--image-size", type=_bounded(int, 32, 1024), default=128)
+    anomaly_sample.add_argument("--free-pose", action="store_true",
+                                help="parts at any angle and lighting, as on the classification sample line (default: fixtured)")
     anomaly_sample.set_defaults(func=_cmd_sample_anomaly_line)
 
     onboard = commands.add_parser(

@@ -48,6 +48,8 @@ def registered_model(
             "threshold": validation_report.threshold,
             "parity_max_abs_diff": exported_model.parity["max_abs_diff"],
             "int8_test_accuracy": exported_model.int8_test_accuracy,
+            # how many leading convolutions the INT8 model keeps in float (None: no INT8 model)
+            "int8_float_convs": (exported_model.int8 or {}).get("float_convs"),
             "latency_ms": exported_model.latency_ms,
             **validation_report.task_metrics,
         },

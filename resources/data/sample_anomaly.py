@@ -35,10 +35,12 @@ MASK_LEVEL = 8
 _CAMERAS = ("cam1", "cam2")
 
 
-def _render_pair(seed: int, kind: str, split: str, index: int, size: int, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _render_pair(
+    seed: int, kind: str, split: str, index: int, size: int, colour: bool, fixtured: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     camera = _CAMERAS[index % len(_CAMERAS)]
     scene_rng, noise_rng = image_rngs(seed, kind, camera, split, index)
-    scene = draw_scene(scene_rng, kind, camera_spec(seed, camera), shift_position=(index // 2) % 2)
+    scene = draw_scene(scene_rng, kind, camera_spec(seed, camera), shift_position=(index // 2) % 2, fixtured=fixtured)
     twin_noise = copy.deepcopy(noise_rng)
     pixels = render(scene, size, colour, noise_rng)
     if scene.defect is None:
@@ -60,8 +62,15 @@ def generate_anomaly_line(
     image_size: int = 128,
     defects: Sequence[str] = tuple(name for name in DEFAULT_CLASSES if name != "good"),
     colour: bool = False,
+    fixtured: bool = True,
 ) -> dict[str, int]:
-    """Write the dataset; returns the image count per folder (``train/good``, ``test/<kind>``)."""
+    """Write the dataset; returns the image count per folder (``train/good``, ``test/<kind>``).
+
+    ``fixtured`` (the default): parts sit in a jig under the station's light, as where anomaly
+    detection is used (one pose within about 2 degrees, never dim; ``sample_scenes.draw_scene``).
+    Without it, the classification sample line's free poses: parts at any angle, either way round,
+    in daylight or dim night light, which a detector that knows only good parts must tell from defects.
+    """
     for what, value in (("train_good", train_good), ("test_good", test_good), ("test_per_defect", test_per_defect)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 999:
             raise SampleLineError(f"{what} must be an integer in 1..999, got {value!r}")
@@ -78,7 +87,7 @@ def generate_anomaly_line(
     for folder, kind, split, count in plan:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            pixels, mask = _render_pair(seed, kind, split, index, image_size, colour)
+            pixels, mask = _render_pair(seed, kind, split, index, image_size, colour, fixtured)
             _write_png(out_dir / folder / f"{index:03d}.png", pixels)
             if mask is not None:
                 (out_dir / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)

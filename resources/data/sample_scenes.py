@@ -127,29 +127,37 @@ def camera_spec(seed: int, camera: str) -> Camera:
 
 
 def draw_scene(
-    rng: np.random.Generator, class_name: str, camera: Camera, shift_position: float
+    rng: np.random.Generator, class_name: str, camera: Camera, shift_position: float, fixtured: bool = False
 ) -> Scene:
     """Draw the pose, lighting, textures, specks and defect of one image.
 
     ``shift_position`` runs from 0 (first shift, daylight) to 1 (last shift, night); later shifts
-    are more often dim and noisier.
+    are more often dim and noisier. ``fixtured``: the part sits in a jig under the station's own
+    light, as at an anomaly-inspection station: one size, the same way round, within a few pixels and
+    about 2 degrees, lit from one side and never dim (belt texture, dust specks, blur and sensor noise
+    still vary). The same random draws are made either way, so a free-pose scene is unchanged.
     """
     night = shift_position
-    dim = bool(rng.random() < 0.25 + 0.5 * night)
-    direction = str(rng.choice(list(_DIRECTIONS)))
-    light_angle = math.radians(_DIRECTIONS[direction] + rng.uniform(-25.0, 25.0))
+    dim = bool(rng.random() < 0.25 + 0.5 * night) and not fixtured
+    direction = "top" if fixtured else str(rng.choice(list(_DIRECTIONS)))
+    if fixtured:
+        rng.choice(list(_DIRECTIONS))  # drawn and unused, so the draws after it match a free-pose scene's
+    light_angle = math.radians(_DIRECTIONS[direction] + rng.uniform(-25.0, 25.0) * (0.2 if fixtured else 1.0))
     light_gain = camera.gain * (rng.uniform(0.50, 0.70) if dim else rng.uniform(0.92, 1.10))
 
     half_width = float(rng.uniform(0.25, 0.34))
     aspect = float(rng.uniform(0.56, 0.68))
+    jitter = 0.1 if fixtured else 1.0
     centre = (
-        0.5 + camera.offset[0] + float(np.clip(rng.normal(0.0, 0.06), -0.10, 0.10)),
-        0.5 + camera.offset[1] + float(np.clip(rng.normal(0.0, 0.06), -0.10, 0.10)),
+        0.5 + camera.offset[0] + jitter * float(np.clip(rng.normal(0.0, 0.06), -0.10, 0.10)),
+        0.5 + camera.offset[1] + jitter * float(np.clip(rng.normal(0.0, 0.06), -0.10, 0.10)),
     )
-    angle = math.radians(camera.rotation_deg + rng.uniform(-20.0, 20.0))
-    # The feeder does not orient parts: half arrive turned end for end (the notch shows which).
-    if rng.random() < 0.5:
+    angle = math.radians(camera.rotation_deg + jitter * rng.uniform(-20.0, 20.0))
+    # The feeder does not orient parts: half arrive turned end for end (the notch shows which); a jig does.
+    if rng.random() < 0.5 and not fixtured:
         angle += math.pi
+    if fixtured:
+        half_width, aspect = 0.30, 0.62  # one variant, one size
 
     plate_albedo = float(rng.uniform(0.86, 1.0))
     belt_albedo = float(rng.uniform(0.75, 1.15))

@@ -39,3 +39,17 @@ def test_bad_options_say_what_is_allowed(tmp_path: Path) -> None:
         generate_anomaly_line(tmp_path / "a", seed=0, train_good=0)
     with pytest.raises(SampleLineError, match="choose one or more"):
         generate_anomaly_line(tmp_path / "b", seed=0, defects=("good",))
+
+
+def test_fixtured_parts_vary_less_than_free_ones_and_defects_keep_their_masks(tmp_path: Path) -> None:
+    """An anomaly station holds parts in a jig: good parts look alike pixel for pixel (a detector of
+    good parts only has a chance), unlike the classification line's parts at any angle."""
+    spread = {}
+    for fixtured in (True, False):
+        out = tmp_path / str(fixtured)
+        generate_anomaly_line(out, seed=5, train_good=12, test_good=1, test_per_defect=2, image_size=64, fixtured=fixtured)
+        good = np.stack([np.asarray(Image.open(p), dtype=np.float32) for p in sorted((out / "train" / "good").iterdir())])
+        spread[fixtured] = float(good.std(axis=0).mean())
+        masks = [np.asarray(Image.open(p)) for p in sorted((out / "ground_truth").rglob("*_mask.png"))]
+        assert len(masks) == 8 and all(0 < (m == 255).mean() < 0.5 for m in masks)
+    assert spread[True] < 0.6 * spread[False], spread
