@@ -97,7 +97,7 @@ def main() -> int:
         is_defect = np.array([item.is_defect for item in layout.test])
         fp32, fp32_ms = _scores(onnx_path, test)
         threshold = float(np.quantile(fp32[~is_defect], 1.0 - args.good_reject_share))
-        rows = [{"model": "fp32", "image_auroc": image_auroc(fp32, is_defect), "ms_per_image": fp32_ms}]
+        rows = [{"model": "fp32", "image_auroc": image_auroc(fp32, is_defect), "rejected": int((fp32 > threshold).sum()), "ms_per_image": fp32_ms}]
         calibration = train[np.linspace(0, len(train) - 1, 32).round().astype(int)]
         for float_convs in args.float_convs:
             int8_path = _quantise(onnx_path, calibration, scratch / f"int8-{float_convs}.onnx", float_convs)
@@ -107,6 +107,7 @@ def main() -> int:
                 "image_auroc": image_auroc(int8, is_defect),
                 "median_relative_score_change": float(np.median(np.abs(int8 - fp32) / np.abs(fp32))),
                 "decisions_differing": int(((int8 > threshold) != (fp32 > threshold)).sum()),
+                "rejected": int((int8 > threshold).sum()),
                 "ms_per_image": int8_ms,
             })
     result = {"machine": machine(), "n_train": len(train), "n_test": len(test), "threshold_good_reject_share": args.good_reject_share, "rows": rows}

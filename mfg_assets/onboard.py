@@ -313,6 +313,8 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         raise OnboardError(
             f"--good-class {request.good_class!r} is not a class of {data_dir}; choose one of {', '.join(classes)}"
         )
+    if request.pretrained_weights:  # later runs (started by sensors) work in another folder
+        request = dataclasses.replace(request, pretrained_weights=str(Path(request.pretrained_weights).expanduser().resolve()))
     request = _preflight(request, data_dir, classes)
     home = mfg_home()
     spec = VariantSpec(
@@ -349,7 +351,6 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     job = defs.resolve_job_def(job_name)
     echo(f"running {job_name} for partition {key} (Dagster home {instance.root_directory})")
     run_config = _run_config(request)
-    save_run_config(request.line, request.variant, _chosen_options(run_config), home)  # new batches and retrains use it
     result = job.execute_in_process(
         run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
@@ -358,6 +359,11 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         refused = _write_refusal(request, result, started, summary)
         where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""
         raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{summary}{where}")
+    # Kept once a model came of them (a refused or failed try leaves the variant's last good options):
+    # the runs sensors start for the variant (a new batch, a retrain) use them.
+    chosen = _chosen_options(run_config)
+    saved = save_run_config(request.line, request.variant, chosen, home)
+    echo(f"saved the options of this onboard for the variant's later runs (new batches, retrains): {saved}")
     return _write_report(request, result, started)
 
 

@@ -157,6 +157,18 @@ def check_anomaly_start(
 
     if pretrained_weights and init_from:
         raise PreflightError("--pretrained-weights and --init-from both given; take the features from one of them")
+    ignored = [
+        option
+        for option, given in (
+            ("--arch", init_from and arch),
+            ("--backbone", init_from and backbone),
+            ("--backbone", pretrained_weights and arch and backbone),
+        )
+        if given
+    ]
+    if ignored:
+        source = "--init-from (the registered model fixes the architecture)" if init_from else "--arch with --pretrained-weights"
+        raise PreflightError(f"{ignored[0]} cannot be used with {source}; drop {ignored[0]}")
     fixed = sorted(set(anomaly_settings) & set(GRAPH_OWNED_SETTINGS))
     if fixed:
         raise PreflightError(

@@ -14,7 +14,8 @@ from mfg_assets.deployment import DeploymentConfig
 from mfg_assets.edge_metrics import load_edge_windows
 from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.rollback import RollbackConfig, rollback_job
-from resources.data.variants import load_run_config, split_partition_key
+from mfg_assets.run_configs import variant_run_config
+from resources.data.variants import VariantRefused, run_config_path, split_partition_key
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
 from sensors.policy import LiveDeployment, plan_edge_actions
@@ -78,7 +79,13 @@ with warnings.catch_warnings():
             tags = {"edge_action": action.kind, "deployment": action.deployment_id, "reasons": "; ".join(action.reasons)[:200]}
             if action.kind == "retrain":
                 line, variant = split_partition_key(action.partition)
-                config = load_run_config(line, variant, lineage.home_path())  # the variant's own recipe
+                try:
+                    config = variant_run_config(line, variant, lineage.home_path())  # the variant's own options
+                except VariantRefused as exc:
+                    context.log.error(f"{action.deployment_id}: retrain not requested: {exc}")
+                    continue  # the other actions (a rollback elsewhere) still go out
+                if config:
+                    tags["run_config"] = str(run_config_path(line, variant, lineage.home_path()))
                 requests.append(
                     dg.RunRequest(
                         run_key=action.run_key, job_name=retrain_job.name, partition_key=action.partition, run_config=config, tags=tags

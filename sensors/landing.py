@@ -6,6 +6,7 @@ import dagster as dg
 
 from mfg_assets.jobs import anomaly_job, classify_job, job_for_task
 from mfg_assets.partitions import line_variant_partitions
+from resources.data.variants import VariantRefused, run_config_path, split_partition_key
 from resources.landing import LandingZone, find_complete_batches, invalid_folders
 from resources.lineage import LineageStore
 from sensors.policy import BatchRef, plan_landing_runs
@@ -15,12 +16,18 @@ __all__ = ["landing_zone_sensor"]
 
 def _run_of(lineage: LineageStore, partition: str) -> tuple[str, dict]:
     """The job that runs the graph for the partition's variant (its task's) and the variant's saved
-    run config (the recipe its onboard chose)."""
-    from resources.data.variants import load_run_config, load_variant, split_partition_key
+    run config (the options its onboard chose); raises ``VariantRefused`` when that cannot be used."""
+    from mfg_assets.run_configs import variant_run_config
+    from resources.data.variants import load_variant
 
     line, variant = split_partition_key(partition)
     home = lineage.home_path()
-    return job_for_task(load_variant(line, variant, home).task), load_run_config(line, variant, home)
+    return job_for_task(load_variant(line, variant, home).task), variant_run_config(line, variant, home)
+
+
+def _saved_at(lineage: LineageStore, partition: str) -> str:
+    """Where the options a run took come from (a tag, so a failing run says where to look)."""
+    return str(run_config_path(*split_partition_key(partition), lineage.home_path()))
 
 
 @dg.sensor(
@@ -48,20 +55,29 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
         )
     existing = set(context.instance.get_dynamic_partitions(line_variant_partitions.name))
     new_partitions = sorted({r.partition for r in plan.requests} - existing)
-    requests = []
+    requests, next_seen = [], dict(plan.seen)
     for r in plan.requests:
-        job_name, run_config = _run_of(lineage, r.partition)
+        try:
+            job_name, run_config = _run_of(lineage, r.partition)
+        except VariantRefused as exc:
+            # this variant's batches wait (left out of the cursor, so they are seen again once it is fixed);
+            # the other variants' runs go on
+            context.log.error(f"batches {', '.join(r.batches)} of {r.partition} wait: {exc}")
+            line, variant = split_partition_key(r.partition)
+            for batch in r.batches:
+                next_seen.pop(f"{line}/{variant}/{batch}", None)
+            continue
         requests.append(
             dg.RunRequest(
                 run_key=r.run_key,
                 partition_key=r.partition,
                 job_name=job_name,
                 run_config=run_config,
-                tags={"batches": ",".join(r.batches)},
+                tags={"batches": ",".join(r.batches), **({"run_config": _saved_at(lineage, r.partition)} if run_config else {})},
             )
         )
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[line_variant_partitions.build_add_request(new_partitions)] if new_partitions else [],
-        cursor=json.dumps(plan.seen, sort_keys=True),
+        cursor=json.dumps(next_seen, sort_keys=True),
     )

@@ -176,6 +176,8 @@ def test_search_and_folds_run_through_the_graph_and_a_refused_model_still_gets_i
     html = Path(report["report_html"]).read_text()
     assert "Refused" in html and "Hyperparameter search" in html and "Cross-validation" in html
     assert ModelRegistry().list_versions() == []
+    # a refused try does not become the options the variant's later runs (sensors) use
+    assert not (mfg_home / "variants" / "line1" / "run_configs" / "searched.json").exists()
     # every trial is in lineage with its parameters
     rows = LineageStore().read_table("lineage", "asset = ?", ["hyperparameter_search"])
     assert len(rows) == 1 and '"trials"' in rows["parameters"].iloc[0]

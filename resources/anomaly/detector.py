@@ -1,6 +1,6 @@
 """Fitting and scoring a PatchCore detector: good images in, a self-contained checkpoint out.
 
-Fitting has no gradient step: the bundled backbone's features of the good training images are
+Fitting has no gradient step: the backbone's features (``feature_source``) of the good training images are
 collected patch by patch and reduced to a memory bank by the greedy coreset. Two numbers bound the
 cost (stated in :class:`AnomalySettings`): the bank keeps ``coreset_ratio`` of the patches and never
 more than ``max_bank`` of them, so the device's search cost is capped; fitting time and memory grow
@@ -195,16 +195,32 @@ def _build_net(settings: AnomalySettings, pretrained: bool) -> tuple["PatchCoreN
             model = timm.create_model(settings.timm_arch(), pretrained=False, num_classes=0)
             mean, std, backbone = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], {}
         body = BackboneBody(model, settings.feature_levels)
-    except (BackboneError, WeightsError, ValueError, RuntimeError) as exc:
+    except (BackboneError, WeightsError, ValueError, RuntimeError) as exc:  # RuntimeError: timm's unknown model
         raise AnomalyError(f"anomaly detector backbone: {exc}") from exc
     net = PatchCoreNet(body, mean, std, settings.neighbourhood, settings.map_sigma, top_share=settings.top_share)
     return net.eval(), backbone
 
 
 def check_backbone(settings: AnomalySettings) -> dict[str, Any]:
-    """Build the detector's network once, to refuse a bad backbone (unknown name, missing or foreign
-    weights file, unusable feature levels) before any image is read; returns its provenance."""
-    return _build_net(settings, pretrained=True)[1]
+    """Build the detector's network once and run one blank image through it, to refuse a bad backbone
+    (unknown name, missing or foreign weights file, unusable feature levels, stages that are not
+    feature maps) before any image is read; returns its provenance."""
+    import torch
+
+    net, provenance = _build_net(settings, pretrained=True)
+    size = settings.image_size
+    try:
+        with torch.inference_mode():
+            outputs = net.body(torch.zeros(1, 3, size, size))
+    except RuntimeError as exc:
+        raise AnomalyError(f"anomaly detector backbone {settings.timm_arch()}: a {size} px image does not pass ({exc})") from exc
+    shapes = [tuple(output.shape) for output in outputs]
+    if any(len(shape) != 4 or shape[1] != channels for shape, channels in zip(shapes, net.body.channels, strict=True)):
+        raise AnomalyError(
+            f"anomaly detector backbone {settings.timm_arch()}: its stages give {shapes}, not channels-first feature "
+            f"maps of {net.body.channels} channels (a vision transformer?); pick a CNN such as wide_resnet50_2"
+        )
+    return provenance
 
 
 def fit_detector(images: np.ndarray, settings: AnomalySettings) -> FitResult:

@@ -45,6 +45,11 @@ class BackboneBody(nn.Module):
         super().__init__()
         from timm.models import FeatureListNet
 
+        if not getattr(model, "feature_info", None):
+            raise ValueError(
+                f"{type(model).__name__} does not say where its stages are (no timm feature_info); pick a CNN "
+                "such as wide_resnet50_2, resnet18 or a bundled --backbone"
+            )
         info = list(model.feature_info)
         if not levels or any(not 0 <= level < len(info) for level in levels) or list(levels) != sorted(set(levels)):
             raise ValueError(
@@ -54,7 +59,13 @@ class BackboneBody(nn.Module):
         self.channels = [int(info[level]["num_chs"]) for level in levels]
         self.reductions = [int(info[level]["reduction"]) for level in levels]
         nested = any("." in entry["module"] for entry in info)
-        self.features = FeatureListNet(model, out_indices=tuple(levels), flatten_sequential=nested)
+        try:
+            self.features = FeatureListNet(model, out_indices=tuple(levels), flatten_sequential=nested)
+        except AssertionError as exc:  # timm asserts when the stage modules cannot be found in order
+            raise ValueError(
+                f"stages {list(levels)} cannot be taken from {type(model).__name__} ({exc}); pick a CNN such as "
+                "wide_resnet50_2, resnet18 or a bundled --backbone"
+            ) from exc
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.features(x)

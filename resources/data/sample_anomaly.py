@@ -2,8 +2,9 @@
 
 The anomaly task trains on good parts only and is judged on held-out good and defective parts with
 masks; tests and the demo need such a dataset without shipping or downloading one. The scenes are
-the sample line's (:mod:`resources.data.sample_scenes`): same plate, belt, lighting, cameras and
-defect kinds. A defect's mask is where the image differs from the same scene rendered without the
+the sample line's (:mod:`resources.data.sample_scenes`): same plate, belt, cameras and defect kinds,
+by default with the part fixtured in a jig under the station's light (``--free-pose``: the
+classification line's poses and lighting). A defect's mask is where the image differs from the same scene rendered without the
 defect (same pose, lighting and sensor noise), so it follows whatever the renderer draws, missing
 holes included.
 

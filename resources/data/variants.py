@@ -27,6 +27,7 @@ __all__ = [
     "load_run_config",
     "load_variant",
     "partition_key",
+    "run_config_path",
     "save_run_config",
     "save_variant",
     "split_partition_key",
@@ -160,8 +161,9 @@ def add_class(line: str, variant: str, name: str, home: Path | None = None) -> V
     return grown
 
 
-def _run_config_path(line: str, variant: str, home: Path | None) -> Path:
-    # beside the variant files, one level down, so ``variants/*/*.json`` still lists only variants
+def run_config_path(line: str, variant: str, home: Path | None = None) -> Path:
+    """Where the variant's saved onboard options live: beside the variant files, one level down, so
+    ``variants/*/*.json`` still lists only variants."""
     return (home or mfg_home()) / "variants" / validate_name("line", line) / "run_configs" / f"{validate_name('variant', variant)}.json"
 
 
@@ -171,7 +173,7 @@ def save_run_config(line: str, variant: str, run_config: dict[str, Any], home: P
     asked by the edge loop) train it the way the plant chose, not with the defaults."""
     from edge_sync.durable import write_atomic
 
-    path = _run_config_path(line, variant, home)
+    path = run_config_path(line, variant, home)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(run_config, indent=2, sort_keys=True).encode())
     return path
@@ -180,7 +182,7 @@ def save_run_config(line: str, variant: str, run_config: dict[str, Any], home: P
 def load_run_config(line: str, variant: str, home: Path | None = None) -> dict[str, Any]:
     """The variant's saved run config (``{}`` for a variant onboarded before run configs were kept:
     its runs take the defaults, as they did)."""
-    path = _run_config_path(line, variant, home)
+    path = run_config_path(line, variant, home)
     if not path.exists():
         return {}
     try:

@@ -9,6 +9,7 @@ import pytest
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from resources.data.variants import VariantSpec, VariantRefused, load_run_config, save_run_config, save_variant
+from mfg_assets.run_configs import SavedRunConfigError, variant_run_config
 from sensors.landing import landing_zone_sensor
 
 
@@ -63,6 +64,32 @@ def test_a_new_batch_runs_with_the_options_the_variant_was_onboarded_with(mfg_ho
     with dg.instance_for_test() as instance:
         [request] = _tick(instance, None).run_requests
     assert request.run_config == chosen and request.job_name == "classify_job"
+    assert request.tags["run_config"] == str(mfg_home / "variants" / "line1" / "run_configs" / "a.json")
     (mfg_home / "variants" / "line1" / "run_configs" / "a.json").write_text("{broken")
     with pytest.raises(VariantRefused, match="run_configs/a.json: the variant's saved run config is not JSON"):
         load_run_config("line1", "a", mfg_home)
+
+
+def test_a_variant_whose_saved_options_do_not_fit_waits_and_the_others_run(mfg_home: Path) -> None:
+    """Options saved by an older version (a field gone, a value now out of bounds) stop that variant's
+    runs with the file and the fix in the log; another variant's batch still runs, and the waiting batch
+    stays out of the cursor so it runs once the file is fixed."""
+    for variant in ("a", "b"):
+        save_variant(VariantSpec(line="line1", variant=variant, classes=("good", "bad"), good_class="good"), mfg_home)
+    save_run_config("line1", "a", {"ops": {"hyperparameter_search": {"config": {"epochs": 0, "gone_field": 1}}}}, mfg_home)
+    _land(mfg_home, "b1")
+    folder = mfg_home / "landing" / "line1" / "b" / "b1" / "good"
+    folder.mkdir(parents=True)
+    (folder / "x.png").write_bytes(b"x")
+    (folder.parent / "_READY").write_text("")
+    with pytest.raises(SavedRunConfigError, match="hyperparameter_search: no field\\(s\\) gone_field in this version.*rerun `mfgv onboard`"):
+        variant_run_config("line1", "a", mfg_home)
+    with dg.instance_for_test() as instance:
+        result = _tick(instance, None)
+        assert [r.partition_key for r in result.run_requests] == ["line1.b"]
+        assert "line1/a/b1" not in json.loads(result.cursor) and "line1/b/b1" in json.loads(result.cursor)
+        save_run_config("line1", "a", {"ops": {"hyperparameter_search": {"config": {"epochs": 3}}}}, mfg_home)
+        fixed = _tick(instance, result.cursor)
+        assert [(r.partition_key, r.run_config) for r in fixed.run_requests] == [
+            ("line1.a", {"ops": {"hyperparameter_search": {"config": {"epochs": 3}}}})
+        ]

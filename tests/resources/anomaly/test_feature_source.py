@@ -97,25 +97,46 @@ def test_bad_feature_sources_are_refused_with_the_option_and_the_fix(resnet_file
         AnomalySettings(backbone="none", pretrained_weights=str(resnet_file))
 
 
+class _EarlierBody(torch.nn.Module):
+    """The detector's body as written before it used timm's FeatureListNet (stem, bn1, truncated blocks)."""
+
+    def __init__(self, model: torch.nn.Module, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        info = list(model.feature_info)
+        self.block_indices = [int(info[level]["module"].split(".")[1]) for level in levels]
+        self.channels = [int(info[level]["num_chs"]) for level in levels]
+        self.conv_stem, self.bn1 = model.conv_stem, model.bn1
+        self.blocks = torch.nn.Sequential(*list(model.blocks)[: max(self.block_indices) + 1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x, outputs = self.bn1(self.conv_stem(x)), []
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in self.block_indices:
+                outputs.append(x)
+        return outputs
+
+
 def test_a_checkpoint_in_the_earlier_body_layout_still_loads() -> None:
-    """Detectors registered before the body used timm's FeatureListNet keep loading and scoring the same."""
+    """A detector registered before the body used timm's FeatureListNet loads and scores as it did."""
     import io
+
+    from resources.anomaly.network import PatchCoreNet
+    from resources.classify.backbones import load_backbone
 
     settings = AnomalySettings(image_size=SIZE, feature_levels=(2, 3), max_bank=50)
     fit = fit_detector(_surfaces(2, seed=0), settings)
     payload = torch.load(io.BytesIO(fit.checkpoint), weights_only=True)
-    old = {}
-    for key, value in payload["state_dict"].items():
-        if key.startswith("body.features."):
-            rest = key[len("body.features."):]
-            if rest.startswith("blocks_"):
-                index, tail = rest[len("blocks_"):].split(".", 1)
-                rest = f"blocks.{index}.{tail}"
-            key = "body." + rest
-        old[key] = value
+    model, _ = load_backbone("mobilenetv2_100", num_classes=0)
+    current = load_detector(fit.checkpoint)
+    earlier = PatchCoreNet(
+        _EarlierBody(model.eval(), settings.feature_levels), current.mean.flatten().tolist(), current.std.flatten().tolist(),
+        settings.neighbourhood, settings.map_sigma, memory_bank=current.memory_bank, top_share=settings.top_share,
+    ).eval()
+    assert any(key.startswith("body.blocks.") for key in earlier.state_dict())
     buffer = io.BytesIO()
-    torch.save({**payload, "state_dict": old}, buffer)
+    torch.save({**payload, "state_dict": earlier.state_dict()}, buffer)
     images = _surfaces(2, seed=3, blemish=True)
-    np.testing.assert_array_equal(
-        score_images(load_detector(buffer.getvalue()), images)[1], score_images(load_detector(fit.checkpoint), images)[1]
-    )
+    with torch.inference_mode():
+        _, expected = earlier(torch.from_numpy(images).permute(0, 3, 1, 2).float())
+    np.testing.assert_allclose(score_images(load_detector(buffer.getvalue()), images)[1], expected.numpy(), rtol=1e-6)

@@ -8,6 +8,11 @@ from resources.anomaly.layout import read_mvtec_layout
 from resources.data.sample_anomaly import generate_anomaly_line
 from resources.data.sample_scenes import SampleLineError
 
+# sha256 of the decoded pixels (and relative paths) of small lines written by the code before the
+# fixtured mode (f8190c8's parent and earlier), seed 7, 64 px
+CLASSIFICATION_LINE_PIXELS = "4d84bbdbb0e0d01d067c5af39ad164c0e62a58b51e283a58141f237e38bc2a94"
+FREE_POSE_ANOMALY_LINE_PIXELS = "88a5484b8ad56180e312751733e26e3b0996630838e1dc055ea0e061fd7cb2fe"
+
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -53,3 +58,25 @@ def test_fixtured_parts_vary_less_than_free_ones_and_defects_keep_their_masks(tm
         masks = [np.asarray(Image.open(p)) for p in sorted((out / "ground_truth").rglob("*_mask.png"))]
         assert len(masks) == 8 and all(0 < (m == 255).mean() < 0.5 for m in masks)
     assert spread[True] < 0.6 * spread[False], spread
+
+
+def _pixel_digest(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.png")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(np.asarray(Image.open(path)).tobytes())
+    return digest.hexdigest()
+
+
+def test_free_pose_scenes_are_pixel_for_pixel_those_before_the_fixtured_mode(tmp_path: Path) -> None:
+    """The fixtured mode makes the same random draws, so the classification sample line (the demo's
+    data, whose figures the README quotes) and the free-pose anomaly line are unchanged; digests taken
+    from the code before the mode existed."""
+    from resources.data.sample_line import generate_sample_line
+
+    generate_sample_line(tmp_path / "cls", seed=7, images_per_class=2, image_size=64)
+    generate_anomaly_line(tmp_path / "an", seed=7, train_good=2, test_good=1, test_per_defect=1, image_size=64, fixtured=False)
+    assert _pixel_digest(tmp_path / "cls") == CLASSIFICATION_LINE_PIXELS
+    assert _pixel_digest(tmp_path / "an") == FREE_POSE_ANOMALY_LINE_PIXELS
