@@ -113,6 +113,12 @@ def check_start_options(
 
     if pretrained_weights and init_from:
         raise PreflightError("--pretrained-weights and --init-from both given; start from one of them")
+    if init_from and (arch or backbone):
+        option = "--arch" if arch else "--backbone"
+        raise PreflightError(
+            f"{option} cannot be used with --init-from (the registered model fixes the architecture and the weights); "
+            f"drop {option}"
+        )
     if arch and backbone is None:
         backbone = SCRATCH  # --arch alone: that timm architecture, from scratch or from --pretrained-weights
     fields: dict[str, Any] = {"backbone": backbone, "arch": arch, "pretrained_weights": pretrained_weights}

@@ -217,6 +217,5 @@ def test_a_line_without_a_good_class_trains_validates_and_registers(mfg_home: Pa
     assert init["source"] == "registered_model" and init["checkpoint_sha256"] == classifier.checkpoint_sha256
     assert anomaly["training"]["arch"] == "patchcore/mobilenetv2_100-registered" and "backbone" not in anomaly
     assert anomaly["registered"] is True and anomaly["parity"]["passed"] is True
-    rows = LineageStore().read_table("lineage", "asset = ?", ["trained_model"])
-    hashes = [json.loads(h) for h in rows["input_hashes"]]
-    assert {"checkpoint:init_from": classifier.checkpoint_sha256}.items() <= hashes[-1].items()
+    [hashes] = LineageStore().read_table("lineage", "asset = ? AND output_id = ?", ["trained_model", anomaly["model_id"]])["input_hashes"]
+    assert json.loads(hashes)["checkpoint:init_from"] == classifier.checkpoint_sha256

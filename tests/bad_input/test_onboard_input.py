@@ -112,6 +112,8 @@ CASES = [
     Onboard("unknown backbone", _images, ("--backbone", "resnet9000"), "resnet9000"),
     Onboard("missing weights file", _images, ("--arch", "resnet10t", "--pretrained-weights", "/nope.pth"), "/nope.pth"),
     Onboard("init from unknown version", _images, ("--init-from", "line9-x-v1"), "line9-x-v1"),
+    Onboard("init from with a backbone", _images, ("--init-from", "line9-x-v1", "--backbone", "efficientnet_lite0"),
+            "--backbone cannot be used with --init-from (the registered model fixes the architecture and the weights)"),
     Onboard("invalid line name", _images, (), "line name '../l' is not valid", line="../l"),
     Onboard("anomaly without a good class", _images, ("--task", "anomaly"), "name their class (--good-class"),
     Onboard("anomaly with a search", _images, ("--task", "anomaly", "--good-class", "good", "--hpo-trials", "3"),
