@@ -16,6 +16,7 @@ from mfg_assets.common import blocking_check_result, inspection_asset, hash_rows
 from mfg_assets.handles import AnnotationSet, ImageSet
 from mfg_assets.ingest import load_image_table
 from mfg_assets.masks import split_off_masks
+from mfg_assets.saved_options import config_for_run
 from resources.data.mvtec_labels import MVTEC_FORMAT
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
@@ -113,6 +114,7 @@ def annotations(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[AnnotationSet] | dg.AssetCheckResult]:
     """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
+    config = config_for_run(context, config, lineage.home_path())
     from resources.data.batches import current_batches
     from resources.data.label_quality import run_all
     from resources.tasks import engine_for

@@ -20,6 +20,7 @@ from mfg_assets.common import inspection_asset, record_lineage, run_seed
 from mfg_assets.datasets import load_dataset_items, load_split_images
 from mfg_assets.handles import AugmentedSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
+from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
@@ -86,6 +87,7 @@ def augmented_set(
     lineage: LineageStore,
 ) -> dg.Output[AugmentedSet]:
     """Training split at training size, plus augmented copies; stored as one .npz artifact."""
+    config = config_for_run(context, config, lineage.home_path())
     from edge_sync.contract.imaging import ResizeMode
     from resources.data.augmentation import PRESETS, augment_images, describe_pipeline
     from resources.data.images import choose_input_size

@@ -17,6 +17,7 @@ from pydantic import Field
 from mfg_assets.common import inspection_asset, record_lineage, run_seed, variant_for
 from mfg_assets.datasets import load_dataset_items
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainingRecipe
+from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
@@ -41,6 +42,7 @@ def cross_validation(
     lineage: LineageStore,
 ) -> dg.Output[CrossValidation]:
     """Per-fold accuracy, false-reject and escape rates of the recipe, and their mean and spread."""
+    config = config_for_run(context, config, lineage.home_path())
     from resources.classify.cross_validation import CrossValidationError, check_folds_possible, run_cross_validation
     from resources.data.images import load_rgb_batch
 

@@ -17,6 +17,7 @@ from mfg_assets.annotations import load_labels
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage, variant_for
 from mfg_assets.handles import AnnotationSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
+from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
@@ -72,6 +73,7 @@ def dataset_version(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
     """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
+    config = config_for_run(context, config, lineage.home_path())
     from resources.data.label_quality import consensus_labels
     from resources.data.splitting import (
         SplitSpec,

@@ -147,18 +147,18 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
             ),
         ),
     }
-    if request.cv_folds is not None:
-        ops["cross_validation"] = CrossValidationConfig(folds=request.cv_folds)
-    release = given(
-        release_min_accuracy=request.min_accuracy,
-        release_max_escape_rate=request.max_test_escape_rate,
-        max_escape_rate=request.escape_budget,
-        release_without_defects=request.release_without_defects or None,
+    ops["cross_validation"] = CrossValidationConfig(**given(folds=request.cv_folds))
+    ops["validation_report"] = ValidationConfig(
+        **given(
+            release_min_accuracy=request.min_accuracy,
+            release_max_escape_rate=request.max_test_escape_rate,
+            max_escape_rate=request.escape_budget,
+            release_without_defects=request.release_without_defects or None,
+        )
     )
-    if release:
-        ops["validation_report"] = ValidationConfig(**release)
-    if request.min_images_per_class is not None:
-        ops["annotations"] = AnnotationConfig(min_images_per_class=request.min_images_per_class)
+    ops["annotations"] = AnnotationConfig(**given(min_images_per_class=request.min_images_per_class))
+    # Every asset whose options onboard sets gets a config, empty or not: this command line is the
+    # whole choice, so no asset falls back to an earlier onboard's saved options (saved_options).
     # INFO, not Dagster's DEBUG event stream: a line per phase and per epoch is what a user follows.
     return dg.RunConfig(ops=ops, loggers={"console": {"config": {"log_level": "INFO"}}})
 
@@ -200,7 +200,8 @@ def _chosen_options(run_config: dg.RunConfig) -> dict[str, Any]:
     """The run config fields this onboard set, without the defaults: a run a sensor starts for the
     variant keeps the plant's choices (backbone, feature source, input size, release limits) and
     follows the platform's defaults for the rest."""
-    return {"ops": {name: {"config": config.model_dump(exclude_unset=True)} for name, config in (run_config.ops or {}).items()}}
+    chosen = {name: config.model_dump(exclude_unset=True) for name, config in (run_config.ops or {}).items()}
+    return {"ops": {name: {"config": fields} for name, fields in chosen.items() if fields}}
 
 
 def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]) -> OnboardRequest:

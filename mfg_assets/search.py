@@ -19,6 +19,7 @@ from pydantic import Field
 from mfg_assets.augment import training_arrays
 from mfg_assets.common import inspection_asset, record_lineage, run_seed, variant_for
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainingRecipe
+from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.classify.train_settings import DEFAULT_BACKBONE, TrainSettings
 from resources.lineage import LineageStore
@@ -101,6 +102,7 @@ def hyperparameter_search(
     lineage: LineageStore,
 ) -> dg.Output[TrainingRecipe]:
     """The training recipe: the configured one, or the best of an optuna search on train/val."""
+    config = config_for_run(context, config, lineage.home_path())
     from resources.classify.backbones import backbone_names, weights_path, get_spec, BackboneError
     from resources.classify.search import classification_space, run_search
     from resources.classify.model_init import WeightsError, check_start

@@ -19,6 +19,7 @@ from pydantic import Field
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
+from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
@@ -202,6 +203,7 @@ def validation_report(
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
     """Per-class metrics, calibrated FRR/escape rate, ROC and worst errors, as JSON and HTML."""
+    config = config_for_run(context, config, lineage.home_path())
     from resources.classify.model import load_inference_model, predict_proba
     from resources.reporting.html import render_report_html
 

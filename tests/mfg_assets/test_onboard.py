@@ -170,7 +170,21 @@ def test_escape_budget_sets_the_calibration_target_and_is_typed(tmp_path: Path) 
 
     ops = _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a", escape_budget=0.02)).ops
     assert isinstance(ops["validation_report"], ValidationConfig) and ops["validation_report"].max_escape_rate == 0.02
-    assert "validation_report" not in _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a")).ops
+    plain = _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a"))
+    assert plain.ops["validation_report"].model_dump(exclude_unset=True) == {}
+
+
+def test_onboard_configures_every_asset_it_has_options_for_and_saves_only_what_it_set(tmp_path: Path) -> None:
+    """The command line is the whole choice: no asset of an onboard run may fall back to an earlier
+    onboard's saved options (mfg_assets.saved_options), and the saved file holds only the options set."""
+    from mfg_assets.onboard import OnboardRequest, _chosen_options, _run_config
+    from mfg_assets.run_configs import ONBOARD_CONFIGS
+
+    run_config = _run_config(OnboardRequest(data_dir=tmp_path, line="l1", variant="a", seed=3, epochs=2))
+    assert set(run_config.ops) == set(ONBOARD_CONFIGS)
+    assert _chosen_options(run_config) == {
+        "ops": {"dataset_version": {"config": {"seed": 3}}, "hyperparameter_search": {"config": {"epochs": 2}}}
+    }
 
 
 def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, tiny_line: Path, capsys) -> None:
