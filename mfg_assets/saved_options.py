@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from resources.data.variants import VariantRefused, load_run_config, run_config_path, split_partition_key
 
-__all__ = ["SavedRunConfigError", "config_for_run", "saved_op_problem"]
+__all__ = ["SavedRunConfigError", "config_for_run", "refusal", "saved_op_problem"]
 
 C = TypeVar("C", bound=dg.Config)
 
@@ -30,6 +30,7 @@ class SavedRunConfigError(VariantRefused):
 
 
 def refusal(path: Path, line: str, variant: str, problems: list[str]) -> SavedRunConfigError:
+    """The error for a saved options file with ``problems``: the file, what is wrong, and the two fixes."""
     return SavedRunConfigError(
         f"{path}: the saved options of {line}/{variant} do not fit this version ({'; '.join(problems)}); rerun "
         f"`mfgv onboard` for {line}/{variant} to save them again, or delete the file to run it with the defaults"

@@ -64,11 +64,17 @@ class FakeTrainer(Trainer):
         return predict_proba(load_inference_model(checkpoint), images)
 
 
-def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
+def land_tiny_variant(mfg_home: Path, tiny_line: Path) -> str:
+    """Register line1/bracket-a with the tiny line's classes (good class ``good``), land the tiny line as
+    its batch, and return its partition key."""
     spec = VariantSpec(line="line1", variant="bracket-a", classes=("dent", "good", "missing_hole", "scratch", "stain"), good_class="good")
     save_variant(spec, mfg_home)
     land_batch(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
-    key = partition_key("line1", "bracket-a")
+    return partition_key("line1", "bracket-a")
+
+
+def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
+    key = land_tiny_variant(mfg_home, tiny_line)
     request = OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
         backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0, seed=7,

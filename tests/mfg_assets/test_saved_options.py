@@ -6,10 +6,9 @@ from pathlib import Path
 import dagster as dg
 
 from mfg_assets.definitions import defs
-from mfg_assets.onboard import OnboardRequest, _run_config, land_batch
+from mfg_assets.onboard import OnboardRequest, _run_config
 from mfg_assets.partitions import line_variant_partitions
-from resources.data.variants import VariantSpec, partition_key, save_variant
-from tests.mfg_assets.test_graph_with_fake_trainer import FakeTrainer
+from tests.mfg_assets.test_graph_with_fake_trainer import FakeTrainer, land_tiny_variant
 
 
 def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mfg_home: Path, tiny_line: Path) -> None:
@@ -18,10 +17,7 @@ def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mf
     from mfg_assets.onboard import _chosen_options
     from resources.data.variants import save_run_config
 
-    spec = VariantSpec(line="line1", variant="bracket-a", classes=("dent", "good", "missing_hole", "scratch", "stain"), good_class="good")
-    save_variant(spec, mfg_home)
-    land_batch(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
-    key = partition_key("line1", "bracket-a")
+    key = land_tiny_variant(mfg_home, tiny_line)
     request = OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
         backbone="none", arch="resnet10t", augment_copies=0, seed=7,
@@ -50,10 +46,7 @@ def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mf
 def test_saved_options_that_do_not_fit_fail_the_asset_with_the_file_and_the_fix(mfg_home: Path, tiny_line: Path) -> None:
     from resources.data.variants import save_run_config
 
-    spec = VariantSpec(line="line1", variant="bracket-a", classes=("dent", "good", "missing_hole", "scratch", "stain"), good_class="good")
-    save_variant(spec, mfg_home)
-    land_batch(tiny_line, mfg_home / "landing" / "line1" / "bracket-a")
-    key = partition_key("line1", "bracket-a")
+    key = land_tiny_variant(mfg_home, tiny_line)
     save_run_config("line1", "bracket-a", {"ops": {"annotations": {"config": {"min_images_per_class": -1}}}}, mfg_home)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
