@@ -110,19 +110,11 @@ mutation Launch($params: ExecutionParams!) {
 def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_saved_options(mfg_home: Path, tiny_line: Path) -> None:
     import dagster as dg
 
-    from mfg_assets.onboard import OnboardRequest, _chosen_options, _run_config
     from mfg_assets.partitions import line_variant_partitions
-    from resources.data.variants import save_run_config
     from resources.lineage import LineageStore
-    from tests.mfg_assets.test_graph_with_fake_trainer import land_tiny_variant
+    from tests.mfg_assets.test_saved_options import UPSTREAM, land_with_saved_options
 
-    key = land_tiny_variant(mfg_home, tiny_line)
-    request = OnboardRequest(
-        data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
-        backbone="none", arch="resnet10t", augment_copies=0, seed=7,
-    )
-    save_run_config("line1", "bracket-a", _chosen_options(_run_config(request)), mfg_home)
-    upstream = ("raw_images", "annotations", "dataset_version", "augmented_set", "hyperparameter_search")
+    key = land_with_saved_options(mfg_home, tiny_line)
     prepare_home(mfg_home)
     # before the servers start: three processes creating the instance's storage at once race its migrations
     with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
@@ -133,7 +125,7 @@ def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_save
                 "repositoryLocationName": "mfg_vision",
                 "repositoryName": "__repository__",
                 "pipelineName": "__ASSET_JOB",
-                "assetSelection": [{"path": [name]} for name in upstream],
+                "assetSelection": [{"path": [name]} for name in UPSTREAM],
             },
             "runConfigData": {},  # what the Materialize button sends for assets whose config has defaults
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},

@@ -11,9 +11,13 @@ from mfg_assets.partitions import line_variant_partitions
 from tests.mfg_assets.test_graph_with_fake_trainer import FakeTrainer, land_tiny_variant
 
 
-def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mfg_home: Path, tiny_line: Path) -> None:
-    """The Dagster UI's Materialize button starts a run with no config: each asset then takes the
-    variant's saved onboard options, unless the run sets that asset's own (then those, defaults and all)."""
+UPSTREAM = ("raw_images", "annotations", "dataset_version", "augmented_set", "hyperparameter_search")
+"""The assets up to the recipe: enough to see which options a run took, with no training."""
+
+
+def land_with_saved_options(mfg_home: Path, tiny_line: Path) -> str:
+    """The tiny variant landed, with the options an onboard with resnet10t at 32 px, 1 epoch and seed 7
+    saved for it (none of them a default); its partition key."""
     from mfg_assets.onboard import _chosen_options
     from resources.data.variants import save_run_config
 
@@ -23,10 +27,16 @@ def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mf
         backbone="none", arch="resnet10t", augment_copies=0, seed=7,
     )
     save_run_config("line1", "bracket-a", _chosen_options(_run_config(request)), mfg_home)
-    upstream = ("raw_images", "annotations", "dataset_version", "augmented_set", "hyperparameter_search")
+    return key
+
+
+def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mfg_home: Path, tiny_line: Path) -> None:
+    """The Dagster UI's Materialize button starts a run with no config: each asset then takes the
+    variant's saved onboard options, unless the run sets that asset's own (then those, defaults and all)."""
+    key = land_with_saved_options(mfg_home, tiny_line)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
-        assets = [a for a in defs.assets if a.key.to_user_string() in upstream]
+        assets = [a for a in defs.assets if a.key.to_user_string() in UPSTREAM]
         resources = {**defs.resources, "trainer": FakeTrainer()}
         saved = dg.materialize(assets, resources=resources, instance=instance, partition_key=key)
         explicit = dg.materialize(
