@@ -165,7 +165,7 @@ def _cmd_edge_agent(args: argparse.Namespace) -> int:
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from mfg_assets.edge_commands import deploy
 
-    deploy(args.line, args.variant, ring=args.ring, model_format=args.format)
+    deploy(args.line, args.variant, ring=args.ring, model_format=args.format, accept_int8_shortfall=args.accept_int8_shortfall)
     return 0
 
 
@@ -355,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--variant", required=True)
     deploy.add_argument("--ring", default="canary", choices=["canary", "fleet"])
     deploy.add_argument("--format", default="onnx", choices=["onnx", "openvino", "onnx_int8"])
+    deploy.add_argument(
+        "--accept-int8-shortfall",
+        action="store_true",
+        help="deploy onnx_int8 even though no INT8 model met the export's tolerance against FP32 (recorded in lineage)",
+    )
     deploy.set_defaults(func=_cmd_deploy)
 
     rollback = commands.add_parser("rollback", help="end a line's canary, or put its fleet back on an earlier version")

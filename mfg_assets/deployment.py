@@ -22,7 +22,7 @@ from resources.edge import EdgeSync
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 
-__all__ = ["DeploymentConfig", "deployment", "baseline_histograms"]
+__all__ = ["DeploymentConfig", "deployment", "baseline_histograms", "int8_shortfall"]
 
 FORMATS = ("onnx", "openvino", "onnx_int8")
 
@@ -32,6 +32,30 @@ class DeploymentConfig(dg.Config):
     model_format: str = Field("onnx", description=f"which exported file devices run: one of {', '.join(FORMATS)}")
     canary_devices: list[str] = Field(
         default_factory=list, description="devices of the canary ring; empty: the line's devices flagged canary"
+    )
+    accept_int8_shortfall: bool = Field(
+        False,
+        description=(
+            "deploy onnx_int8 although no INT8 model decided like FP32 within the export's tolerance on validation "
+            "images (the decision is recorded in lineage)"
+        ),
+    )
+
+
+def int8_shortfall(model_format: str, int8: dict | None, version: str, accepted: bool) -> str | None:
+    """Why ``onnx_int8`` of ``version`` must not go out unasked, or None when it may.
+
+    The export keeps the closest INT8 model when none meets its tolerance (so the report can show what
+    INT8 costs); such a model decides differently from the validated FP32 one on more images than the
+    plant allowed, so deploying it is a person's explicit decision, never a default. Returns the
+    refusal, or None (a shortfall that was accepted is logged by the caller)."""
+    if model_format != "onnx_int8" or not int8 or int8.get("within_tolerance", True) or accepted:
+        return None
+    return (
+        f"{version}'s INT8 model decides differently from FP32 on {100 * int8['holdout_disagreement']:.2f} % of "
+        f"{int8.get('n_holdout', '?')} {int8.get('holdout', 'validation')} images, above the export's "
+        f"{100 * int8['max_disagreement']:.2f} % tolerance; deploy --format onnx or openvino, or accept the "
+        "shortfall explicitly (mfgv deploy --accept-int8-shortfall, or accept_int8_shortfall in the deployment config)"
     )
 
 
@@ -92,6 +116,11 @@ def deployment(
             f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
             "re-run the variant's job (classify_job / anomaly_job) before deploying"
         )
+    refusal = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, config.accept_int8_shortfall)
+    if refusal:
+        raise dg.Failure(refusal)
+    if config.model_format == "onnx_int8" and not (exported_model.int8 or {}).get("within_tolerance", True):
+        context.log.warning(f"deploying {registered_model.version}'s INT8 model outside its tolerance: accepted by config")
     line, variant = split_partition_key(context.partition_key)
     state = edge.server_state()
     devices = list(config.canary_devices)

@@ -40,7 +40,15 @@ def run_agent(argv: list[str]) -> int:
     return agent_main(argv)
 
 
-def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def deploy(
+    line: str,
+    variant: str,
+    *,
+    ring: str,
+    model_format: str,
+    accept_int8_shortfall: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run ``deploy_job`` for the line/variant through Dagster (the run shows in the UI)."""
     from mfg_assets.definitions import defs
     from mfg_assets.instance import fail_abandoned_runs, get_instance, run_tags
@@ -54,7 +62,11 @@ def deploy(line: str, variant: str, *, ring: str, model_format: str, echo: Calla
         raise OnboardError(f"{line}/{variant} was never onboarded here; run `mfgv onboard` first")
     result = defs.resolve_job_def("deploy_job").execute_in_process(
         run_config={
-            "ops": {"deployment": {"config": {"ring": ring, "model_format": model_format}}},
+            "ops": {
+                "deployment": {
+                    "config": {"ring": ring, "model_format": model_format, "accept_int8_shortfall": accept_int8_shortfall}
+                }
+            },
             "loggers": {"console": {"config": {"log_level": "INFO"}}},
         },
         instance=instance,

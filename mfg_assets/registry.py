@@ -50,6 +50,8 @@ def registered_model(
             "int8_test_accuracy": exported_model.int8_test_accuracy,
             # how many leading convolutions the INT8 model keeps in float (None: no INT8 model)
             "int8_float_convs": (exported_model.int8 or {}).get("float_convs"),
+            # False: no INT8 try decided like FP32 within the tolerance; the closest was kept (deploy refuses it)
+            "int8_within_tolerance": (exported_model.int8 or {}).get("within_tolerance"),
             "latency_ms": exported_model.latency_ms,
             **validation_report.task_metrics,
         },

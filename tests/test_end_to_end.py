@@ -51,6 +51,7 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert set(manifest["sha256"]) >= {"model.onnx", "openvino/model.xml", "openvino/model.bin", "selftest.npz"}
     # INT8 precision was chosen on validation images, and what stayed in float is recorded
     assert manifest["int8"]["float_convs"] == report["int8"]["float_convs"]
+    assert manifest["int8"]["within_tolerance"] == report["int8"]["within_tolerance"]  # deploy reads it
     assert report["int8"]["tries"][0]["float_convs"] == 0
     assert report["int8"]["n_holdout"] > 0
     html = Path(report["report_html"]).read_text()

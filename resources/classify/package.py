@@ -123,7 +123,10 @@ def build_package(
     )
     files = {fmt.value: path.relative_to(package).as_posix() for fmt, path in exported.items()}
     file_hashes = {p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()}
-    int8_manifest = {} if int8_summary is None else {"int8": {k: int8_summary[k] for k in ("float_convs", "total_convs")}}
+    # The package says whether its INT8 model met the precision search's tolerance: whoever deploys
+    # ``onnx_int8`` from it later reads that here, not only in the export's log.
+    int8_keys = ("float_convs", "total_convs", "within_tolerance", "holdout_disagreement", "max_disagreement")
+    int8_manifest = {} if int8_summary is None else {"int8": {k: int8_summary[k] for k in int8_keys}}
     (package / "manifest.json").write_text(
         json.dumps({**manifest, **int8_manifest, "files": files, "sha256": file_hashes}, indent=2, sort_keys=True)
     )

@@ -30,3 +30,18 @@ def test_int8_check_says_how_much_stayed_in_float() -> None:
     assert result.passed
     assert "INT8 (first 16 of 52 convolutions kept in float) test accuracy" in result.description
     assert result.metadata["int8_float_convs"].value == 16
+
+
+SHORT = {
+    "float_convs": 8, "total_convs": 52, "within_tolerance": False, "holdout_disagreement": 0.0185,
+    "max_disagreement": 0.005, "holdout": "val", "n_holdout": 270,
+}
+
+
+def test_an_int8_search_that_fell_short_warns_even_when_test_accuracy_held() -> None:
+    result = _int8_check(0.9663, 0.9663, 0.005, 267, SHORT)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert "0.00 pt, within the 0.50 pt allowed" in result.description
+    assert "no try decided like FP32 within 0.50 % of the val images (closest: 1.85 %)" in result.description
+    assert "--accept-int8-shortfall" in result.description
+    assert result.metadata["int8_within_tolerance"].value is False

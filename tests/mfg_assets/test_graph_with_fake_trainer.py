@@ -73,12 +73,17 @@ def land_tiny_variant(mfg_home: Path, tiny_line: Path) -> str:
     return partition_key("line1", "bracket-a")
 
 
-def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
-    key = land_tiny_variant(mfg_home, tiny_line)
-    request = OnboardRequest(
+def tiny_request(tiny_line: Path) -> OnboardRequest:
+    """The onboard options of the fake-trainer runs: a 32 px resnet10t, one epoch, no release limits."""
+    return OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
         backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0, seed=7,
     )
+
+
+def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
+    key = land_tiny_variant(mfg_home, tiny_line)
+    request = tiny_request(tiny_line)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
         assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
@@ -99,3 +104,55 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     manifest = json.loads((ArtifactStore().path(exported.package) / "manifest.json").read_text())
     assert manifest["files"] == exported.files and "selftest.npz" in manifest["sha256"]
     assert manifest["sha256"] == exported.file_sha256 and manifest["model_id"] == trained.id
+    # Whether INT8 met its tolerance travels with the package and the registry (deploy refuses it otherwise)
+    assert manifest["int8"]["within_tolerance"] == exported.int8["within_tolerance"]
+    assert version.metrics["int8_within_tolerance"] == exported.int8["within_tolerance"]
+
+
+class _Upstream(dg.IOManager):
+    """Hands the deployment asset the given upstream handles (no storage) and keeps what it returns."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+
+    def load_input(self, context: dg.InputContext) -> object:
+        return self.values[context.asset_key.to_user_string()]
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        self.values[context.asset_key.to_user_string()] = obj
+
+
+def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decision(mfg_home: Path, tiny_line: Path) -> None:
+    from mfg_assets.deployment import deployment
+
+    key = land_tiny_variant(mfg_home, tiny_line)
+    request = tiny_request(tiny_line)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+        assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
+        built = dg.materialize(assets, resources={**defs.resources, "trainer": FakeTrainer()}, instance=instance,
+                               partition_key=key, run_config=_run_config(request))
+        assert built.success
+        exported = built.output_for_node("exported_model")
+        # As the export records it when no INT8 try met the tolerance (the closest is kept)
+        short = exported.model_copy(update={"int8": {
+            **exported.int8, "within_tolerance": False, "holdout_disagreement": 0.04, "max_disagreement": 0.005,
+        }})
+        upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
+
+        def deploy(accept: bool) -> dg.ExecuteInProcessResult:
+            config = {"ring": "fleet", "model_format": "onnx_int8", "accept_int8_shortfall": accept}
+            return dg.materialize(
+                list(defs.assets), selection=[deployment.key],
+                resources={**defs.resources, "io_manager": _Upstream({**upstream, "exported_model": short})},
+                instance=instance, partition_key=key, raise_on_error=False,
+                run_config={"ops": {"deployment": {"config": config}}},
+            )
+
+        refused = deploy(accept=False)
+        assert not refused.success
+        failure = refused.get_step_failure_events()[0].step_failure_data.error.message
+        assert "decides differently from FP32 on 4.00 %" in failure and "--accept-int8-shortfall" in failure
+        accepted = deploy(accept=True)
+        assert accepted.success, accepted.get_step_failure_events()[0].step_failure_data.error.message
+        assert accepted.output_for_node("deployment").model_format == "onnx_int8"
