@@ -73,22 +73,23 @@ def land_tiny_variant(mfg_home: Path, tiny_line: Path) -> str:
     return partition_key("line1", "bracket-a")
 
 
-def tiny_request(tiny_line: Path) -> OnboardRequest:
-    """The onboard options of the fake-trainer runs: a 32 px resnet10t, one epoch, no release limits."""
-    return OnboardRequest(
+def run_with_fake_trainer(instance: dg.DagsterInstance, key: str, tiny_line: Path) -> dg.ExecuteInProcessResult:
+    """Materialise the classification assets of partition ``key`` with the fake trainer bound, on the
+    onboard options of a 32 px resnet10t, one epoch, no release limits."""
+    request = OnboardRequest(
         data_dir=tiny_line, line="line1", variant="bracket-a", good_class="good", image_size=32, epochs=1,
         backbone="none", arch="resnet10t", min_accuracy=0.0, max_test_escape_rate=1.0, augment_copies=0, seed=7,
     )
+    instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
+    resources = {**defs.resources, "trainer": FakeTrainer()}
+    return dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=_run_config(request))
 
 
 def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:
     key = land_tiny_variant(mfg_home, tiny_line)
-    request = tiny_request(tiny_line)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
-        assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
-        resources = {**defs.resources, "trainer": FakeTrainer()}
-        result = dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=_run_config(request))
+        result = run_with_fake_trainer(instance, key, tiny_line)
 
     assert result.success
     version = ModelRegistry().get("line1-bracket-a-v1")
@@ -126,12 +127,8 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
     from mfg_assets.deployment import deployment
 
     key = land_tiny_variant(mfg_home, tiny_line)
-    request = tiny_request(tiny_line)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
-        assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
-        built = dg.materialize(assets, resources={**defs.resources, "trainer": FakeTrainer()}, instance=instance,
-                               partition_key=key, run_config=_run_config(request))
+        built = run_with_fake_trainer(instance, key, tiny_line)
         assert built.success
         exported = built.output_for_node("exported_model")
         # As the export records it when no INT8 try met the tolerance (the closest is kept)
