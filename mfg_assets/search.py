@@ -21,33 +21,37 @@ from mfg_assets.common import inspection_asset, record_lineage, run_seed, varian
 from mfg_assets.handles import AugmentedSet, DatasetVersion, TrainingRecipe
 from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
-from resources.classify.train_settings import DEFAULT_BACKBONE, TrainSettings
+from resources.classify.train_settings import TrainSettings
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
 from resources.trainers import Trainer
 
 __all__ = ["RecipeConfig", "base_settings", "hyperparameter_search"]
 
+# The recipe's defaults are TrainSettings' own: a default changed there is the product's default, with
+# no second copy here to fall out of step (a changed TrainSettings default once had no effect).
+_TRAIN_DEFAULT = {name: field.default for name, field in TrainSettings.model_fields.items()}
+
 
 class RecipeConfig(dg.Config):
     backbone: str = Field(
-        DEFAULT_BACKBONE,
+        _TRAIN_DEFAULT["backbone"],
         description="bundled ImageNet backbone (mobilenetv2_100, efficientnet_lite0/1/2) or 'none' for --arch",
     )
     arch: str | None = Field(None, description="timm architecture when backbone is 'none' (default resnet10t)")
     pretrained_weights: str | None = Field(None, description="LOCAL weights file for arch; nothing is downloaded")
     init_from: str | None = Field(None, description="registered model version whose weights to start from")
     epochs: int | None = Field(None, ge=1, le=1000, description="epochs (default 12 fine-tuning, 30 from scratch)")
-    batch_size: int = Field(32, ge=2, le=1024, description="images per optimisation step")
+    batch_size: int = Field(_TRAIN_DEFAULT["batch_size"], ge=2, le=1024, description="images per optimisation step")
     learning_rate: float | None = Field(None, gt=0.0, le=1.0, description="peak learning rate (default by start)")
     weight_decay: float | None = Field(None, ge=0.0, le=1.0, description="AdamW weight decay (default by start)")
     frozen_stages: int | None = Field(None, ge=0, le=16, description="stages kept fixed when fine-tuning (default 2)")
-    balance: str = Field("sqrt", description="class-balanced sampling: sqrt, inverse or none")
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
-    online_augmentation: bool = Field(True, description="random flips/shifts/brightness on the fly")
-    augment_strength: float = Field(0.5, ge=0.0, le=1.0, description="scale of the online augmentation")
-    test_time_flips: bool = Field(True, description="deployed model averages over the image and its flips")
-    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="moving average of the weights (0: off)")
+    balance: str = Field(_TRAIN_DEFAULT["balance"], description="class-balanced sampling: sqrt, inverse or none")
+    label_smoothing: float = Field(_TRAIN_DEFAULT["label_smoothing"], ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    online_augmentation: bool = Field(_TRAIN_DEFAULT["online_augmentation"], description="random flips/shifts/brightness on the fly")
+    augment_strength: float = Field(_TRAIN_DEFAULT["augment_strength"], ge=0.0, le=1.0, description="scale of the online augmentation")
+    test_time_flips: bool = Field(_TRAIN_DEFAULT["test_time_flips"], description="deployed model averages over the image and its flips")
+    ema_decay: float = Field(_TRAIN_DEFAULT["ema_decay"], ge=0.0, lt=1.0, description="moving average of the weights (0: off)")
     seed: int | None = Field(
         None, ge=0, description="seed of weight init, sampling and the search (None: the dataset version's); recorded"
     )
