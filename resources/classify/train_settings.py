@@ -96,7 +96,14 @@ class TrainSettings(BaseModel):
         ),
     )
     ema_decay: float = Field(
-        0.0, ge=0.0, lt=1.0, description="exponential moving average of the weights (0: off)"
+        0.98,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "per-step decay of the exponential moving average of the weights, which is what each epoch "
+            "validates and the run keeps (0: off). Capped at 1 - 1/(3 x steps per epoch), so on a small "
+            "training set the average reaches back about three epochs, not to the starting weights"
+        ),
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds weight init, sampling and augmentation")
     num_threads: int = Field(2, ge=1, le=256, description="torch intra-op CPU threads")

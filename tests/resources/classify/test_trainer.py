@@ -313,3 +313,13 @@ def test_test_time_flips_average_the_four_views(trained: tuple[TrainResult, list
         averaged = model(pixels)
     np.testing.assert_allclose(averaged.numpy(), torch.stack(views).mean(0).numpy(), atol=1e-6)
     assert not np.allclose(views[0].numpy(), averaged.numpy(), atol=1e-4)  # the flips do change the answer
+
+
+def test_the_weights_average_reaches_back_about_three_epochs_at_most() -> None:
+    from resources.classify.trainer import ema_decay_for
+
+    assert ema_decay_for(0.98, 24) == 0.98  # magnetic tile's 24-25 steps an epoch: the benchmarked decay
+    assert ema_decay_for(0.98, 33) == 0.98  # NEU
+    assert ema_decay_for(0.98, 8) == 1 - 1 / 24  # a small set: 24 steps of memory, not 50
+    assert ema_decay_for(0.98, 0) == 1 - 1 / 3
+    assert ema_decay_for(0.0, 25) == 0.0  # off stays off
