@@ -119,7 +119,9 @@ def deployment(
     refusal = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, config.accept_int8_shortfall)
     if refusal:
         raise dg.Failure(refusal)
-    if config.model_format == "onnx_int8" and not (exported_model.int8 or {}).get("within_tolerance", True):
+    # Whether a shortfall was deployed by a person's decision (not merely whether the flag was set)
+    shortfall_accepted = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, False) is not None
+    if shortfall_accepted:
         context.log.warning(f"deploying {registered_model.version}'s INT8 model outside its tolerance: accepted by config")
     line, variant = split_partition_key(context.partition_key)
     state = edge.server_state()
@@ -194,7 +196,7 @@ def deployment(
         lineage,
         output_id=f"deployment:{deployment_id}",
         input_ids=[registered_model.version, exported_model.id],
-        parameters=config.model_dump(),
+        parameters={**config.model_dump(), "int8_shortfall_accepted": shortfall_accepted},
         input_hashes={exported_model.id: exported_model.package.sha256},
     )
     context.log.info(f"published {registered_model.version} to line {line} ({config.ring}: {devices or 'all devices'})")

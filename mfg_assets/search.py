@@ -51,7 +51,10 @@ class RecipeConfig(dg.Config):
     online_augmentation: bool = Field(_TRAIN_DEFAULT["online_augmentation"], description="random flips/shifts/brightness on the fly")
     augment_strength: float = Field(_TRAIN_DEFAULT["augment_strength"], ge=0.0, le=1.0, description="scale of the online augmentation")
     test_time_flips: bool = Field(_TRAIN_DEFAULT["test_time_flips"], description="deployed model averages over the image and its flips")
-    ema_decay: float = Field(_TRAIN_DEFAULT["ema_decay"], ge=0.0, lt=1.0, description="moving average of the weights (0: off)")
+    ema_decay: float | None = Field(
+        _TRAIN_DEFAULT["ema_decay"], ge=0.0, lt=1.0,
+        description="per-step decay of the weights' moving average (0: off; default 0.98 fine-tuning, 0 from scratch)",
+    )
     seed: int | None = Field(
         None, ge=0, description="seed of weight init, sampling and the search (None: the dataset version's); recorded"
     )

@@ -191,14 +191,16 @@ def _validation_figures(probs: np.ndarray, labels: np.ndarray, num_classes: int,
     }
 
 
-def ema_decay_for(ema_decay: float, steps_per_epoch: int) -> float:
+def ema_decay_for(ema_decay: float, steps_per_epoch: int, epochs: int) -> float:
     """The per-step decay of the weights' moving average: ``ema_decay``, but never reaching back more
-    than about three epochs (1 - 1/(3 x steps per epoch)), so a run of a few dozen steps on a small
-    set averages what it learned rather than the weights it started from. At batch 32 the cap binds
-    below 17 steps an epoch (about 540 training images)."""
+    than about three epochs (1 - 1/(3 x steps per epoch)) nor more than a quarter of the run
+    (1 - 4/steps in all, so the first step's weights end with about e^-4 of the average). A short run
+    or a small set then averages what it learned rather than the weights it started from. At batch 32
+    and 12 epochs neither cap binds from 17 steps an epoch (about 540 training images) on."""
     if ema_decay <= 0:
         return 0.0
-    return min(ema_decay, 1.0 - 1.0 / (3 * max(1, steps_per_epoch)))
+    steps_per_epoch = max(1, steps_per_epoch)
+    return max(0.0, min(ema_decay, 1.0 - 1.0 / (3 * steps_per_epoch), 1.0 - 4.0 / (max(1, epochs) * steps_per_epoch)))
 
 
 def selection_key(record: EpochRecord) -> tuple[float, ...]:
@@ -322,7 +324,7 @@ def _train(
     )
     # Averaging the weights steadies the ranking of the rare hardest images from epoch to epoch, which
     # sets the zero-escape threshold (BENCHMARKS.md: magnetic tile's false rejects fell on every seed).
-    decay = ema_decay_for(settings.ema_decay, steps_per_epoch)
+    decay = ema_decay_for(settings.ema_decay or 0.0, steps_per_epoch, settings.epochs or 1)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
     ) if decay > 0 else None

@@ -152,4 +152,9 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
         assert "decides differently from FP32 on 4.00 %" in failure and "--accept-int8-shortfall" in failure
         accepted = deploy(accept=True)
         assert accepted.success, accepted.get_step_failure_events()[0].step_failure_data.error.message
-        assert accepted.output_for_node("deployment").model_format == "onnx_int8"
+        record = accepted.output_for_node("deployment")
+        assert record.model_format == "onnx_int8"
+    from resources.lineage import LineageStore
+
+    rows = LineageStore().read_table("lineage", "output_id = ?", [f"deployment:{record.deployment_id}"])
+    assert json.loads(rows["parameters"].iloc[0])["int8_shortfall_accepted"] is True  # the decision, in the audit trail
