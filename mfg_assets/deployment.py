@@ -40,6 +40,13 @@ class DeploymentConfig(dg.Config):
             "images (the decision is recorded in lineage)"
         ),
     )
+    expect_model_version: str | None = Field(
+        None,
+        description=(
+            "publish only if the variant's registered model is this version (a canary promotion sets it to the "
+            "canary's, so a model registered since never reaches the fleet untried)"
+        ),
+    )
 
 
 def int8_shortfall(model_format: str, int8: dict | None, version: str, accepted: bool) -> str | None:
@@ -116,6 +123,12 @@ def deployment(
             f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
             "re-run the variant's job (classify_job / anomaly_job) before deploying"
         )
+    if config.expect_model_version and config.expect_model_version != registered_model.version:
+        raise dg.Failure(
+            f"expected to publish {config.expect_model_version} but the variant's registered model is now "
+            f"{registered_model.version}; a promotion publishes only what the canary ran: deploy "
+            f"{registered_model.version} to the canary ring first (mfgv deploy --ring canary)"
+        )
     refusal = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, config.accept_int8_shortfall)
     if refusal:
         raise dg.Failure(refusal)
@@ -185,6 +198,7 @@ def deployment(
                 "partition": context.partition_key,
                 "baseline_scores": json.dumps(score_hist),
                 "baseline_brightness": json.dumps(bright_hist),
+                "int8_shortfall_accepted": shortfall_accepted,
                 "signature_key_id": signed.key_id,
                 "run_id": context.run_id,
             }

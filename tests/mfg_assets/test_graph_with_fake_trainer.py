@@ -137,8 +137,8 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
         }})
         upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
 
-        def deploy(accept: bool) -> dg.ExecuteInProcessResult:
-            config = {"ring": "fleet", "model_format": "onnx_int8", "accept_int8_shortfall": accept}
+        def deploy(accept: bool, **more: str) -> dg.ExecuteInProcessResult:
+            config = {"ring": "fleet", "model_format": "onnx_int8", "accept_int8_shortfall": accept, **more}
             return dg.materialize(
                 list(defs.assets), selection=[deployment.key],
                 resources={**defs.resources, "io_manager": _Upstream({**upstream, "exported_model": short})},
@@ -150,7 +150,13 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
         assert not refused.success
         failure = refused.get_step_failure_events()[0].step_failure_data.error.message
         assert "decides differently from FP32 on 4.00 %" in failure and "--accept-int8-shortfall" in failure
-        accepted = deploy(accept=True)
+        # A promotion names the canary's version: a model registered since is refused, not published untried
+        version = upstream["registered_model"].version
+        stale = deploy(accept=True, expect_model_version="line9-other-v1")
+        assert not stale.success
+        failure = stale.get_step_failure_events()[0].step_failure_data.error.message
+        assert f"expected to publish line9-other-v1 but the variant's registered model is now {version}" in failure
+        accepted = deploy(accept=True, expect_model_version=version)
         assert accepted.success, accepted.get_step_failure_events()[0].step_failure_data.error.message
         record = accepted.output_for_node("deployment")
         assert record.model_format == "onnx_int8"
@@ -158,3 +164,6 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
 
     rows = LineageStore().read_table("lineage", "output_id = ?", [f"deployment:{record.deployment_id}"])
     assert json.loads(rows["parameters"].iloc[0])["int8_shortfall_accepted"] is True  # the decision, in the audit trail
+    # ... and in the deployments table, which a canary's promotion to the fleet carries it from
+    [row] = LineageStore().read_table("deployments", "deployment_id = ?", [record.deployment_id]).to_dict("records")
+    assert row["int8_shortfall_accepted"]

@@ -11,17 +11,17 @@ from edge_sync.contract import DeploymentManifest, InputSpec, MetricWindow, Mode
 from mfg_assets.edge_metrics import edge_metrics
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
-from sensors.edge import edge_loop_sensor
+from sensors.edge import edge_loop_sensor, promotion_config
 
 
-def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime) -> str:
+def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime, model_format: str = "onnx", **row: object) -> str:
     package = tmp_path / "package"
     package.mkdir()
     files = {"model.onnx": b"model bytes", "selftest.npz": b"self-test bytes"}
     for name, data in files.items():
         (package / name).write_bytes(data)
     manifest = DeploymentManifest(
-        deployment_id="line1-a-v2-canary-1", line="line1", model_version="line1-a-v2", model_format="onnx",
+        deployment_id="line1-a-v2-canary-1", line="line1", model_version="line1-a-v2", model_format=model_format,
         model_path="model.onnx",
         files=tuple(ModelFile(path=n, sha256=hashlib.sha256(d).hexdigest(), n_bytes=len(d)) for n, d in files.items()),
         input=InputSpec(height=32, width=32), classes=("bad", "good"), good_class="good", threshold=0.5,
@@ -30,9 +30,9 @@ def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime) -> st
     edge.server_state().publish(edge.sign(manifest), package)
     LineageStore().append_table("deployments", [{
         "deployment_id": manifest.deployment_id, "line": "line1", "variant": "a", "model_version": "line1-a-v2",
-        "ring": "canary", "model_format": "onnx", "devices": json.dumps(["dev1"]), "deployed_at": deployed_at.isoformat(),
+        "ring": "canary", "model_format": model_format, "devices": json.dumps(["dev1"]), "deployed_at": deployed_at.isoformat(),
         "partition": "line1.a", "baseline_scores": json.dumps([10] * 20), "baseline_brightness": json.dumps([5] * 16),
-        "signature_key_id": "k", "run_id": "r",
+        "signature_key_id": "k", "run_id": "r", **row,
     }])
     return manifest.deployment_id
 
@@ -57,7 +57,8 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
     token = state.register_device("dev1", "line1", canary=True)
     device = state.authenticate(token)
     deployed_at = datetime.now(UTC) - timedelta(seconds=5)
-    deployment_id = _publish_canary(edge, tmp_path, deployed_at)
+    # An INT8 canary deployed with its shortfall accepted by a person
+    deployment_id = _publish_canary(edge, tmp_path, deployed_at, "onnx_int8", int8_shortfall_accepted=True)
     resources = {"edge": edge, "lineage": LineageStore(), "edge_policy": EdgePolicy()}
     with dg.instance_for_test() as instance:
         _upload(edge, device, deployed_at, inspected=40, rejected=2, confirmed_defects=2, false_rejects=0, escapes_found=0)
@@ -72,5 +73,17 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
         [request] = result.run_requests
         assert request.job_name == "deploy_job"
         assert request.run_key == f"promote:{deployment_id}"
-        assert request.run_config["ops"]["deployment"]["config"]["ring"] == "fleet"
+        # The fleet gets what the canary ran: same version (refused if another was registered since), same file
+        assert request.run_config["ops"]["deployment"]["config"] == {
+            "ring": "fleet", "model_format": "onnx_int8", "canary_devices": [], "accept_int8_shortfall": True,
+            "expect_model_version": "line1-a-v2",
+        }
         assert request.partition_key == "line1.a"
+
+
+def test_a_promotion_from_a_row_written_before_shortfalls_were_recorded_accepts_none(mfg_home: Path, tmp_path: Path) -> None:
+    edge = EdgeSync()
+    deployment_id = _publish_canary(edge, tmp_path, datetime.now(UTC), "onnx_int8")
+    config = promotion_config(LineageStore(), deployment_id, "line1-a-v2")
+    assert (config.ring, config.model_format, config.accept_int8_shortfall) == ("fleet", "onnx_int8", False)
+    assert config.expect_model_version == "line1-a-v2"
