@@ -169,6 +169,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from mfg_assets.edge_commands import promote
+
+    promote(args.line, args.variant)
+    return 0
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
     from mfg_assets import data_commands
 
@@ -361,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="deploy onnx_int8 even though no INT8 model met the export's tolerance against FP32 (recorded in lineage)",
     )
     deploy.set_defaults(func=_cmd_deploy)
+
+    promote = commands.add_parser(
+        "promote", help="publish the line's live canary model to the fleet, in its format (what the edge sensor does)"
+    )
+    promote.add_argument("--line", required=True)
+    promote.add_argument("--variant", required=True)
+    promote.set_defaults(func=_cmd_promote)
 
     rollback = commands.add_parser("rollback", help="end a line's canary, or put its fleet back on an earlier version")
     rollback.add_argument("--line", required=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 from pydantic import Field
 
 from mfg_assets.common import inspection_asset, record_lineage
@@ -22,7 +23,7 @@ from resources.edge import EdgeSync
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 
-__all__ = ["DeploymentConfig", "deployment", "baseline_histograms", "int8_shortfall"]
+__all__ = ["DeploymentConfig", "deployment", "baseline_histograms", "int8_shortfall", "promotion_config", "promotion_refusal"]
 
 FORMATS = ("onnx", "openvino", "onnx_int8")
 
@@ -40,11 +41,12 @@ class DeploymentConfig(dg.Config):
             "images (the decision is recorded in lineage)"
         ),
     )
-    expect_model_version: str | None = Field(
+    promote_canary: str | None = Field(
         None,
         description=(
-            "publish only if the variant's registered model is this version (a canary promotion sets it to the "
-            "canary's, so a model registered since never reaches the fleet untried)"
+            "deployment id of the canary this fleet deployment promotes (the edge sensor sets it): refused unless "
+            "that canary is still live on the line with the variant's registered model, so the fleet gets what the "
+            "canary proved and never a model registered since, nor one rolled back meanwhile"
         ),
     )
 
@@ -63,6 +65,54 @@ def int8_shortfall(model_format: str, int8: dict | None, version: str, accepted:
         f"{int8.get('n_holdout', '?')} {int8.get('holdout', 'validation')} images, above the export's "
         f"{100 * int8['max_disagreement']:.2f} % tolerance; deploy --format onnx or openvino, or accept the "
         "shortfall explicitly (mfgv deploy --accept-int8-shortfall, or accept_int8_shortfall in the deployment config)"
+    )
+
+
+def promotion_refusal(canary_id: str, live_canary_manifest: str | None, version: str, ring: str) -> str | None:
+    """Why a promotion of canary ``canary_id`` must not publish ``version`` to the fleet, or None.
+
+    ``live_canary_manifest`` is the manifest JSON live on the line's canary ring now (None: no canary).
+    The sensor decided on that canary's metrics; by the time the run starts the canary may have been
+    rolled back or replaced, or another version registered, and none of those was proven on the line."""
+    from edge_sync.contract import DeploymentManifest
+
+    if ring != "fleet":
+        return f"promote_canary is set ({canary_id}) with ring {ring}; a promotion deploys to ring fleet"
+    live = DeploymentManifest.model_validate_json(live_canary_manifest) if live_canary_manifest else None
+    if live is None or live.deployment_id != canary_id:
+        now = "no canary" if live is None else f"canary {live.deployment_id}"
+        return (
+            f"canary {canary_id} is no longer live on its line (it now has {now}): it was rolled back or replaced "
+            "since the promotion was decided; nothing promoted. Deploy to the canary ring again (mfgv deploy)"
+        )
+    if live.model_version != version:
+        return (
+            f"canary {canary_id} ran {live.model_version} but the variant's registered model is now {version}, which "
+            f"no canary has run; deploy {version} to the canary ring first (mfgv deploy --ring canary)"
+        )
+    return None
+
+
+def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> DeploymentConfig:
+    """The fleet deployment that promotes a canary: the same model version in the same format.
+
+    The canary proved a model file on the line, so the fleet gets that file (an INT8 canary stays INT8,
+    and a shortfall a person accepted for it stays accepted, recorded again in the fleet's lineage), and
+    the deployment refuses unless that canary is still live with the variant's registered model (a version
+    registered since, or a rollback meanwhile, was never proven on the line)."""
+    rows = lineage.read_table("deployments", "deployment_id = ?", [canary_deployment_id])
+    if rows.empty:
+        raise dg.Failure(
+            f"canary {canary_deployment_id} has no row in the deployments table under {lineage.home_path()} (published "
+            "by hand, or another MFG_HOME): nothing to promote from; deploy the variant with mfgv deploy --ring fleet"
+        )
+    row = rows.iloc[-1]
+    accepted = row.get("int8_shortfall_accepted")  # absent (or NaN) in rows written before it was recorded
+    return DeploymentConfig(
+        ring="fleet",
+        model_format=str(row["model_format"]),
+        accept_int8_shortfall=False if pd.isna(accepted) else bool(accepted),
+        promote_canary=canary_deployment_id,
     )
 
 
@@ -123,11 +173,14 @@ def deployment(
             f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
             "re-run the variant's job (classify_job / anomaly_job) before deploying"
         )
-    if config.expect_model_version and config.expect_model_version != registered_model.version:
+    if (registered_model.report_id, registered_model.dataset_id) != (validation_report.id, dataset_version.id):
+        # A later run whose model was not registered (refused by its release check) leaves a newer report
+        # and dataset behind: publishing would pair this model with another model's threshold and classes.
         raise dg.Failure(
-            f"expected to publish {config.expect_model_version} but the variant's registered model is now "
-            f"{registered_model.version}; a promotion publishes only what the canary ran: deploy "
-            f"{registered_model.version} to the canary ring first (mfgv deploy --ring canary)"
+            f"{registered_model.version} was registered with {registered_model.report_id} on "
+            f"{registered_model.dataset_id}, but the variant's latest validation report is {validation_report.id} on "
+            f"{dataset_version.id} (a later run's model was not registered); re-run the variant's job until its model "
+            f"registers, or put a published version back on the fleet with mfgv rollback --line LINE --to VERSION"
         )
     refusal = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, config.accept_int8_shortfall)
     if refusal:
@@ -138,6 +191,13 @@ def deployment(
         context.log.warning(f"deploying {registered_model.version}'s INT8 model outside its tolerance: accepted by config")
     line, variant = split_partition_key(context.partition_key)
     state = edge.server_state()
+    if config.promote_canary:
+        canary = state.deployments(line).get(Ring.CANARY.value)
+        refusal = promotion_refusal(
+            config.promote_canary, canary.manifest_json if canary else None, registered_model.version, config.ring
+        )
+        if refusal:
+            raise dg.Failure(refusal)
     devices = list(config.canary_devices)
     if config.ring == "canary" and not devices:
         devices = state.canary_devices(line)

@@ -10,7 +10,7 @@ from typing import Any
 from resources.edge import EdgeSync, rollback_line
 from resources.data.variants import partition_key
 
-__all__ = ["add_device", "deploy", "run_agent", "run_server", "rollback"]
+__all__ = ["add_device", "deploy", "promote", "run_agent", "run_server", "rollback"]
 
 
 def run_server(host: str, port: int) -> int:
@@ -50,6 +50,38 @@ def deploy(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``deploy_job`` for the line/variant through Dagster (the run shows in the UI)."""
+    config = {"ring": ring, "model_format": model_format, "accept_int8_shortfall": accept_int8_shortfall}
+    return _run_deploy_job(line, variant, config, echo)
+
+
+def promote(line: str, variant: str, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Promote the line's live canary to the fleet, as the edge sensor does: the canary's model version in
+    the canary's format, refused if another version was registered since."""
+    import dagster as dg
+
+    from edge_sync.contract import DeploymentManifest, Ring
+    from mfg_assets.deployment import promotion_config
+    from mfg_assets.onboard import OnboardError
+    from resources.lineage import LineageStore
+
+    canary = EdgeSync().server_state().deployments(line).get(Ring.CANARY.value)
+    if canary is None:
+        raise OnboardError(f"line {line} has no live canary to promote; deploy one first (mfgv deploy --ring canary)")
+    manifest = DeploymentManifest.model_validate_json(canary.manifest_json)
+    variant_prefix = f"{line}-{variant}-v"
+    if not manifest.model_version.startswith(variant_prefix):
+        raise OnboardError(
+            f"line {line}'s canary runs {manifest.model_version}, not a model of variant {variant}; "
+            "promote with that model's variant"
+        )
+    try:
+        config = promotion_config(LineageStore(), manifest.deployment_id).model_dump()
+    except dg.Failure as exc:  # raised for runs; here the user gets it as a command error
+        raise OnboardError(exc.description or str(exc)) from exc
+    return _run_deploy_job(line, variant, config, echo)
+
+
+def _run_deploy_job(line: str, variant: str, config: dict[str, Any], echo: Callable[[str], None]) -> dict[str, Any]:
     from mfg_assets.definitions import defs
     from mfg_assets.instance import fail_abandoned_runs, get_instance, run_tags
     from mfg_assets.onboard import OnboardError, _failure_summary
@@ -62,11 +94,7 @@ def deploy(
         raise OnboardError(f"{line}/{variant} was never onboarded here; run `mfgv onboard` first")
     result = defs.resolve_job_def("deploy_job").execute_in_process(
         run_config={
-            "ops": {
-                "deployment": {
-                    "config": {"ring": ring, "model_format": model_format, "accept_int8_shortfall": accept_int8_shortfall}
-                }
-            },
+            "ops": {"deployment": {"config": config}},
             "loggers": {"console": {"config": {"log_level": "INFO"}}},
         },
         instance=instance,

@@ -9,9 +9,8 @@ import json
 import warnings
 
 import dagster as dg
-import pandas as pd
 
-from mfg_assets.deployment import DeploymentConfig
+from mfg_assets.deployment import promotion_config
 from mfg_assets.edge_metrics import load_edge_windows
 from mfg_assets.jobs import deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.rollback import RollbackConfig, rollback_job
@@ -21,7 +20,7 @@ from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
 from sensors.policy import LiveDeployment, plan_edge_actions
 
-__all__ = ["edge_loop_sensor", "edge_housekeeping_schedule", "live_deployments", "promotion_config"]
+__all__ = ["edge_loop_sensor", "edge_housekeeping_schedule", "live_deployments"]
 
 
 def live_deployments(edge: EdgeSync, lineage: LineageStore) -> list[LiveDeployment]:
@@ -53,28 +52,6 @@ def live_deployments(edge: EdgeSync, lineage: LineageStore) -> list[LiveDeployme
                 )
             )
     return live
-
-
-def promotion_config(lineage: LineageStore, canary_deployment_id: str, model_version: str) -> DeploymentConfig:
-    """The fleet deployment that promotes a canary: the same model version in the same format.
-
-    The canary proved a model file on the line, so the fleet gets that file (an INT8 canary stays INT8,
-    and a shortfall a person accepted for it stays accepted, recorded again in the fleet's lineage), and
-    the deployment refuses if another version was registered since (it was never on the canary)."""
-    rows = lineage.read_table("deployments", "deployment_id = ?", [canary_deployment_id])
-    if rows.empty:
-        raise ValueError(
-            f"no row of the deployments table is {canary_deployment_id!r}; the canary was published by hand "
-            "and has no record to promote from"
-        )
-    row = rows.iloc[-1]
-    accepted = row.get("int8_shortfall_accepted")  # absent (or NaN) in rows written before it was recorded
-    return DeploymentConfig(
-        ring="fleet",
-        model_format=str(row["model_format"]),
-        accept_int8_shortfall=False if pd.isna(accepted) else bool(accepted),
-        expect_model_version=model_version,
-    )
 
 
 # A sensor that requests runs of several jobs is a Dagster beta API (it warns about `owners`); the
@@ -115,7 +92,7 @@ with warnings.catch_warnings():
                     )
                 )
             elif action.kind == "promote":
-                promotion = promotion_config(lineage, action.deployment_id, action.model_version)
+                promotion = promotion_config(lineage, action.deployment_id)
                 config = dg.RunConfig(ops={"deployment": promotion})
                 requests.append(
                     dg.RunRequest(run_key=action.run_key, job_name=deploy_job.name, partition_key=action.partition, run_config=config, tags=tags)

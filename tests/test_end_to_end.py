@@ -142,6 +142,16 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
 
+    # Promoted by hand as the edge sensor would: the fleet gets the canary's own version and format
+    promoted = _mfgv(home, "promote", "--line", "line1", "--variant", "bracket-a")
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    live = {ring: json.loads(signed.manifest_json) for ring, signed in ServerState(home / "edge").deployments("line1").items()}
+    assert list(live) == ["fleet"]  # the canary has done its job: its devices follow the fleet
+    assert (live["fleet"]["model_version"], live["fleet"]["model_format"]) == ("line1-bracket-a-v2", "onnx")
+    again = _mfgv(home, "promote", "--line", "line1", "--variant", "bracket-a")
+    assert again.returncode == 2 and "line line1 has no live canary to promote" in again.stderr
+
+    assert _mfgv(home, "deploy", "--line", "line1", "--variant", "bracket-a", "--ring", "canary").returncode == 0
     rolled = _mfgv(home, "rollback", "--line", "line1")
     assert rolled.returncode == 0, rolled.stderr
     assert "ended canary" in rolled.stdout

@@ -1,6 +1,10 @@
-"""Deploying an INT8 model that fell short of the export's tolerance is a person's explicit decision."""
+"""Deploying an INT8 model that fell short of the export's tolerance is a person's explicit decision;
+promoting a canary publishes only what that canary, still live, ran."""
 
-from mfg_assets.deployment import int8_shortfall
+from datetime import UTC, datetime
+
+from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile, Ring
+from mfg_assets.deployment import int8_shortfall, promotion_refusal
 
 HELD = {"within_tolerance": True, "holdout_disagreement": 0.0, "max_disagreement": 0.005}
 SHORT = {
@@ -22,3 +26,25 @@ def test_an_accepted_shortfall_held_int8_and_fp32_formats_deploy() -> None:
     assert int8_shortfall("onnx", SHORT, "v", accepted=False) is None
     assert int8_shortfall("openvino", SHORT, "v", accepted=False) is None
     assert int8_shortfall("onnx", None, "v", accepted=False) is None
+
+
+def _canary(deployment_id: str, version: str) -> str:
+    return DeploymentManifest(
+        deployment_id=deployment_id, line="line1", model_version=version, model_format="onnx", model_path="model.onnx",
+        files=(ModelFile(path="model.onnx", sha256="0" * 64, n_bytes=1),), input=InputSpec(height=32, width=32),
+        classes=("bad", "good"), good_class="good", threshold=0.5, dataset_version="dataset:x", ring=Ring.CANARY,
+        devices=("dev1",), created_at=datetime.now(UTC),
+    ).model_dump_json()
+
+
+def test_a_promotion_of_the_live_canary_with_its_version_goes_ahead() -> None:
+    assert promotion_refusal("c1", _canary("c1", "line1-a-v2"), "line1-a-v2", "fleet") is None
+
+
+def test_a_promotion_is_refused_when_its_canary_is_gone_replaced_or_another_version_registered() -> None:
+    assert "it now has no canary" in promotion_refusal("c1", None, "line1-a-v2", "fleet")
+    assert "it now has canary c2" in promotion_refusal("c1", _canary("c2", "line1-a-v3"), "line1-a-v3", "fleet")
+    newer = promotion_refusal("c1", _canary("c1", "line1-a-v2"), "line1-a-v3", "fleet")
+    assert "ran line1-a-v2 but the variant's registered model is now line1-a-v3" in newer
+    assert "deploy line1-a-v3 to the canary ring first" in newer
+    assert "a promotion deploys to ring fleet" in promotion_refusal("c1", _canary("c1", "v"), "v", "canary")

@@ -123,8 +123,11 @@ class _Upstream(dg.IOManager):
         self.values[context.asset_key.to_user_string()] = obj
 
 
-def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decision(mfg_home: Path, tiny_line: Path) -> None:
+def test_deploy_refuses_an_unasked_int8_shortfall_a_mixed_report_and_a_promotion_of_what_no_canary_ran(
+    mfg_home: Path, tiny_line: Path
+) -> None:
     from mfg_assets.deployment import deployment
+    from resources.lineage import LineageStore
 
     key = land_tiny_variant(mfg_home, tiny_line)
     with dg.instance_for_test() as instance:
@@ -137,33 +140,42 @@ def test_deploying_an_int8_model_outside_its_tolerance_needs_an_explicit_decisio
         }})
         upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
 
-        def deploy(accept: bool, **more: str) -> dg.ExecuteInProcessResult:
-            config = {"ring": "fleet", "model_format": "onnx_int8", "accept_int8_shortfall": accept, **more}
+        def deploy(registered: object = None, **config: object) -> dg.ExecuteInProcessResult:
+            handles = {**upstream, "exported_model": short, "registered_model": registered or upstream["registered_model"]}
             return dg.materialize(
                 list(defs.assets), selection=[deployment.key],
-                resources={**defs.resources, "io_manager": _Upstream({**upstream, "exported_model": short})},
+                resources={**defs.resources, "io_manager": _Upstream(handles)},
                 instance=instance, partition_key=key, raise_on_error=False,
-                run_config={"ops": {"deployment": {"config": config}}},
+                run_config={"ops": {"deployment": {"config": {"model_format": "onnx_int8", **config}}}},
             )
 
-        refused = deploy(accept=False)
-        assert not refused.success
-        failure = refused.get_step_failure_events()[0].step_failure_data.error.message
-        assert "decides differently from FP32 on 4.00 %" in failure and "--accept-int8-shortfall" in failure
-        # A promotion names the canary's version: a model registered since is refused, not published untried
+        def failure(result: dg.ExecuteInProcessResult) -> str:
+            assert not result.success
+            return result.get_step_failure_events()[0].step_failure_data.error.message
+
+        refused = failure(deploy(ring="canary", canary_devices=["dev1"]))
+        assert "decides differently from FP32 on 4.00 %" in refused and "--accept-int8-shortfall" in refused
+        canary_run = deploy(ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True)
+        assert canary_run.success, failure(canary_run)
+        canary = canary_run.output_for_node("deployment").deployment_id
+        # A later run refused by its release check leaves a newer report beside the registered model: never mixed
+        older = upstream["registered_model"].model_copy(update={"report_id": "report:an-older-run"})
+        mixed = failure(deploy(registered=older, ring="fleet", accept_int8_shortfall=True))
+        assert "was registered with report:an-older-run" in mixed and "mfgv rollback" in mixed
+        # Promotion publishes only what the live canary ran: not a model registered since, not a gone canary
         version = upstream["registered_model"].version
-        stale = deploy(accept=True, expect_model_version="line9-other-v1")
-        assert not stale.success
-        failure = stale.get_step_failure_events()[0].step_failure_data.error.message
-        assert f"expected to publish line9-other-v1 but the variant's registered model is now {version}" in failure
-        accepted = deploy(accept=True, expect_model_version=version)
-        assert accepted.success, accepted.get_step_failure_events()[0].step_failure_data.error.message
-        record = accepted.output_for_node("deployment")
-        assert record.model_format == "onnx_int8"
-    from resources.lineage import LineageStore
+        newer = upstream["registered_model"].model_copy(update={"version": f"{version}9"})
+        stale = failure(deploy(registered=newer, ring="fleet", accept_int8_shortfall=True, promote_canary=canary))
+        assert f"canary {canary} ran {version} but the variant's registered model is now {version}9" in stale
+        gone = failure(deploy(ring="fleet", accept_int8_shortfall=True, promote_canary="line1-a-v1-canary-20261201T000000"))
+        assert f"is no longer live on its line (it now has canary {canary})" in gone
+        promoted = deploy(ring="fleet", accept_int8_shortfall=True, promote_canary=canary)
+        assert promoted.success, failure(promoted)
+        record = promoted.output_for_node("deployment")
+        assert (record.model_version, record.ring, record.model_format) == (version, "fleet", "onnx_int8")
 
     rows = LineageStore().read_table("lineage", "output_id = ?", [f"deployment:{record.deployment_id}"])
     assert json.loads(rows["parameters"].iloc[0])["int8_shortfall_accepted"] is True  # the decision, in the audit trail
     # ... and in the deployments table, which a canary's promotion to the fleet carries it from
-    [row] = LineageStore().read_table("deployments", "deployment_id = ?", [record.deployment_id]).to_dict("records")
+    [row] = LineageStore().read_table("deployments", "deployment_id = ?", [canary]).to_dict("records")
     assert row["int8_shortfall_accepted"]

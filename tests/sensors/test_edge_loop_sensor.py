@@ -11,7 +11,8 @@ from edge_sync.contract import DeploymentManifest, InputSpec, MetricWindow, Mode
 from mfg_assets.edge_metrics import edge_metrics
 from resources.edge import EdgePolicy, EdgeSync
 from resources.lineage import LineageStore
-from sensors.edge import edge_loop_sensor, promotion_config
+from mfg_assets.deployment import promotion_config
+from sensors.edge import edge_loop_sensor
 
 
 def _publish_canary(edge: EdgeSync, tmp_path: Path, deployed_at: datetime, model_format: str = "onnx", **row: object) -> str:
@@ -73,10 +74,11 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
         [request] = result.run_requests
         assert request.job_name == "deploy_job"
         assert request.run_key == f"promote:{deployment_id}"
-        # The fleet gets what the canary ran: same version (refused if another was registered since), same file
+        # The fleet gets what the canary ran: the same file, refused unless this canary is still live with the
+        # registered version (mfg_assets.deployment.promotion_refusal)
         assert request.run_config["ops"]["deployment"]["config"] == {
             "ring": "fleet", "model_format": "onnx_int8", "canary_devices": [], "accept_int8_shortfall": True,
-            "expect_model_version": "line1-a-v2",
+            "promote_canary": deployment_id,
         }
         assert request.partition_key == "line1.a"
 
@@ -84,6 +86,6 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
 def test_a_promotion_from_a_row_written_before_shortfalls_were_recorded_accepts_none(mfg_home: Path, tmp_path: Path) -> None:
     edge = EdgeSync()
     deployment_id = _publish_canary(edge, tmp_path, datetime.now(UTC), "onnx_int8")
-    config = promotion_config(LineageStore(), deployment_id, "line1-a-v2")
+    config = promotion_config(LineageStore(), deployment_id)
     assert (config.ring, config.model_format, config.accept_int8_shortfall) == ("fleet", "onnx_int8", False)
-    assert config.expect_model_version == "line1-a-v2"
+    assert config.promote_canary == deployment_id
