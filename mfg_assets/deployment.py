@@ -93,8 +93,9 @@ def promotion_refusal(canary_id: str, live_canary_manifest: str | None, version:
     return None
 
 
-def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> DeploymentConfig:
-    """The fleet deployment that promotes a canary: the same model version in the same format.
+def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> tuple[str, DeploymentConfig]:
+    """The line/variant partition of a canary and the fleet deployment that promotes it: the same model
+    version in the same format.
 
     The canary proved a model file on the line, so the fleet gets that file (an INT8 canary stays INT8,
     and a shortfall a person accepted for it stays accepted, recorded again in the fleet's lineage), and
@@ -108,7 +109,7 @@ def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> Deploy
         )
     row = rows.iloc[-1]
     accepted = row.get("int8_shortfall_accepted")  # absent (or NaN) in rows written before it was recorded
-    return DeploymentConfig(
+    return str(row["partition"]), DeploymentConfig(
         ring="fleet",
         model_format=str(row["model_format"]),
         accept_int8_shortfall=False if pd.isna(accepted) else bool(accepted),
@@ -182,11 +183,11 @@ def deployment(
             f"{dataset_version.id} (a later run's model was not registered); re-run the variant's job until its model "
             f"registers, or put a published version back on the fleet with mfgv rollback --line LINE --to VERSION"
         )
-    refusal = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, config.accept_int8_shortfall)
-    if refusal:
-        raise dg.Failure(refusal)
+    shortfall = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, accepted=False)
+    if shortfall and not config.accept_int8_shortfall:
+        raise dg.Failure(shortfall)
     # Whether a shortfall was deployed by a person's decision (not merely whether the flag was set)
-    shortfall_accepted = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, False) is not None
+    shortfall_accepted = shortfall is not None
     if shortfall_accepted:
         context.log.warning(f"deploying {registered_model.version}'s INT8 model outside its tolerance: accepted by config")
     line, variant = split_partition_key(context.partition_key)

@@ -68,17 +68,16 @@ def promote(line: str, variant: str, *, echo: Callable[[str], None] = print) -> 
     if canary is None:
         raise OnboardError(f"line {line} has no live canary to promote; deploy one first (mfgv deploy --ring canary)")
     manifest = DeploymentManifest.model_validate_json(canary.manifest_json)
-    variant_prefix = f"{line}-{variant}-v"
-    if not manifest.model_version.startswith(variant_prefix):
+    try:
+        canary_partition, config = promotion_config(LineageStore(), manifest.deployment_id)
+    except dg.Failure as exc:  # raised for runs; here the user gets it as a command error
+        raise OnboardError(exc.description or str(exc)) from exc
+    if canary_partition != partition_key(line, variant):
         raise OnboardError(
             f"line {line}'s canary runs {manifest.model_version}, not a model of variant {variant}; "
             "promote with that model's variant"
         )
-    try:
-        config = promotion_config(LineageStore(), manifest.deployment_id).model_dump()
-    except dg.Failure as exc:  # raised for runs; here the user gets it as a command error
-        raise OnboardError(exc.description or str(exc)) from exc
-    return _run_deploy_job(line, variant, config, echo)
+    return _run_deploy_job(line, variant, config.model_dump(), echo)
 
 
 def _run_deploy_job(line: str, variant: str, config: dict[str, Any], echo: Callable[[str], None]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ with warnings.catch_warnings():
                     )
                 )
             elif action.kind == "promote":
-                promotion = promotion_config(lineage, action.deployment_id)
+                _, promotion = promotion_config(lineage, action.deployment_id)
                 config = dg.RunConfig(ops={"deployment": promotion})
                 requests.append(
                     dg.RunRequest(run_key=action.run_key, job_name=deploy_job.name, partition_key=action.partition, run_config=config, tags=tags)

@@ -143,6 +143,8 @@ def _edge_round_trip(home: Path, line_dir: Path, tmp_path: Path) -> None:
         server.wait(timeout=30)
 
     # Promoted by hand as the edge sensor would: the fleet gets the canary's own version and format
+    other = _mfgv(home, "promote", "--line", "line1", "--variant", "bracket-b")
+    assert other.returncode == 2 and "not a model of variant bracket-b" in other.stderr
     promoted = _mfgv(home, "promote", "--line", "line1", "--variant", "bracket-a")
     assert promoted.returncode == 0, promoted.stderr[-3000:]
     live = {ring: json.loads(signed.manifest_json) for ring, signed in ServerState(home / "edge").deployments("line1").items()}

@@ -86,6 +86,7 @@ def test_sensor_promotes_a_healthy_canary_once_evidence_is_in(mfg_home: Path, tm
 def test_a_promotion_from_a_row_written_before_shortfalls_were_recorded_accepts_none(mfg_home: Path, tmp_path: Path) -> None:
     edge = EdgeSync()
     deployment_id = _publish_canary(edge, tmp_path, datetime.now(UTC), "onnx_int8")
-    config = promotion_config(LineageStore(), deployment_id)
+    partition, config = promotion_config(LineageStore(), deployment_id)
+    assert partition == "line1.a"
     assert (config.ring, config.model_format, config.accept_int8_shortfall) == ("fleet", "onnx_int8", False)
     assert config.promote_canary == deployment_id
