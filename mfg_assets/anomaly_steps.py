@@ -19,6 +19,7 @@ import pandas as pd
 
 from mfg_assets.common import blocking_check_result, record_lineage
 from mfg_assets.datasets import load_split_images
+from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import AugmentedSet, DatasetVersion, ExportedModel, TrainedModel, TrainingRecipe, ValidationReport
 from resources.anomaly.feature_source import feature_source_hashes, resolve_feature_source
 from resources.artifact_store import ArtifactStore
@@ -364,6 +365,7 @@ def anomaly_export(
         int8_test_accuracy=None,
         int8=None,
     )
+    store_handle(lineage, handle, context.partition_key)
     context.log.info(f"exported {', '.join(build.files)} to {store.path(stored)}; latency ms/image {build.latency_ms}")
     yield dg.Output(
         handle,

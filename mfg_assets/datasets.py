@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mfg_assets.annotations import load_labels
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage, variant_for
+from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import AnnotationSet, DatasetVersion
 from mfg_assets.ingest import load_image_table
 from mfg_assets.saved_options import config_for_run
@@ -147,6 +148,7 @@ def dataset_version(
         split_spec=split_spec.model_dump(),
         annotation_set_id=annotations.id,
     )
+    store_handle(lineage, handle, annotations.partition)
     yield dg.Output(
         handle,
         metadata={

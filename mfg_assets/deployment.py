@@ -17,13 +17,22 @@ from pydantic import Field
 
 from mfg_assets.common import inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
+from mfg_assets.handle_store import load_handle
 from mfg_assets.handles import DatasetVersion, DeploymentRecord, ExportedModel, RegisteredModel, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.edge import EdgeSync
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 
-__all__ = ["DeploymentConfig", "deployment", "baseline_histograms", "int8_shortfall", "promotion_config", "promotion_refusal"]
+__all__ = [
+    "DeploymentConfig",
+    "baseline_histograms",
+    "deployment",
+    "int8_shortfall",
+    "promotion_config",
+    "promotion_refusal",
+    "registered_inputs",
+]
 
 FORMATS = ("onnx", "openvino", "onnx_int8")
 
@@ -117,6 +126,33 @@ def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> tuple[
     )
 
 
+def registered_inputs(
+    lineage: LineageStore,
+    registered: RegisteredModel,
+    exported: ExportedModel,
+    report: ValidationReport,
+    dataset: DatasetVersion,
+) -> tuple[ExportedModel, ValidationReport, DatasetVersion]:
+    """The export, validation report and dataset version ``registered`` was registered with.
+
+    Those are the latest materialisations unless a later run of the variant was refused by its release
+    check: it leaves a newer report and dataset (and maybe export) behind and registers nothing, and
+    publishing the registered model with them would pair it with another model's threshold, classes and
+    baselines. Then they are read by id from the handles every run keeps
+    (:mod:`mfg_assets.handle_store`); a run from before handles were kept cannot be paired and is refused."""
+    wanted = ((exported, registered.export_id), (report, registered.report_id), (dataset, registered.dataset_id))
+    own = [latest if latest.id == handle_id else load_handle(lineage, type(latest), handle_id) for latest, handle_id in wanted]
+    if any(handle is None for handle in own):
+        raise dg.Failure(
+            f"{registered.version} was registered with {registered.export_id}, {registered.report_id} and "
+            f"{registered.dataset_id}, but the variant's latest are {exported.id}, {report.id} and {dataset.id} (a "
+            f"later run's model was not registered), and the registered ones were made before this platform kept "
+            f"them by id; re-run the variant's job until its model registers, or put a published version back on "
+            f"the fleet with mfgv rollback --line LINE --to VERSION"
+        )
+    return own[0], own[1], own[2]  # type: ignore[return-value]
+
+
 def anomaly_decision(raw_threshold: float | None) -> dict:
     """The manifest fields of an anomaly model's decision: the device divides the raw image score by
     ``score_scale`` (twice the calibrated raw threshold), so it rejects at 0.5 exactly where the
@@ -165,23 +201,19 @@ def deployment(
 
     if config.ring not in ("canary", "fleet"):
         raise dg.Failure(f"ring {config.ring!r} is unknown; choose canary or fleet")
+    latest = (exported_model.id, validation_report.id, dataset_version.id)
+    exported_model, validation_report, dataset_version = registered_inputs(
+        lineage, registered_model, exported_model, validation_report, dataset_version
+    )
+    if (exported_model.id, validation_report.id, dataset_version.id) != latest:
+        context.log.info(
+            f"{registered_model.version} goes out with the report it was registered with, {validation_report.id} on "
+            f"{dataset_version.id}, not the variant's latest {latest[1]} on {latest[2]} (a later run whose model was "
+            "not registered)"
+        )
     if config.model_format not in exported_model.files:
         raise dg.Failure(
             f"{registered_model.version} has no {config.model_format} export; choose one of {', '.join(exported_model.files)}"
-        )
-    if registered_model.export_id != exported_model.id:
-        raise dg.Failure(
-            f"{registered_model.version} was registered from {registered_model.export_id}, not {exported_model.id}; "
-            "re-run the variant's job (classify_job / anomaly_job) before deploying"
-        )
-    if (registered_model.report_id, registered_model.dataset_id) != (validation_report.id, dataset_version.id):
-        # A later run whose model was not registered (refused by its release check) leaves a newer report
-        # and dataset behind: publishing would pair this model with another model's threshold and classes.
-        raise dg.Failure(
-            f"{registered_model.version} was registered with {registered_model.report_id} on "
-            f"{registered_model.dataset_id}, but the variant's latest validation report is {validation_report.id} on "
-            f"{dataset_version.id} (a later run's model was not registered); re-run the variant's job until its model "
-            f"registers, or put a published version back on the fleet with mfgv rollback --line LINE --to VERSION"
         )
     shortfall = int8_shortfall(config.model_format, exported_model.int8, registered_model.version, accepted=False)
     if shortfall and not config.accept_int8_shortfall:
@@ -270,7 +302,7 @@ def deployment(
         context,
         lineage,
         output_id=f"deployment:{deployment_id}",
-        input_ids=[registered_model.version, exported_model.id],
+        input_ids=[registered_model.version, exported_model.id, validation_report.id, dataset_version.id],
         parameters={**config.model_dump(), "int8_shortfall_accepted": shortfall_accepted},
         input_hashes={exported_model.id: exported_model.package.sha256},
     )

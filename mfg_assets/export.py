@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
+from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.classify.exporter import PARITY_TOLERANCE
@@ -141,6 +142,7 @@ def exported_model(
         int8_test_accuracy=int8_accuracy,
         int8=build.int8,
     )
+    store_handle(lineage, handle, context.partition_key)
     context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; latency ms/image {latency}")
     yield dg.Output(
         handle,

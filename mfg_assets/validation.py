@@ -18,6 +18,7 @@ from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
+from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
@@ -275,6 +276,7 @@ def validation_report(
             else {}
         ),
     )
+    store_handle(lineage, handle, context.partition_key)
     context.log.info(
         f"test accuracy {handle.accuracy:.4f}, FRR {handle.false_reject_rate}, escape rate {handle.escape_rate}, "
         f"threshold {handle.threshold}; report {artifact_store.path(html_artifact)}"

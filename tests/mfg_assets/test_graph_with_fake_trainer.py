@@ -123,7 +123,7 @@ class _Upstream(dg.IOManager):
         self.values[context.asset_key.to_user_string()] = obj
 
 
-def test_deploy_refuses_an_unasked_int8_shortfall_a_mixed_report_and_a_promotion_of_what_no_canary_ran(
+def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promotion_of_what_no_canary_ran(
     mfg_home: Path, tiny_line: Path
 ) -> None:
     from mfg_assets.deployment import deployment
@@ -140,8 +140,11 @@ def test_deploy_refuses_an_unasked_int8_shortfall_a_mixed_report_and_a_promotion
         }})
         upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
 
-        def deploy(registered: object = None, **config: object) -> dg.ExecuteInProcessResult:
-            handles = {**upstream, "exported_model": short, "registered_model": registered or upstream["registered_model"]}
+        def deploy(registered: object = None, report: object = None, **config: object) -> dg.ExecuteInProcessResult:
+            handles = {
+                **upstream, "exported_model": short, "registered_model": registered or upstream["registered_model"],
+                "validation_report": report or upstream["validation_report"],
+            }
             return dg.materialize(
                 list(defs.assets), selection=[deployment.key],
                 resources={**defs.resources, "io_manager": _Upstream(handles)},
@@ -158,10 +161,22 @@ def test_deploy_refuses_an_unasked_int8_shortfall_a_mixed_report_and_a_promotion
         canary_run = deploy(ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True)
         assert canary_run.success, failure(canary_run)
         canary = canary_run.output_for_node("deployment").deployment_id
-        # A later run refused by its release check leaves a newer report beside the registered model: never mixed
+        # A later run refused by its release check leaves a newer report beside the registered model: the
+        # model goes out with the report it was registered with (kept by id), never with the newer one
+        refused_later = upstream["validation_report"].model_copy(update={"id": "report:a-later-run", "threshold": 0.999})
+        paired = deploy(report=refused_later, ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True)
+        assert paired.success, failure(paired)
+        from edge_sync.contract import DeploymentManifest
+        from resources.edge import EdgeSync
+
+        live = EdgeSync().server_state().deployments("line1")["canary"]
+        published = DeploymentManifest.model_validate_json(live.manifest_json)
+        assert published.threshold == upstream["validation_report"].threshold != 0.999
+        canary = paired.output_for_node("deployment").deployment_id
+        # ... and a registered model whose report was never kept (made before handles were) is refused
         older = upstream["registered_model"].model_copy(update={"report_id": "report:an-older-run"})
-        mixed = failure(deploy(registered=older, ring="fleet", accept_int8_shortfall=True))
-        assert "was registered with report:an-older-run" in mixed and "mfgv rollback" in mixed
+        unpaired = failure(deploy(registered=older, ring="fleet", accept_int8_shortfall=True))
+        assert "registered with" in unpaired and "report:an-older-run" in unpaired and "mfgv rollback" in unpaired
         # Promotion publishes only what the live canary ran: not a model registered since, not a gone canary
         version = upstream["registered_model"].version
         newer = upstream["registered_model"].model_copy(update={"version": f"{version}9"})
