@@ -19,6 +19,7 @@ from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
 from resources.artifact_store import ArtifactStore
 from resources.classify.exporter import PARITY_TOLERANCE
+from resources.classify.int8_precision import INT8_MAX_DISAGREEMENT
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
@@ -46,7 +47,7 @@ class ExportConfig(dg.Config):
     int8: bool = Field(True, description="also write a statically quantised INT8 ONNX model")
     calibration_images: int = Field(32, ge=1, le=1024, description="training images used to calibrate INT8")
     int8_max_disagreement: float = Field(
-        0.005,
+        INT8_MAX_DISAGREEMENT,
         ge=0.0,
         lt=1.0,
         description=(

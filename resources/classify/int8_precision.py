@@ -26,9 +26,19 @@ from resources.classify.exporter import ExportError, quantize_onnx_int8
 from resources.classify.parity import predict_in_batches
 from resources.storage.scratch import scratch_dir
 
-__all__ = ["Int8Choice", "Int8Try", "count_convolutions", "decisions", "quantize_within_tolerance"]
+__all__ = [
+    "INT8_MAX_DISAGREEMENT",
+    "Int8Choice",
+    "Int8Try",
+    "count_convolutions",
+    "decisions",
+    "quantize_within_tolerance",
+]
 
 logger = logging.getLogger(__name__)
+
+INT8_MAX_DISAGREEMENT = 0.005
+"""Default share of held-out images on which INT8 may decide unlike FP32 (the export config's default too)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,7 @@ def quantize_within_tolerance(
     *,
     good_index: int | None = None,
     threshold: float | None = None,
-    max_disagreement: float = 0.005,
+    max_disagreement: float = INT8_MAX_DISAGREEMENT,
     max_float_fraction: float = 0.5,
     holdout: str = "val",
 ) -> Int8Choice:

@@ -66,7 +66,7 @@ def build_package(
     calibration_images: np.ndarray | None,
     holdout_images: np.ndarray | None,
     parity_tolerance: float,
-    int8_max_disagreement: float = 0.005,
+    int8_max_disagreement: float,
     latency_repeats: int,
     manifest: Mapping[str, Any],
 ) -> PackageBuild:
