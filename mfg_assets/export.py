@@ -205,6 +205,7 @@ def _int8_check(
             "onnx_int8 needs --accept-int8-shortfall"
         )
     )
+    unfolded = "" if not precision or precision.get("bn_folded", True) else f"; {precision['pre_process']}"
     return dg.AssetCheckResult(
         asset_key="exported_model",
         check_name="int8_keeps_accuracy",
@@ -214,6 +215,7 @@ def _int8_check(
             f"INT8{kept} test accuracy {int8_accuracy:.2%} vs FP32 {fp32_accuracy:.2%} on {n_images} images: a drop of "
             f"{100 * drop:.2f} pt, {verdict} the {100 * max_drop:.2f} pt allowed"
             + shortfall
+            + unfolded
             + ("" if passed else "; deploy with --format onnx (the default) or openvino, not onnx_int8")
         ),
         metadata={

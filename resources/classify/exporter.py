@@ -68,6 +68,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "export_onnx",
     "export_openvino",
+    "prepare_for_quantisation",
     "quantize_onnx_int8",
     "sha256_file",
 ]
@@ -227,6 +228,7 @@ def quantize_onnx_int8(
     max_images: int = 32,
     nodes_to_exclude: tuple[str, ...] = (),
     float_convs: int = 0,
+    pre_process: bool = True,
 ) -> Path:
     """Quantise an FP32 ONNX export to a static QDQ INT8 ONNX file for CPU inference.
 
@@ -236,7 +238,8 @@ def quantize_onnx_int8(
     lot between output channels), activations asymmetric UINT8 with MinMax ranges, the ORT
     recommendation for x86 CPUs with VNNI; pass ``reduce_range=True`` for x86 CPUs without VNNI
     (7-bit weights avoid integer saturation there). ``quant_pre_process`` first folds BatchNorm into
-    convolutions and infers shapes, so BN is quantised as part of its conv. The final Softmax stays in
+    convolutions and infers shapes, so BN is quantised as part of its conv (:func:`prepare_for_quantisation`;
+    ``pre_process=False`` when ``onnx_path`` is its output already, as for each of several tries). The final Softmax stays in
     float: quantised, its UINT8 output rounded probabilities to steps of 1/255 (0.0039), too coarse
     for reject thresholds, for no measurable speed gain. ``nodes_to_exclude`` keeps more nodes
     in float (e.g. the first conv and the classifier, see ``bench/int8_speed.py``). Up to ``max_images``
@@ -253,7 +256,6 @@ def quantize_onnx_int8(
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():
@@ -300,17 +302,10 @@ def quantize_onnx_int8(
     # folder beside the output, never in the working directory; they go away afterwards, or are swept
     # after a crash (resources.storage.scratch).
     with scratch_dir(out_path.parent, "quant") as work:
-        prepared = work / "prepared.onnx"
         tmp_out = work / "int8.onnx"
-        try:
-            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=False)
-        except Exception as exc:  # symbolic shape inference fails on some graphs; the raw graph still quantises
-            logger.warning(
-                "quant_pre_process failed on %s (%s); quantising the graph without BN folding",
-                onnx_path,
-                exc,
-            )
-            prepared = onnx_path
+        prepared = onnx_path
+        if pre_process:
+            prepared, _note = prepare_for_quantisation(onnx_path, work / "prepared.onnx")
         try:
             quantize_static(
                 str(prepared),
@@ -344,6 +339,24 @@ def quantize_onnx_int8(
         time.perf_counter() - started,
     )
     return out_path
+
+
+def prepare_for_quantisation(onnx_path: Path, out_path: Path) -> tuple[Path, str]:
+    """ONNX Runtime's ``quant_pre_process`` of ``onnx_path`` into ``out_path`` (BatchNorm folded into
+    the convolutions, shapes inferred), and what happened, for the export's record.
+
+    Symbolic shape inference fails on some graphs; the raw graph still quantises (BatchNorm then
+    quantised on its own, which costs accuracy), so that is a fallback, not an error: the returned
+    path is then ``onnx_path`` and the note says why, and the caller records it with the INT8 choice."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(onnx_path), str(out_path), skip_symbolic_shape=False)
+    except Exception as exc:  # onnxruntime raises assorted errors from its shape inference
+        note = f"quant_pre_process failed ({type(exc).__name__}: {exc}); the graph was quantised without BatchNorm folding"
+        logger.warning("%s: %s", onnx_path, note)
+        return Path(onnx_path), note
+    return Path(out_path), "quant_pre_process: BatchNorm folded, shapes inferred"
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resources.classify.exporter import ExportError, quantize_onnx_int8
+from resources.classify.exporter import ExportError, prepare_for_quantisation, quantize_onnx_int8
 from resources.classify.parity import predict_in_batches
 from resources.storage.scratch import scratch_dir
 
@@ -62,6 +62,8 @@ class Int8Choice:
     n_holdout: int
     tries: tuple[Int8Try, ...]
     holdout: str = "val"  # which images the decisions were compared on: "val", or "calibration" when no validation
+    pre_process: str = ""  # what quant_pre_process did (BatchNorm folded, or why the raw graph was quantised)
+    bn_folded: bool = True  # False: quant_pre_process failed and BatchNorm was quantised on its own
 
     @property
     def within_tolerance(self) -> bool:
@@ -77,6 +79,8 @@ class Int8Choice:
             "n_holdout": self.n_holdout,
             "holdout": self.holdout,
             "within_tolerance": self.within_tolerance,
+            "pre_process": self.pre_process,
+            "bn_folded": self.bn_folded,
             "tries": [
                 {"float_convs": t.float_convs, "disagreement": t.disagreement, "mean_abs_diff": t.mean_abs_diff}
                 for t in self.tries
@@ -139,9 +143,12 @@ def quantize_within_tolerance(
     best: tuple[Int8Try, Path] | None = None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out_path.parent, "int8") as work:
+        # Once for every try: the folded graph does not depend on how much of it stays in float.
+        prepared, pre_process = prepare_for_quantisation(onnx_path, work / "prepared.onnx")
         for float_convs in _prefixes(total, max_float_fraction):
             candidate = quantize_onnx_int8(
-                onnx_path, calibration_images, work / f"float{float_convs}.onnx", float_convs=float_convs
+                prepared, calibration_images, work / f"float{float_convs}.onnx", float_convs=float_convs,
+                pre_process=False,
             )
             probs = predict_in_batches(load_predictor(candidate, ModelFormat.ONNX_INT8), holdout_images)
             tried = Int8Try(
@@ -178,6 +185,8 @@ def quantize_within_tolerance(
         n_holdout=len(holdout_images),
         tries=tuple(tries),
         holdout=holdout,
+        pre_process=pre_process,
+        bn_folded=prepared != Path(onnx_path),
     )
 
 

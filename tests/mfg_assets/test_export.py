@@ -45,3 +45,11 @@ def test_an_int8_search_that_fell_short_warns_even_when_test_accuracy_held() -> 
     assert "no try decided like FP32 within 0.50 % of the val images (closest: 1.85 %)" in result.description
     assert "--accept-int8-shortfall" in result.description
     assert result.metadata["int8_within_tolerance"].value is False
+
+
+def test_int8_check_says_when_batchnorm_was_not_folded() -> None:
+    note = "quant_pre_process failed (RuntimeError: gave up); the graph was quantised without BatchNorm folding"
+    unfolded = {"float_convs": 0, "total_convs": 52, "bn_folded": False, "pre_process": note}
+    assert note in _int8_check(0.962, 0.962, 0.005, 267, unfolded).description
+    folded = {**unfolded, "bn_folded": True, "pre_process": "quant_pre_process: BatchNorm folded, shapes inferred"}
+    assert "quant_pre_process" not in _int8_check(0.962, 0.962, 0.005, 267, folded).description

@@ -106,3 +106,47 @@ def test_bad_arguments_are_named(onnx_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="convolutions, 999 asked to stay in float"):
         quantize_onnx_int8(onnx_path, images, tmp_path / "q.onnx", float_convs=999)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_the_graph_is_prepared_once_for_every_try_and_a_failed_preparation_is_recorded(
+    onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchNorm folding does not depend on the float prefix, so it runs once per choice; when onnxruntime's
+    shape inference fails the raw graph still quantises, and the record says so (the check shows it)."""
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    real = shape_inference.quant_pre_process
+    calls: list[str] = []
+
+    def counted(*args: object, **kwargs: object) -> None:
+        calls.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    import resources.classify.int8_precision as int8_precision
+
+    seen: list[int] = []
+
+    def never_alike(probabilities: np.ndarray, good_index: int | None, threshold: float | None) -> np.ndarray:
+        """The FP32 reference first, then every INT8 try disagreeing on every image: all prefixes are tried."""
+        seen.append(1)
+        return decisions(probabilities, good_index, threshold) + (len(seen) > 1)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", counted)
+    monkeypatch.setattr(int8_precision, "decisions", never_alike)
+    folded = quantize_within_tolerance(
+        onnx_path, smooth_images(16, SIZE, 1), smooth_images(12, SIZE, 2), tmp_path / "a.onnx", max_disagreement=0.0
+    )
+    monkeypatch.setattr(int8_precision, "decisions", decisions)
+    assert len(folded.tries) == len(_prefixes(folded.total_convs, 0.5)) >= 2 and calls == [str(onnx_path)]
+    assert folded.bn_folded and folded.summary()["bn_folded"] is True
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("symbolic shape inference gave up")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", broken)
+    raw = quantize_within_tolerance(
+        onnx_path, smooth_images(16, SIZE, 1), smooth_images(12, SIZE, 2), tmp_path / "b.onnx", max_disagreement=0.99
+    )
+    assert raw.path.is_file() and not raw.bn_folded
+    assert "symbolic shape inference gave up" in raw.summary()["pre_process"]
+    assert "without BatchNorm folding" in raw.summary()["pre_process"]
