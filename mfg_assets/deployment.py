@@ -9,6 +9,7 @@ the brightness histogram of the training images.
 
 import json
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import dagster as dg
 import numpy as np
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "openvino", "onnx_int8")
+
+_Paired = TypeVar("_Paired", ExportedModel, ValidationReport, DatasetVersion)
 
 
 class DeploymentConfig(dg.Config):
@@ -128,6 +131,7 @@ def promotion_config(lineage: LineageStore, canary_deployment_id: str) -> tuple[
 
 def registered_inputs(
     lineage: LineageStore,
+    partition: str,
     registered: RegisteredModel,
     exported: ExportedModel,
     report: ValidationReport,
@@ -139,18 +143,27 @@ def registered_inputs(
     check: it leaves a newer report and dataset (and maybe export) behind and registers nothing, and
     publishing the registered model with them would pair it with another model's threshold, classes and
     baselines. Then they are read by id from the handles every run keeps
-    (:mod:`mfg_assets.handle_store`); a run from before handles were kept cannot be paired and is refused."""
-    wanted = ((exported, registered.export_id), (report, registered.report_id), (dataset, registered.dataset_id))
-    own = [latest if latest.id == handle_id else load_handle(lineage, type(latest), handle_id) for latest, handle_id in wanted]
-    if any(handle is None for handle in own):
+    (:mod:`mfg_assets.handle_store`); one that was not kept cannot be paired and is refused."""
+    missing: list[str] = []
+
+    def own(latest: _Paired, handle_id: str) -> _Paired:
+        if latest.id == handle_id:
+            return latest
+        found = load_handle(lineage, type(latest), handle_id, partition)
+        if found is None:
+            missing.append(handle_id)
+        return found or latest
+
+    paired = (own(exported, registered.export_id), own(report, registered.report_id), own(dataset, registered.dataset_id))
+    if missing:
         raise dg.Failure(
-            f"{registered.version} was registered with {registered.export_id}, {registered.report_id} and "
-            f"{registered.dataset_id}, but the variant's latest are {exported.id}, {report.id} and {dataset.id} (a "
-            f"later run's model was not registered), and the registered ones were made before this platform kept "
-            f"them by id; re-run the variant's job until its model registers, or put a published version back on "
-            f"the fleet with mfgv rollback --line LINE --to VERSION"
+            f"{registered.version} was registered with {', '.join(missing)}, which {partition} no longer has as its "
+            f"latest (a later run's model was not registered) and which this MFG_HOME did not keep by id (made before "
+            f"handles were kept, by another MFG_HOME, or by a code version whose handles differ); re-run the variant's "
+            f"job until its model registers, or put a published version back on the fleet with "
+            f"mfgv rollback --line LINE --to VERSION"
         )
-    return own[0], own[1], own[2]  # type: ignore[return-value]
+    return paired
 
 
 def anomaly_decision(raw_threshold: float | None) -> dict:
@@ -203,7 +216,7 @@ def deployment(
         raise dg.Failure(f"ring {config.ring!r} is unknown; choose canary or fleet")
     latest = (exported_model.id, validation_report.id, dataset_version.id)
     exported_model, validation_report, dataset_version = registered_inputs(
-        lineage, registered_model, exported_model, validation_report, dataset_version
+        lineage, context.partition_key, registered_model, exported_model, validation_report, dataset_version
     )
     if (exported_model.id, validation_report.id, dataset_version.id) != latest:
         context.log.info(

@@ -9,10 +9,11 @@ rerun of the same content rewrites its row instead of adding one.
 """
 
 import json
+import logging
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from resources.lineage import LineageStore
 
@@ -20,12 +21,20 @@ __all__ = ["HANDLES", "load_handle", "store_handle"]
 
 HANDLES = "handles"
 
+logger = logging.getLogger(__name__)
+
 H = TypeVar("H", bound=BaseModel)
 
 
-def store_handle(lineage: LineageStore, handle: BaseModel, partition: str) -> None:
-    """Keep ``handle`` (which has an ``id``) in the ``handles`` table of the lineage store."""
-    handle_id = str(getattr(handle, "id"))
+class _WithId(Protocol):
+    id: str
+
+    def model_dump_json(self) -> str: ...
+
+
+def store_handle(lineage: LineageStore, handle: _WithId, partition: str) -> None:
+    """Keep ``handle`` in the ``handles`` table of the lineage store, under ``partition``."""
+    handle_id = handle.id
     lineage.append_table(
         HANDLES,
         [
@@ -42,10 +51,19 @@ def store_handle(lineage: LineageStore, handle: BaseModel, partition: str) -> No
     )
 
 
-def load_handle(lineage: LineageStore, kind: type[H], handle_id: str) -> H | None:
-    """The stored ``kind`` handle with ``handle_id``, or None when none was stored (a run from before
-    handles were kept, or an id from another ``MFG_HOME``)."""
-    rows = lineage.read_table(HANDLES, "id = ? AND kind = ?", [handle_id, kind.__name__])
+def load_handle(lineage: LineageStore, kind: type[H], handle_id: str, partition: str) -> H | None:
+    """The ``kind`` handle with ``handle_id`` that ``partition`` stored last, or None when there is none
+    this code can read: a run from before handles were kept, an id from another ``MFG_HOME``, or one
+    stored by a code version whose handle had other fields (logged).
+
+    The partition matters: a content id (a dataset version of the same images and labels) can be
+    the same for two variants, and each variant's row is its own."""
+    rows = lineage.read_table(HANDLES, "id = ? AND kind = ? AND partition = ?", [handle_id, kind.__name__, partition])
     if rows.empty:
         return None
-    return kind.model_validate(json.loads(rows["handle_json"].iloc[-1]))
+    latest = rows.sort_values("stored_at").iloc[-1]
+    try:
+        return kind.model_validate(json.loads(latest["handle_json"]))
+    except ValidationError as exc:
+        logger.warning("stored %s %s of %s cannot be read by this code version: %s", kind.__name__, handle_id, partition, exc)
+        return None

@@ -146,10 +146,13 @@ def quantize_within_tolerance(
         # Once for every try: the folded graph does not depend on how much of it stays in float.
         prepared, pre_process = prepare_for_quantisation(onnx_path, work / "prepared.onnx")
         for float_convs in _prefixes(total, max_float_fraction):
-            candidate = quantize_onnx_int8(
-                prepared, calibration_images, work / f"float{float_convs}.onnx", float_convs=float_convs,
-                pre_process=False,
-            )
+            try:
+                candidate = quantize_onnx_int8(
+                    prepared, calibration_images, work / f"float{float_convs}.onnx", float_convs=float_convs,
+                    pre_process=False,
+                )
+            except ExportError as exc:  # it names the prepared copy, which goes with the scratch folder
+                raise ExportError(f"{onnx_path} (as prepared for quantisation): {exc}") from exc
             probs = predict_in_batches(load_predictor(candidate, ModelFormat.ONNX_INT8), holdout_images)
             tried = Int8Try(
                 float_convs=float_convs,

@@ -140,10 +140,13 @@ def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promo
         }})
         upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
 
-        def deploy(registered: object = None, report: object = None, **config: object) -> dg.ExecuteInProcessResult:
+        def deploy(
+            registered: object = None, report: object = None, dataset: object = None, **config: object
+        ) -> dg.ExecuteInProcessResult:
             handles = {
                 **upstream, "exported_model": short, "registered_model": registered or upstream["registered_model"],
                 "validation_report": report or upstream["validation_report"],
+                "dataset_version": dataset or upstream["dataset_version"],
             }
             return dg.materialize(
                 list(defs.assets), selection=[deployment.key],
@@ -164,7 +167,10 @@ def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promo
         # A later run refused by its release check leaves a newer report beside the registered model: the
         # model goes out with the report it was registered with (kept by id), never with the newer one
         refused_later = upstream["validation_report"].model_copy(update={"id": "report:a-later-run", "threshold": 0.999})
-        paired = deploy(report=refused_later, ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True)
+        relabelled = upstream["dataset_version"].model_copy(update={"id": "dataset:a-later-run", "good_class": "dent"})
+        paired = deploy(
+            report=refused_later, dataset=relabelled, ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True
+        )
         assert paired.success, failure(paired)
         from edge_sync.contract import DeploymentManifest
         from resources.edge import EdgeSync
@@ -172,11 +178,13 @@ def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promo
         live = EdgeSync().server_state().deployments("line1")["canary"]
         published = DeploymentManifest.model_validate_json(live.manifest_json)
         assert published.threshold == upstream["validation_report"].threshold != 0.999
+        assert (published.dataset_version, published.good_class) == (upstream["dataset_version"].id, "good")
         canary = paired.output_for_node("deployment").deployment_id
         # ... and a registered model whose report was never kept (made before handles were) is refused
         older = upstream["registered_model"].model_copy(update={"report_id": "report:an-older-run"})
         unpaired = failure(deploy(registered=older, ring="fleet", accept_int8_shortfall=True))
-        assert "registered with" in unpaired and "report:an-older-run" in unpaired and "mfgv rollback" in unpaired
+        assert "registered with report:an-older-run, which line1.bracket-a no longer has" in unpaired
+        assert "mfgv rollback" in unpaired
         # Promotion publishes only what the live canary ran: not a model registered since, not a gone canary
         version = upstream["registered_model"].version
         newer = upstream["registered_model"].model_copy(update={"version": f"{version}9"})
