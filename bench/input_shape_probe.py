@@ -1,0 +1,127 @@
+"""Probe the default recipe on a folder-per-class dataset outside the graph: input shape and split grouping.
+
+The platform's own pieces (its grouped stratified split, letterbox fit, trainer and deployable model
+with test-time flips), without ingest, export or registry, so one question can be asked per run:
+
+* ``--shapes square224 rect320x160``: the square letterbox the product uses, or a 2:1 landscape
+  letterbox (portrait images turned a quarter first) with about the same pixel count, which keeps
+  1.4x the resolution of wide crops (magnetic tile's are up to 2.6:1);
+* ``--near-duplicate-distance 0``: near-duplicates are not kept on one side of the split (only
+  identical hashes are), i.e. close to a random split, which leaks them between train and test.
+
+Per seed and shape, one JSON line: test accuracy, the false-reject and escape rates on test at the
+threshold that passes no defective validation image (placed as the product places it), test AUROC of
+the defect score, and the lowest defect scores on validation (what sets the threshold). Not the
+product's figures (those come from ``bench/onboard_benchmark.py``): image order and loading differ,
+so on one split the same recipe lands some points apart.
+
+    .venv/bin/python bench/input_shape_probe.py ../shared/datasets/magnetic_tile --good-class MT_Free --seeds 1 0
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edge_sync.contract.imaging import fit_to_input  # noqa: E402
+from resources.classify import trainer  # noqa: E402
+from resources.classify.model import load_inference_model, to_float_nchw  # noqa: E402
+from resources.classify.train_settings import TrainSettings  # noqa: E402
+from resources.data.images import perceptual_hash  # noqa: E402
+from resources.data.splitting import SplitSpec, grouped_stratified_split  # noqa: E402
+
+SHAPES = {"square224": (224, 224, False), "rect320x160": (320, 160, True)}  # width, height, turn portrait images
+
+
+def dataset_items(root: Path) -> pd.DataFrame:
+    """One row per distinct image (path, label = class folder, sha256, pHash); the JPEGs of each class folder."""
+    rows = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*.jpg")):
+            rows.append({
+                "path": str(path), "label": class_dir.name,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": perceptual_hash(path),
+            })
+    if not rows:
+        raise SystemExit(f"{root}: no class folders with .jpg images")
+    return pd.DataFrame(rows).drop_duplicates("sha256").reset_index(drop=True)
+
+
+def load(paths: list[str], width: int, height: int, turn_portrait: bool) -> np.ndarray:
+    out = np.empty((len(paths), height, width, 3), np.uint8)
+    for index, path in enumerate(paths):
+        with Image.open(path) as image:
+            image.load()
+            if turn_portrait and image.height > image.width:
+                image = image.transpose(Image.Transpose.ROTATE_90)
+            out[index] = fit_to_input(image, width, height, "letterbox")
+    return out
+
+
+def probabilities(model: object, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(to_float_nchw(images[i : i + 32])).numpy() for i in range(0, len(images), 32)])
+
+
+def run(items: pd.DataFrame, seed: int, shape: str, good_class: str, distance: int) -> dict:
+    classes = sorted(items["label"].unique())
+    good = classes.index(good_class)
+    split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
+    parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
+    labels = {name: np.array([classes.index(label) for label in part["label"]], np.int64) for name, part in parts.items()}
+    width, height, turn = SHAPES[shape]
+    arrays = {name: load(part["path"].tolist(), width, height, turn) for name, part in parts.items()}
+    started = time.perf_counter()
+    result = trainer.train_classifier(
+        arrays["train"], labels["train"], arrays["val"], labels["val"], classes, TrainSettings(image_size=224, seed=seed),
+        good_class=good_class,
+    )
+    model = load_inference_model(result.checkpoint)
+    val, test = probabilities(model, arrays["val"]), probabilities(model, arrays["test"])
+    val_score, test_score = 1.0 - val[:, good], 1.0 - test[:, good]
+    val_defect, test_defect = labels["val"] != good, labels["test"] != good
+    lowest = val_score[val_defect].min()
+    below = val_score[val_score < lowest]
+    threshold = (lowest + below.max()) / 2 if len(below) else lowest  # midway, as the product calibrates
+    good_scores, defect_scores = test_score[~test_defect], test_score[test_defect]
+    return {
+        "seed": seed, "shape": shape, "near_duplicate_distance": distance,
+        "test_accuracy": round(float((test.argmax(1) == labels["test"]).mean()), 4),
+        "false_reject_rate": round(float((good_scores >= threshold).mean()), 4),
+        "escape_rate": round(float((defect_scores < threshold).mean()), 4),
+        "test_auroc": round(float((defect_scores[:, None] > good_scores[None, :]).mean()), 4),
+        "val_lowest_defect_scores": np.sort(val_score[val_defect])[:3].round(3).tolist(),
+        "train_seconds": round(time.perf_counter() - started),
+        "images": {name: len(part) for name, part in parts.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="one folder per class of .jpg images")
+    parser.add_argument("--good-class", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["square224"])
+    parser.add_argument("--near-duplicate-distance", type=int, default=SplitSpec().near_duplicate_max_distance)
+    args = parser.parse_args()
+    # The probe's arrays may be non-square; the trainer's shape check is for the product's square inputs.
+    trainer._check_images = lambda *_args, **_kwargs: None
+    items = dataset_items(args.data)
+    for seed in args.seeds:
+        for shape in args.shapes:
+            print(json.dumps(run(items, seed, shape, args.good_class, args.near_duplicate_distance)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
