@@ -74,7 +74,7 @@ def probabilities(model: object, images: np.ndarray) -> np.ndarray:
         return np.concatenate([model(to_float_nchw(images[i : i + 32])).numpy() for i in range(0, len(images), 32)])
 
 
-def run(items: pd.DataFrame, seed: int, shape: str, good_class: str, distance: int) -> dict:
+def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int) -> dict:
     classes = sorted(items["label"].unique())
     good = classes.index(good_class)
     split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
@@ -102,6 +102,10 @@ def run(items: pd.DataFrame, seed: int, shape: str, good_class: str, distance: i
         "escape_rate": round(float((defect_scores < threshold).mean()), 4),
         "test_auroc": round(float((defect_scores[:, None] > good_scores[None, :]).mean()), 4),
         "val_lowest_defect_scores": np.sort(val_score[val_defect])[:3].round(3).tolist(),
+        "val_lowest_defect_images": [
+            str(Path(path).relative_to(root))
+            for path in parts["val"]["path"].to_numpy()[val_defect][np.argsort(val_score[val_defect])[:3]]
+        ],
         "train_seconds": round(time.perf_counter() - started),
         "images": {name: len(part) for name, part in parts.items()},
     }
@@ -120,7 +124,7 @@ def main() -> None:
     items = dataset_items(args.data)
     for seed in args.seeds:
         for shape in args.shapes:
-            print(json.dumps(run(items, seed, shape, args.good_class, args.near_duplicate_distance)), flush=True)
+            print(json.dumps(run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance)), flush=True)
 
 
 if __name__ == "__main__":
