@@ -254,7 +254,9 @@ def deployment(
             )
     package = artifact_store.path(exported_model.package)
     now = datetime.now(UTC)
-    deployment_id = f"{registered_model.version}-{config.ring}-{now:%Y%m%dT%H%M%S}"
+    # The run id's head keeps two deployments of one version and ring in the same second apart (the id
+    # keys the deployments table, promotions and the devices' history).
+    deployment_id = f"{registered_model.version}-{config.ring}-{now:%Y%m%dT%H%M%S}-{context.run_id[:8]}"
     manifest = DeploymentManifest(
         deployment_id=deployment_id,
         line=line,
