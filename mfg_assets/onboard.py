@@ -423,7 +423,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
         "release": full.get("release"),
         "notes": full["notes"],
     }
-    for key in ("backbone", "hpo", "cv", "threshold_rule"):
+    for key in ("backbone", "hpo", "cv", "threshold_rule", "threshold_set_by"):
         if key in full:
             report[key] = full[key]
     return report

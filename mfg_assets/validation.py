@@ -94,15 +94,17 @@ def build_report(
     cv: CrossValidation | None = None,
 ) -> dict:
     """The report dictionary from validation and test probabilities (pure; no I/O)."""
-    from resources.reporting.metrics import calibrate_threshold, defect_scores, worst_errors
+    from resources.reporting.metrics import calibrate_threshold, defect_scores, threshold_setters, worst_errors
 
     classes, good_class = list(dataset.classes), dataset.good_class
     notes: list[str] = []
     calibration = None
+    set_by: list[dict] = []
     if good_class is not None:
         val_scores = defect_scores(val[0], classes, good_class)
         val_defect = val[1] != classes.index(good_class)
         calibration = asdict(calibrate_threshold(val_scores, val_defect, max_escape_rate=config.max_escape_rate))
+        set_by = [{**row, "true": classes[val[1][row["index"]]]} for row in threshold_setters(val_scores, val_defect)]
     else:
         notes.append(
             "No class is marked good (--good-class), so every class is a defect type: false-reject and "
@@ -119,6 +121,7 @@ def build_report(
         val=_split_section(val[0], val[1], classes, good_class, threshold, dataset.task),
         test=_split_section(test[0], test[1], classes, good_class, threshold, dataset.task),
         worst_errors=worst_errors(test[1], test[0], classes, k=config.gallery_size),
+        threshold_set_by=set_by,
         training={"settings": model.settings, "best_epoch": model.best_epoch, "history": history},
     )
     if recipe is not None and recipe.search is not None:
@@ -214,6 +217,7 @@ def validation_report(
             f"{cross_validation.id} (recipe {cross_validation.recipe_id}) do not both come from recipe "
             f"{hyperparameter_search.id}; materialize the graph in one run"
         )
+    val_rows = None
     if dataset_version.task == "anomaly":
         from mfg_assets.anomaly_steps import anomaly_report
 
@@ -223,7 +227,7 @@ def validation_report(
     else:
         model = load_inference_model(artifact_store.path(trained_model.checkpoint))
         size, resize = trained_model.image_size, trained_model.resize
-        val_images, val_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
+        val_images, val_labels, val_rows = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
         test_images, test_labels, test_rows = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
         report = build_report(
             model=trained_model,
@@ -237,10 +241,14 @@ def validation_report(
             cv=cross_validation,
         )
         gallery = [test_images[e["index"]] for e in report["worst_errors"]]
-    for error in report["worst_errors"]:
-        row = test_rows.iloc[error["index"]]
-        error["sha256"] = row["sha256"]
-        error["rel_path"] = f"{row['batch']}/{row['rel_path']}"
+    named = [(report["worst_errors"], test_rows)]
+    if report.get("threshold_set_by"):  # classification with a good class: validation images
+        named.append((report["threshold_set_by"], val_rows))
+    for entries, rows in named:
+        for entry in entries:
+            row = rows.iloc[entry["index"]]
+            entry["sha256"] = row["sha256"]
+            entry["rel_path"] = f"{row['batch']}/{row['rel_path']}"
     json_bytes = json.dumps(report, indent=2, sort_keys=True, default=float).encode()
     json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
     plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}

@@ -30,6 +30,7 @@ __all__ = [
     "calibrate_threshold",
     "decision_rates",
     "roc_points",
+    "threshold_setters",
     "worst_errors",
 ]
 
@@ -410,6 +411,29 @@ def roc_points(scores: np.ndarray, is_defect: np.ndarray) -> dict[str, Any]:
         "auc": float(auc(fpr, tpr)),
         "note": None,
     }
+
+
+def threshold_setters(scores: np.ndarray, is_defect: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
+    """The ``k`` lowest-scoring defective images and what catching each costs in good parts.
+
+    At zero escapes the lowest one alone sets the threshold, and a single defect scored below many
+    good parts can cost a large share of them (on magnetic tile, one image decided between 0.5 % and
+    66 % false rejects, BENCHMARKS.md): these are the images to look at first, for a label error or a
+    defect the model cannot see. ``good_at_or_above`` counts the good images a threshold that rejects
+    this one would reject too; ``false_reject_rate_to_catch`` is that count's share of the good images.
+    """
+    s, d = _scores_and_labels(scores, is_defect)
+    good = s[~d]
+    lowest = np.flatnonzero(d)[np.argsort(s[d], kind="stable")][: max(0, k)]
+    return [
+        {
+            "index": int(i),
+            "score": float(s[i]),
+            "good_at_or_above": int((good >= s[i]).sum()),
+            "false_reject_rate_to_catch": float((good >= s[i]).mean()) if good.size else None,
+        }
+        for i in lowest
+    ]
 
 
 # --------------------------------------------------------------------------------------------

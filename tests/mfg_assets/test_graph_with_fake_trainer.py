@@ -108,6 +108,13 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     # Whether INT8 met its tolerance travels with the package and the registry (deploy refuses it otherwise)
     assert manifest["int8"]["within_tolerance"] == exported.int8["within_tolerance"]
     assert version.metrics["int8_within_tolerance"] == exported.int8["within_tolerance"]
+    # The report names the defective validation images that set the threshold, by their landed path
+    report = json.loads(ArtifactStore().read_bytes(result.output_for_node("validation_report").json_artifact))
+    set_by = report["threshold_set_by"]
+    assert len(set_by) == 3 and all(row["true"] != "good" and "/" in row["rel_path"] for row in set_by)
+    assert [row["score"] for row in set_by] == sorted(row["score"] for row in set_by)
+    if report["threshold"]["max_escape_rate"] == 0:
+        assert set_by[0]["false_reject_rate_to_catch"] == report["threshold"]["false_reject_rate"]
 
 
 class _Upstream(dg.IOManager):

@@ -64,6 +64,10 @@ def _full_report() -> tuple[dict[str, Any], list[np.ndarray]]:
         "test": test,
         "val": val,
         "worst_errors": errors,
+        "threshold_set_by": [
+            {"index": 4, "score": 0.0612, "good_at_or_above": 38, "false_reject_rate_to_catch": 0.6333,
+             "true": "scratch", "rel_path": "batch-1/scratch/s_017.png", "sha256": "cd34"},
+        ],
         "training": {
             "history": [
                 {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_accuracy": 0.5 + 0.1 * e, "seconds": 2.0}
@@ -99,6 +103,9 @@ def test_file_is_written_and_shows_versions_and_numbers(rendered: tuple[dict[str
     assert report["test"]["escape_rate"] > report["threshold"]["max_escape_rate"]
     assert "is above the target the threshold was calibrated for" in text
     assert "its reject/pass rates are optimistic" in text
+    # the validation defect that sets the threshold, named with what catching it costs
+    assert "Defective validation images that set the threshold" in text
+    assert "batch-1/scratch/s_017.png" in text and "0.0612" in text and "63.33 %" in text
     for heading in ("Operating threshold", "Test set", "Validation set", "Worst errors", "Training",
                     "Exports", "Export parity", "Latency (ms)", "Notes"):
         assert f">{heading}</h2>" in text

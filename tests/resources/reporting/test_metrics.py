@@ -13,6 +13,7 @@ from resources.reporting.metrics import (
     decision_rates,
     defect_scores,
     roc_points,
+    threshold_setters,
     worst_errors,
 )
 
@@ -287,3 +288,18 @@ def test_good_only_threshold_holds_for_float32_scores_and_ties() -> None:
     tied = calibrate_good_only(scores, target_false_reject_rate=0.4)  # two allowed, but 0.7 ties with 0.7
     assert int((scores >= np.float32(tied.threshold)).sum()) == 1
     assert tied.false_reject_rate == pytest.approx(0.2)  # what is achieved, not what was allowed
+
+
+# ---------------------------------------------------------------- threshold_setters
+
+
+def test_threshold_setters_are_the_lowest_defects_with_what_catching_each_costs() -> None:
+    # defects sorted: 0.45 (index 3), 0.60 (5), 0.80 (7), 0.90 (8); good: 0.1 0.2 0.3 0.5 0.7
+    rows = threshold_setters(SCORES, IS_DEFECT, k=3)
+    assert [r["index"] for r in rows] == [3, 5, 7]
+    assert [r["good_at_or_above"] for r in rows] == [2, 1, 0]  # 0.5 and 0.7 score at or above 0.45
+    assert rows[0]["false_reject_rate_to_catch"] == pytest.approx(2 / 5)
+    # the first one's cost is what zero-escape calibration pays on this set
+    assert rows[0]["false_reject_rate_to_catch"] == pytest.approx(calibrate_threshold(SCORES, IS_DEFECT).false_reject_rate)
+    assert threshold_setters(SCORES, IS_DEFECT, k=0) == []
+    json.dumps(rows)  # plain Python, for the report JSON
