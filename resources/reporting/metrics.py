@@ -423,17 +423,18 @@ def threshold_setters(scores: np.ndarray, is_defect: np.ndarray, k: int = 3) -> 
     this one would reject too; ``false_reject_rate_to_catch`` is that count's share of the good images.
     """
     s, d = _scores_and_labels(scores, is_defect)
-    good = s[~d]
-    lowest = np.flatnonzero(d)[np.argsort(s[d], kind="stable")][: max(0, k)]
-    return [
-        {
-            "index": int(i),
-            "score": float(s[i]),
-            "good_at_or_above": int((good >= s[i]).sum()),
-            "false_reject_rate_to_catch": float((good >= s[i]).mean()) if good.size else None,
-        }
-        for i in lowest
-    ]
+    rows = []
+    for i in np.flatnonzero(d)[np.argsort(s[d], kind="stable")][: max(0, k)]:
+        caught = decision_rates(s, d, float(s[i]))  # the threshold that just rejects this image
+        rows.append(
+            {
+                "index": int(i),
+                "score": float(s[i]),
+                "good_at_or_above": caught["false_rejects"],
+                "false_reject_rate_to_catch": caught["false_reject_rate"],
+            }
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
