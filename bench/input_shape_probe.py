@@ -7,7 +7,10 @@ with test-time flips), without ingest, export or registry, so one question can b
   letterbox (portrait images turned a quarter first) with about the same pixel count, which keeps
   1.4x the resolution of wide crops (magnetic tile's are up to 2.6:1);
 * ``--near-duplicate-distance 0``: near-duplicates are not kept on one side of the split (only
-  identical hashes are), i.e. close to a random split, which leaks them between train and test.
+  identical hashes are), i.e. close to a random split, which leaks them between train and test;
+* ``--members mobilenetv2_100 mobilenetv2_100@1 efficientnet_lite0``: several models trained on the same
+  split (a backbone, and an offset added to the seed), and the figures of each and of every ensemble of
+  them (mean class probabilities), all from one run, so the comparison is paired.
 
 Per seed and shape, one JSON line: test accuracy, the false-reject and escape rates on test at the
 threshold that passes no defective validation image (placed as the product places it), test AUROC of
@@ -20,6 +23,7 @@ so on one split the same recipe lands some points apart.
 
 import argparse
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -74,21 +78,8 @@ def probabilities(model: object, images: np.ndarray) -> np.ndarray:
         return np.concatenate([model(to_float_nchw(images[i : i + 32])).numpy() for i in range(0, len(images), 32)])
 
 
-def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int) -> dict:
-    classes = sorted(items["label"].unique())
-    good = classes.index(good_class)
-    split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
-    parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
-    labels = {name: np.array([classes.index(label) for label in part["label"]], np.int64) for name, part in parts.items()}
-    width, height, turn = SHAPES[shape]
-    arrays = {name: load(part["path"].tolist(), width, height, turn) for name, part in parts.items()}
-    started = time.perf_counter()
-    result = trainer.train_classifier(
-        arrays["train"], labels["train"], arrays["val"], labels["val"], classes, TrainSettings(image_size=224, seed=seed),
-        good_class=good_class,
-    )
-    model = load_inference_model(result.checkpoint)
-    val, test = probabilities(model, arrays["val"]), probabilities(model, arrays["test"])
+def figures(val: np.ndarray, test: np.ndarray, labels: dict, good: int, val_paths: np.ndarray, root: Path) -> dict:
+    """Test figures of class probabilities at the threshold that passes no defective validation image."""
     val_score, test_score = 1.0 - val[:, good], 1.0 - test[:, good]
     val_defect, test_defect = labels["val"] != good, labels["test"] != good
     lowest = val_score[val_defect].min()
@@ -96,19 +87,59 @@ def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str,
     threshold = (lowest + below.max()) / 2 if len(below) else lowest  # midway, as the product calibrates
     good_scores, defect_scores = test_score[~test_defect], test_score[test_defect]
     return {
-        "seed": seed, "shape": shape, "near_duplicate_distance": distance,
         "test_accuracy": round(float((test.argmax(1) == labels["test"]).mean()), 4),
         "false_reject_rate": round(float((good_scores >= threshold).mean()), 4),
         "escape_rate": round(float((defect_scores < threshold).mean()), 4),
         "test_auroc": round(float((defect_scores[:, None] > good_scores[None, :]).mean()), 4),
         "val_lowest_defect_scores": np.sort(val_score[val_defect])[:3].round(3).tolist(),
         "val_lowest_defect_images": [
-            str(Path(path).relative_to(root))
-            for path in parts["val"]["path"].to_numpy()[val_defect][np.argsort(val_score[val_defect])[:3]]
+            str(Path(path).relative_to(root)) for path in val_paths[val_defect][np.argsort(val_score[val_defect])[:3]]
         ],
-        "train_seconds": round(time.perf_counter() - started),
-        "images": {name: len(part) for name, part in parts.items()},
     }
+
+
+def member_settings(member: str, seed: int) -> TrainSettings:
+    """``BACKBONE`` or ``BACKBONE@OFFSET``: the default recipe from that backbone, seeded ``seed + OFFSET``."""
+    backbone, _, offset = member.partition("@")
+    return TrainSettings(backbone=backbone, image_size=224, seed=seed + int(offset or 0))
+
+
+def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int, members: list[str]) -> dict:
+    classes = sorted(items["label"].unique())
+    good = classes.index(good_class)
+    split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
+    parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
+    labels = {name: np.array([classes.index(label) for label in part["label"]], np.int64) for name, part in parts.items()}
+    width, height, turn = SHAPES[shape]
+    arrays = {name: load(part["path"].tolist(), width, height, turn) for name, part in parts.items()}
+    val_paths = parts["val"]["path"].to_numpy()
+    outputs, seconds = [], []
+    for member in members:
+        started = time.perf_counter()
+        result = trainer.train_classifier(
+            arrays["train"], labels["train"], arrays["val"], labels["val"], classes, member_settings(member, seed),
+            good_class=good_class,
+        )
+        seconds.append(round(time.perf_counter() - started))
+        model = load_inference_model(result.checkpoint)
+        outputs.append((probabilities(model, arrays["val"]), probabilities(model, arrays["test"])))
+    line = {
+        "seed": seed, "shape": shape, "near_duplicate_distance": distance,
+        **figures(*outputs[0], labels, good, val_paths, root),
+        "train_seconds": seconds[0], "images": {name: len(part) for name, part in parts.items()},
+    }
+    if len(members) > 1:
+        # Every member alone, and the mean probabilities of every subset of two or more members.
+        line["members"] = members
+        line["train_seconds"] = seconds
+        line["subsets"] = {}
+        for size in range(1, len(members) + 1):
+            for subset in itertools.combinations(range(len(members)), size):
+                val = np.mean([outputs[i][0] for i in subset], axis=0)
+                test = np.mean([outputs[i][1] for i in subset], axis=0)
+                key = "+".join(members[i] for i in subset)
+                line["subsets"][key] = figures(val, test, labels, good, val_paths, root)
+    return line
 
 
 def main() -> None:
@@ -117,6 +148,11 @@ def main() -> None:
     parser.add_argument("--good-class", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["square224"])
+    parser.add_argument(
+        "--members", nargs="+", default=["mobilenetv2_100"],
+        help="BACKBONE or BACKBONE@SEED_OFFSET per model trained on the split; with two or more, the figures of "
+        "each and of the mean probabilities of every subset (an ensemble)",
+    )
     parser.add_argument("--near-duplicate-distance", type=int, default=SplitSpec().near_duplicate_max_distance)
     args = parser.parse_args()
     # The probe's arrays may be non-square; the trainer's shape check is for the product's square inputs.
@@ -124,7 +160,7 @@ def main() -> None:
     items = dataset_items(args.data)
     for seed in args.seeds:
         for shape in args.shapes:
-            print(json.dumps(run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance)), flush=True)
+            print(json.dumps(run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance, args.members)), flush=True)
 
 
 if __name__ == "__main__":
