@@ -65,6 +65,29 @@ def _test_summary(report: dict) -> str:
     return "test: " + ", ".join(parts)
 
 
+def _threshold_setters_summary(report: dict) -> list[str]:
+    """Console lines naming the defective validation images that set the zero-escape threshold.
+
+    On real data one or two of them can decide the false-reject rate (magnetic tile: a border sliver that
+    costs three quarters of the good parts, BENCHMARKS.md), so they are printed where the user reads the
+    result, not only in the HTML: each with what catching it costs, the first images to review.
+    """
+    rows = report.get("threshold_set_by") or []
+    if not rows:
+        return []
+    lines = [
+        "threshold set by the defective validation images the model scores lowest "
+        "(catching each rejects this share of the good validation parts; review these first):"
+    ]
+    for row in rows:
+        where = row.get("rel_path") or f"validation image {row['index']}"
+        lines.append(
+            f"  {where} ({row.get('true', '?')}): score {row['score']:.3f}, "
+            f"{100 * row['false_reject_rate_to_catch']:.2f} % of good parts ({row['good_at_or_above']})"
+        )
+    return lines
+
+
 def _cmd_sample_anomaly_line(args: argparse.Namespace) -> int:
     from resources.data.sample_anomaly import generate_anomaly_line
 
@@ -114,6 +137,8 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
     print(_test_summary(report))
+    for line in _threshold_setters_summary(report):
+        print(line)
     if args.report_json:
         print(f"report JSON: {Path(args.report_json).resolve()}")
     return 0

@@ -58,3 +58,19 @@ def test_every_platform_error_class_has_the_root() -> None:
         UnknownModelVersion, cli.CliError,
     ):
         assert issubclass(error, MfgVisionError), error
+
+
+def test_onboard_output_names_the_images_that_set_the_threshold() -> None:
+    report = {
+        "threshold_set_by": [
+            {"index": 7, "score": 0.0636, "good_at_or_above": 146, "false_reject_rate_to_catch": 0.7644,
+             "rel_path": "onboard-1/MT_Break/exp6_num_105927.jpg", "true": "MT_Break"},
+            {"index": 9, "score": 0.41, "good_at_or_above": 2, "false_reject_rate_to_catch": 0.0105, "true": "MT_Uneven"},
+        ]
+    }
+    lines = cli._threshold_setters_summary(report)
+    assert len(lines) == 3 and "review these first" in lines[0]
+    assert lines[1] == "  onboard-1/MT_Break/exp6_num_105927.jpg (MT_Break): score 0.064, 76.44 % of good parts (146)"
+    assert lines[2].startswith("  validation image 9 (MT_Uneven): score 0.410, 1.05 %")
+    assert cli._threshold_setters_summary({"threshold_set_by": []}) == []
+    assert cli._threshold_setters_summary({}) == []  # anomaly reports and reports without a good class
