@@ -42,6 +42,7 @@ from resources.classify.model import load_inference_model, to_float_nchw  # noqa
 from resources.classify.train_settings import TrainSettings  # noqa: E402
 from resources.data.images import perceptual_hash  # noqa: E402
 from resources.data.splitting import SplitSpec, grouped_stratified_split  # noqa: E402
+from resources.reporting.metrics import calibrate_threshold, decision_rates, threshold_setters  # noqa: E402
 
 SHAPES = {"square224": (224, 224, False), "rect320x160": (320, 160, True)}  # width, height, turn portrait images
 
@@ -79,22 +80,21 @@ def probabilities(model: object, images: np.ndarray) -> np.ndarray:
 
 
 def figures(val: np.ndarray, test: np.ndarray, labels: dict, good: int, val_paths: np.ndarray, root: Path) -> dict:
-    """Test figures of class probabilities at the threshold that passes no defective validation image."""
+    """Test figures of class probabilities at the threshold that passes no defective validation image,
+    calibrated and applied with the product's own functions (``resources.reporting.metrics``)."""
     val_score, test_score = 1.0 - val[:, good], 1.0 - test[:, good]
     val_defect, test_defect = labels["val"] != good, labels["test"] != good
-    lowest = val_score[val_defect].min()
-    below = val_score[val_score < lowest]
-    threshold = (lowest + below.max()) / 2 if len(below) else lowest  # midway, as the product calibrates
+    threshold = calibrate_threshold(val_score, val_defect).threshold
+    rates = decision_rates(test_score, test_defect, threshold)
     good_scores, defect_scores = test_score[~test_defect], test_score[test_defect]
+    setters = threshold_setters(val_score, val_defect)
     return {
         "test_accuracy": round(float((test.argmax(1) == labels["test"]).mean()), 4),
-        "false_reject_rate": round(float((good_scores >= threshold).mean()), 4),
-        "escape_rate": round(float((defect_scores < threshold).mean()), 4),
+        "false_reject_rate": round(rates["false_reject_rate"], 4),
+        "escape_rate": round(rates["escape_rate"], 4),
         "test_auroc": round(float((defect_scores[:, None] > good_scores[None, :]).mean()), 4),
-        "val_lowest_defect_scores": np.sort(val_score[val_defect])[:3].round(3).tolist(),
-        "val_lowest_defect_images": [
-            str(Path(path).relative_to(root)) for path in val_paths[val_defect][np.argsort(val_score[val_defect])[:3]]
-        ],
+        "val_lowest_defect_scores": [round(row["score"], 3) for row in setters],
+        "val_lowest_defect_images": [str(Path(val_paths[row["index"]]).relative_to(root)) for row in setters],
     }
 
 
