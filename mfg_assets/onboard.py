@@ -357,7 +357,7 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     )
     if not result.success:
         summary = _failure_summary(result)
-        refused = _write_refusal(request, result, started, summary)
+        refused = _write_refusal(request, result, started, summary, batch_dir.name)
         where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""
         raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{summary}{where}")
     # Kept once a model came of them (a refused or failed try leaves the variant's last good options):
@@ -365,7 +365,7 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     chosen = _chosen_options(run_config)
     saved = save_run_config(request.line, request.variant, chosen, home)
     echo(f"saved the options of this onboard for the variant's later runs (new batches, retrains): {saved}")
-    return _write_report(request, result, started)
+    return _write_report(request, result, started, batch_dir.name)
 
 
 def _materialized(result: Any, asset: str) -> dict[str, Any] | None:
@@ -377,14 +377,14 @@ def _materialized(result: Any, asset: str) -> dict[str, Any] | None:
     return None
 
 
-def _write_refusal(request: OnboardRequest, result: Any, started: float, summary: str) -> str | None:
+def _write_refusal(request: OnboardRequest, result: Any, started: float, summary: str, batch: str) -> str | None:
     """When the run stopped after the validation report (the release check refused the model, or a
     later step failed), still write the report JSON with the refusal, so the user sees what fell short."""
     metadata = _materialized(result, "validation_report")
     if metadata is None or not request.report_json:
         return None if metadata is None else str(metadata.get("report_html"))
     full = json.loads(Path(str(metadata["report_json"])).read_text())
-    report = _summary(request, full, result, started)
+    report = _summary(request, full, result, started, batch)
     report.update(
         registered=False,
         model_version=None,
@@ -396,8 +396,13 @@ def _write_refusal(request: OnboardRequest, result: Any, started: float, summary
     return str(metadata.get("report_html"))
 
 
-def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started: float) -> dict[str, Any]:
-    """What a plant engineer asks first, from the full report JSON."""
+def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started: float, batch: str) -> dict[str, Any]:
+    """What a plant engineer asks first, from the full report JSON.
+
+    ``batch`` is the landing batch this onboard copied ``request.data_dir`` into: the images of it
+    that set the threshold get their path in the user's own folder (``source_path``), the file they
+    would open to review, next to the landed ``rel_path`` the lineage knows them by.
+    """
     test = full["test"]
     report: dict[str, Any] = {
         "task": request.task,
@@ -426,7 +431,18 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
     for key in ("backbone", "hpo", "cv", "threshold_rule", "threshold_set_by"):
         if key in full:
             report[key] = full[key]
+    if report.get("threshold_set_by"):
+        report["threshold_set_by"] = [_with_source_path(row, request.data_dir, batch) for row in report["threshold_set_by"]]
     return report
+
+
+def _with_source_path(row: dict[str, Any], data_dir: Path, batch: str) -> dict[str, Any]:
+    """``row`` with ``source_path`` when its landed path lies in ``batch`` (images of earlier batches
+    of the variant came from folders this onboard does not know; their landed path stays the name)."""
+    landed_batch, _, rel_path = str(row.get("rel_path", "")).partition("/")
+    if landed_batch != batch or not rel_path:
+        return row
+    return {**row, "source_path": str(data_dir.resolve() / rel_path)}
 
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:
@@ -434,7 +450,7 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
 
 
-def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[str, Any]:
+def _write_report(request: OnboardRequest, result: Any, started: float, batch: str) -> dict[str, Any]:
     from resources.artifact_store import ArtifactStore
 
     store = ArtifactStore()
@@ -443,7 +459,7 @@ def _write_report(request: OnboardRequest, result: Any, started: float) -> dict[
     exported = result.output_for_node("exported_model")
     full = json.loads(store.read_bytes(report_handle.json_artifact))
     package = store.path(exported.package)
-    report = _summary(request, full, result, started)
+    report = _summary(request, full, result, started, batch)
     report.update(
         registered=True,
         model_version=registered.version,

@@ -57,6 +57,11 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     html = Path(report["report_html"]).read_text()
     assert "data:image/png;base64," in html
     assert report["model_id"] in html
+    # The images that set the threshold are named by the file in the user's folder, to open and review
+    set_by = report["threshold_set_by"]
+    assert set_by and all(Path(row["source_path"]).is_file() for row in set_by)
+    assert all(Path(row["source_path"]).is_relative_to(tiny_line.resolve()) for row in set_by)
+    assert all(row["source_path"].endswith(row["rel_path"].partition("/")[2]) for row in set_by)
 
     version = ModelRegistry().get("line1-bracket-a-v1")
     assert version.status.value == "candidate"

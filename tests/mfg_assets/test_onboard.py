@@ -191,3 +191,13 @@ def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, 
     assert main(["onboard", str(tiny_line), "--line", "l1", "--variant", "a", "--task", "detect"]) == 2
     assert "task 'detect' has no engine in this release (it is planned); supported now: classify" in capsys.readouterr().err
     _nothing_landed_or_registered(mfg_home)
+
+
+def test_threshold_images_of_this_onboards_batch_get_their_path_in_the_users_folder(tmp_path: Path) -> None:
+    from mfg_assets.onboard import _with_source_path
+
+    row = {"index": 3, "rel_path": "onboard-abc/MT_Break/Imgs/x.jpg"}
+    assert _with_source_path(row, tmp_path, "onboard-abc")["source_path"] == str(tmp_path.resolve() / "MT_Break/Imgs/x.jpg")
+    # an image of an earlier batch of the variant came from a folder this onboard does not know
+    assert "source_path" not in _with_source_path(row, tmp_path, "onboard-def")
+    assert "source_path" not in _with_source_path({"index": 3}, tmp_path, "onboard-abc")
