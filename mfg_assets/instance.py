@@ -10,10 +10,19 @@ from resources.settings import apply_offline_switches, dagster_home, mfg_home
 
 __all__ = ["prepare_home", "get_instance"]
 
-DAGSTER_YAML = """# Written by mfgv: the platform never phones home.
+DAGSTER_YAML = """# Written by mfgv (dagster.yaml v2): the platform never phones home, and the daemon fails runs whose
+# process died (mfg_assets.run_launcher) instead of leaving them STARTED forever.
 telemetry:
   enabled: false
+run_launcher:
+  module: mfg_assets.run_launcher
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
 """
+_OURS = "# Written by mfgv"
+_CURRENT = "(dagster.yaml v2)"
 
 
 def prepare_home(home: Path | None = None) -> Path:
@@ -22,11 +31,20 @@ def prepare_home(home: Path | None = None) -> Path:
     target = dagster_home(home)
     target.mkdir(parents=True, exist_ok=True)
     config = target / "dagster.yaml"
-    if not config.exists():
+    if _needs_writing(config):
         write_atomic(config, DAGSTER_YAML.encode())  # a kill mid-write must not leave half a config
     os.environ["DAGSTER_HOME"] = str(target)
     apply_offline_switches(home)
     return home
+
+
+def _needs_writing(config: Path) -> bool:
+    """A missing config, or one an older mfgv wrote (upgraded in place); a plant's own edits of the
+    current version, or a config a person wrote, are left as they are."""
+    if not config.exists():
+        return True
+    first_line = config.read_text(errors="replace").partition("\n")[0]
+    return first_line.startswith(_OURS) and _CURRENT not in first_line
 
 
 def get_instance(home: Path | None = None) -> dg.DagsterInstance:
@@ -46,12 +64,14 @@ def run_tags() -> dict[str, str]:
 
 
 def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the runs an ``mfgv`` process started and never finished because it died.
+    """Mark failed the started runs whose process died before finishing them.
 
-    A run executed in-process whose process is killed (``kill -9``, OOM, power cut) would say
-    STARTED in the UI forever; the audit trail must say it failed and why. Only runs tagged with a
-    process of this host that is gone are touched. Returns their run ids."""
-    from resources.storage.scratch import process_is_gone
+    A run whose process is killed (``kill -9``, OOM, power cut) would say STARTED in the UI forever;
+    the audit trail must say it failed and why. The daemon does this while it runs
+    (``mfg_assets.run_launcher``); ``mfgv`` does it too before its own runs, for when no daemon was
+    running (a reboot, a line PC without ``dagster dev``). Only runs whose process is known to be gone
+    are touched (``run_launcher.run_worker_gone``). Returns their run ids."""
+    from mfg_assets.run_launcher import run_worker_gone
 
     failed = []
     records = instance.get_run_records(
@@ -59,13 +79,9 @@ def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     )
     for record in records:
         run = record.dagster_run
-        tag = run.tags.get(PROCESS_TAG)
-        if tag is None or not process_is_gone(tag):
+        why = run_worker_gone(instance, run)
+        if why is None:
             continue
-        instance.report_run_failed(
-            run,
-            f"the mfgv process that executed this run ({tag.split('.')[0]}) ended without finishing it "
-            "(killed or crashed); nothing it had not completed was registered; run the command again",
-        )
+        instance.report_run_failed(run, why)
         failed.append(run.run_id)
     return failed

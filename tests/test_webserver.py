@@ -50,7 +50,13 @@ def _start(mfg_home: Path, *command: str) -> subprocess.Popen:
     )
 
 
+_SERVERS: list[subprocess.Popen] = []
+"""The webserver and daemon of the open ``_webserver`` context (a test may stop them hard)."""
+
+
 def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:  # already stopped (a test killed it)
+        return
     os.killpg(process.pid, signal.SIGINT)
     try:
         process.wait(timeout=30)
@@ -67,6 +73,7 @@ def _webserver(mfg_home: Path, with_daemon: bool = False) -> Iterator[tuple[int,
     port = _free_port()
     process = _start(mfg_home, "dagster-webserver", "-h", "127.0.0.1", "-p", str(port))
     daemon = _start(mfg_home, "dagster-daemon", "run") if with_daemon else None
+    _SERVERS[:] = [process] + ([daemon] if daemon else [])
     try:
         deadline = time.monotonic() + 120
         payload = None
@@ -142,3 +149,80 @@ def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_save
     rows = LineageStore(home=str(mfg_home)).read_table("lineage", "asset = ?", ["hyperparameter_search"])
     settings = json.loads(rows.iloc[-1]["parameters"])["settings"]
     assert (settings["arch"], settings["epochs"], settings["seed"], settings["image_size"]) == ("resnet10t", 1, 7, 32)
+
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while being read
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, []))
+    return tree
+
+
+def _run_status(instance, run_id: str) -> str:
+    return instance.get_run_by_id(run_id).status.value
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the servers' processes in /proc (Linux)")
+def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_daemon(mfg_home: Path, tiny_line: Path) -> None:
+    """`make ui` killed hard (power cut, OOM killer) takes the run's worker and its code server with it, and
+    nothing is left to record the run's end; the daemon started next asks our launcher and fails the run, with why."""
+    import dagster as dg
+
+    from mfg_assets.partitions import line_variant_partitions
+    from mfg_assets.run_launcher import _worker_pid
+    from tests.mfg_assets.test_saved_options import UPSTREAM, land_with_saved_options
+
+    key = land_with_saved_options(mfg_home, tiny_line)
+    prepare_home(mfg_home)
+    with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    with _webserver(mfg_home, with_daemon=True) as (port, _payload):
+        params = {
+            "selector": {"repositoryLocationName": "mfg_vision", "repositoryName": "__repository__",
+                         "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [name]} for name in UPSTREAM]},
+            "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
+            "mode": "default",
+        }
+        launched = _graphql(port, LAUNCH, {"params": params})["data"]["launchPipelineExecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+            worker, deadline = None, time.monotonic() + 180
+            while (worker is None or _run_status(instance, run_id) != "STARTED") and time.monotonic() < deadline:
+                time.sleep(0.2)
+                worker = _worker_pid(instance, run_id)
+            assert worker is not None and _run_status(instance, run_id) == "STARTED", "the run's worker never started it"
+            # The hard stop: every process `make ui` started (webserver, daemon, their code servers, the worker).
+            started_by_ui = [pid for server in _SERVERS for pid in _process_tree(server.pid)]
+            assert worker in started_by_ui
+            for pid in started_by_ui:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for server in _SERVERS:
+                server.wait(timeout=30)
+            assert _run_status(instance, run_id) == "STARTED"  # nobody was left to say otherwise
+    daemon = _start(mfg_home, "dagster-daemon", "run")
+    try:
+        with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
+            deadline = time.monotonic() + 150  # the daemon's start plus a monitoring poll (30 s)
+            while _run_status(instance, run_id) == "STARTED" and time.monotonic() < deadline:
+                time.sleep(2)
+            assert _run_status(instance, run_id) == "FAILURE"
+            failure = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
+            assert f"the run worker process ({worker}) ended without finishing the run" in failure.event_log_entry.message
+    finally:
+        _stop(daemon)

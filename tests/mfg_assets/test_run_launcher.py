@@ -1,0 +1,122 @@
+"""The daemon's run monitoring, asking our launcher, fails a started run whose worker process is gone and
+leaves alone runs whose process lives or cannot be judged from this host."""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import EngineEventData
+from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+from mfg_assets.instance import DAGSTER_YAML, PROCESS_TAG, fail_abandoned_runs, get_instance
+from mfg_assets.run_launcher import LocalRunLauncher, _server_is_local
+from resources.storage.scratch import process_tag
+
+
+@dg.op
+def _noop() -> None:
+    return None
+
+
+@dg.job
+def _one_op_job() -> None:
+    _noop()
+
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def _started_run(instance: dg.DagsterInstance, tags: dict[str, str], worker_pid: int | None) -> dg.DagsterRun:
+    run = instance.create_run_for_job(_one_op_job, status=dg.DagsterRunStatus.STARTED, tags=tags)
+    if worker_pid is not None:  # what Dagster's run worker reports as it starts (dagster/_grpc/impl.py)
+        instance.report_engine_event(f"Started process for run (pid: {worker_pid}).", run, EngineEventData.in_process(worker_pid))
+    return run
+
+
+def _monitor(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
+    """One pass of Dagster's own monitoring over ``run``, as the daemon does every poll."""
+    record = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))[0]
+    monitor_started_run(instance, None, record, logging.getLogger("test"))  # type: ignore[arg-type]
+    return instance.get_run_by_id(run.run_id)
+
+
+def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    return records[-1].event_log_entry.message
+
+
+def test_the_instance_mfgv_writes_monitors_runs_with_this_launcher(mfg_home: Path) -> None:
+    instance = get_instance(mfg_home)
+    assert isinstance(instance.run_launcher, LocalRunLauncher)
+    assert instance.run_launcher.supports_check_run_worker_health
+    assert instance.run_monitoring_enabled and instance.run_monitoring_settings["poll_interval_seconds"] == 30
+
+
+def test_a_config_an_older_mfgv_wrote_is_upgraded_and_a_persons_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfg_assets.instance import prepare_home
+
+    monkeypatch.setenv("MFG_HOME", str(tmp_path / "old"))
+    old = tmp_path / "old" / "dagster" / "dagster.yaml"
+    old.parent.mkdir(parents=True)
+    old.write_text("# Written by mfgv: the platform never phones home.\ntelemetry:\n  enabled: false\n")
+    prepare_home(tmp_path / "old")
+    assert old.read_text() == DAGSTER_YAML
+    mine = tmp_path / "mine" / "dagster" / "dagster.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("telemetry:\n  enabled: false\n")
+    prepare_home(tmp_path / "mine")
+    assert mine.read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_a_run_whose_worker_died_is_failed_with_the_reason(mfg_home: Path) -> None:
+    instance = get_instance(mfg_home)
+    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
+    dead = _started_run(instance, local, _dead_pid())
+    assert _monitor(instance, dead).status == dg.DagsterRunStatus.FAILURE
+    message = _failure_message(instance, dead.run_id)
+    assert "ended without finishing the run" in message and "launch the run again" in message
+
+
+def test_runs_whose_process_lives_or_cannot_be_judged_here_keep_running(mfg_home: Path) -> None:
+    instance = get_instance(mfg_home)
+    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        try:
+            runs = [
+                _started_run(instance, local, alive.pid),  # the worker lives
+                _started_run(instance, {GRPC_INFO_TAG: json.dumps({"host": "10.20.30.40", "port": 4266})}, _dead_pid()),
+                _started_run(instance, local, None),  # no worker reported yet
+                _started_run(instance, {}, _dead_pid()),  # launched by something that says nothing of where
+            ]
+            for run in runs:
+                assert _monitor(instance, run).status == dg.DagsterRunStatus.STARTED, run.tags
+        finally:
+            alive.kill()
+
+
+def test_a_run_of_an_mfgv_process_that_died_is_failed_by_the_daemon_and_by_mfgv(mfg_home: Path) -> None:
+    instance = get_instance(mfg_home)
+    gone = f"{_dead_pid()}.{process_tag().split('.')[1]}"
+    by_daemon = _started_run(instance, {PROCESS_TAG: gone}, None)
+    assert _monitor(instance, by_daemon).status == dg.DagsterRunStatus.FAILURE
+    assert "the mfgv process that executed this run" in _failure_message(instance, by_daemon.run_id)
+    by_mfgv = _started_run(instance, {PROCESS_TAG: gone}, None)
+    mine = _started_run(instance, {PROCESS_TAG: process_tag()}, None)
+    worker_gone = _started_run(instance, {GRPC_INFO_TAG: json.dumps({"socket": "/tmp/x.sock"})}, _dead_pid())
+    assert sorted(fail_abandoned_runs(instance)) == sorted([by_mfgv.run_id, worker_gone.run_id])
+    assert instance.get_run_by_id(mine.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_where_a_code_server_runs_is_read_from_dagsters_tag() -> None:
+    assert _server_is_local(json.dumps({"host": "localhost", "socket": "/tmp/s"}))
+    assert _server_is_local(json.dumps({"host": "127.0.0.1", "port": 4000}))
+    assert not _server_is_local(json.dumps({"host": "code-server.plant.local", "port": 4000}))
+    assert not _server_is_local(None) and not _server_is_local("not json")
