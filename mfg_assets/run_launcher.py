@@ -14,7 +14,6 @@ and only when that server listens on this host (a local port or socket, as ``dag
 ``dagster-daemon`` start them). Anything else is reported running: a run is never failed on a guess.
 """
 
-import os
 import socket
 from typing import Any
 
@@ -26,16 +25,6 @@ __all__ = ["LocalRunLauncher", "run_worker_gone"]
 
 _STARTED_PREFIX = "Started process for run (pid: "
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a live process of another user
-        return True
-    return True
 
 
 def _server_is_local(grpc_info: str | None) -> bool:
@@ -69,7 +58,7 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why ``run``'s process is known to be gone, or None when it runs or cannot be judged from here."""
     from mfg_assets.instance import PROCESS_TAG
-    from resources.storage.scratch import process_is_gone
+    from resources.storage.scratch import pid_alive, process_is_gone
 
     tag = run.tags.get(PROCESS_TAG)
     if tag is not None:
@@ -82,7 +71,7 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
     if not _server_is_local(run.tags.get(GRPC_INFO_TAG)):
         return None
     pid = _worker_pid(instance, run.run_id)
-    if pid is None or _pid_alive(pid):
+    if pid is None or pid_alive(pid):
         return None
     return (
         f"the run worker process ({pid}) ended without finishing the run (killed or crashed, e.g. by the "

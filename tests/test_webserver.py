@@ -114,33 +114,46 @@ mutation Launch($params: ExecutionParams!) {
 """
 
 
-def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_saved_options(mfg_home: Path, tiny_line: Path) -> None:
+def _variant_with_saved_options(mfg_home: Path, tiny_line: Path) -> str:
+    """The tiny variant landed with saved options and its partition added; its partition key."""
     import dagster as dg
 
     from mfg_assets.partitions import line_variant_partitions
-    from resources.lineage import LineageStore
-    from tests.mfg_assets.test_saved_options import UPSTREAM, land_with_saved_options
+    from tests.mfg_assets.test_saved_options import land_with_saved_options
 
     key = land_with_saved_options(mfg_home, tiny_line)
     prepare_home(mfg_home)
     # before the servers start: three processes creating the instance's storage at once race its migrations
     with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    return key
+
+
+def _launch_as_the_ui_does(port: int, key: str, assets: tuple[str, ...]) -> str:
+    """Launch ``assets`` of partition ``key`` the way the UI's Materialize button does; the run id."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "mfg_vision",
+            "repositoryName": "__repository__",
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": [name]} for name in assets],
+        },
+        "runConfigData": {},  # what the Materialize button sends for assets whose config has defaults
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
+        "mode": "default",
+    }
+    launched = _graphql(port, LAUNCH, {"params": params})["data"]["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_saved_options(mfg_home: Path, tiny_line: Path) -> None:
+    from resources.lineage import LineageStore
+    from tests.mfg_assets.test_saved_options import UPSTREAM
+
+    key = _variant_with_saved_options(mfg_home, tiny_line)
     with _webserver(mfg_home, with_daemon=True) as (port, _payload):
-        params = {
-            "selector": {
-                "repositoryLocationName": "mfg_vision",
-                "repositoryName": "__repository__",
-                "pipelineName": "__ASSET_JOB",
-                "assetSelection": [{"path": [name]} for name in UPSTREAM],
-            },
-            "runConfigData": {},  # what the Materialize button sends for assets whose config has defaults
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
-            "mode": "default",
-        }
-        launched = _graphql(port, LAUNCH, {"params": params})["data"]["launchPipelineExecution"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
+        run_id = _launch_as_the_ui_does(port, key, UPSTREAM)
         status, deadline = None, time.monotonic() + 240
         while time.monotonic() < deadline and status not in ("SUCCESS", "FAILURE", "CANCELED"):
             time.sleep(2)
@@ -149,7 +162,6 @@ def test_a_run_launched_from_the_ui_without_config_trains_with_the_variants_save
     rows = LineageStore(home=str(mfg_home)).read_table("lineage", "asset = ?", ["hyperparameter_search"])
     settings = json.loads(rows.iloc[-1]["parameters"])["settings"]
     assert (settings["arch"], settings["epochs"], settings["seed"], settings["image_size"]) == ("resnet10t", 1, 7, 32)
-
 
 
 def _process_tree(root: int) -> list[int]:
@@ -179,25 +191,12 @@ def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_
     nothing is left to record the run's end; the daemon started next asks our launcher and fails the run, with why."""
     import dagster as dg
 
-    from mfg_assets.partitions import line_variant_partitions
     from mfg_assets.run_launcher import _worker_pid
-    from tests.mfg_assets.test_saved_options import UPSTREAM, land_with_saved_options
+    from tests.mfg_assets.test_saved_options import UPSTREAM
 
-    key = land_with_saved_options(mfg_home, tiny_line)
-    prepare_home(mfg_home)
-    with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
-        instance.add_dynamic_partitions(line_variant_partitions.name, [key])
+    key = _variant_with_saved_options(mfg_home, tiny_line)
     with _webserver(mfg_home, with_daemon=True) as (port, _payload):
-        params = {
-            "selector": {"repositoryLocationName": "mfg_vision", "repositoryName": "__repository__",
-                         "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [name]} for name in UPSTREAM]},
-            "runConfigData": {},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
-            "mode": "default",
-        }
-        launched = _graphql(port, LAUNCH, {"params": params})["data"]["launchPipelineExecution"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
+        run_id = _launch_as_the_ui_does(port, key, UPSTREAM)
         with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
             worker, deadline = None, time.monotonic() + 180
             while (worker is None or _run_status(instance, run_id) != "STARTED") and time.monotonic() < deadline:

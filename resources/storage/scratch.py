@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PREFIX", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
+__all__ = ["PREFIX", "pid_alive", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
 
 PREFIX = ".incoming-"
 _TAG = re.compile(r"^(\d+)\.([0-9a-f]{8})$")
@@ -53,15 +53,18 @@ def process_is_gone(tag: str) -> bool:
     if match is None or match.group(2) != _host_tag():
         return False
     pid = int(match.group(1))
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and not pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host's pid namespace has ``pid`` (a process of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # a live process of another user
         return False
-    return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
 
 
 def scratch_name(label: str = "") -> str:
