@@ -10,11 +10,13 @@ about every started run and marks failed, with the reason, those whose process i
 A pid is judged only where it means something: runs that ``mfgv`` executes in its own process carry
 the process and host in a tag (``mfg_assets.instance.PROCESS_TAG``); runs launched through a code
 server are judged by the pid the worker reports when it starts ("Started process for run (pid: N)"),
-and only when that server listens on this host (a local port or socket, as ``dagster dev`` and
+or gone for certain if it started before this host's last boot (a power cut), and only when that
+server listens on this host (a local port or socket, as ``dagster dev`` and
 ``dagster-daemon`` start them). Anything else is reported running: a run is never failed on a guess.
 """
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -43,15 +45,34 @@ def _server_is_local(grpc_info: str | None) -> bool:
     return host in _LOCAL_HOSTS or host in {socket.gethostname(), socket.getfqdn()}
 
 
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid the run's worker reported when it started, newest first (a resumed run starts a new one)."""
+def _worker_start(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid the run's worker reported when it started and when (Unix time), newest first (a resumed
+    run starts a new worker); None before the worker started."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False).records
     for record in records:
-        message = record.event_log_entry.message or ""  # the structured event's message (user_message is empty)
+        entry = record.event_log_entry
+        message = entry.message or ""  # the structured event's message (user_message is empty)
         if message.startswith(_STARTED_PREFIX):
             digits = message[len(_STARTED_PREFIX) :].split(")", 1)[0]
             if digits.isdigit():
-                return int(digits)
+                return int(digits), float(entry.timestamp)
+    return None
+
+
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid the run's worker reported when it started; None before it started."""
+    start = _worker_start(instance, run_id)
+    return None if start is None else start[0]
+
+
+def _boot_time() -> float | None:
+    """When this host last booted (Unix time, from /proc/stat); None where that cannot be read."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        return None
     return None
 
 
@@ -70,8 +91,17 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
         return None
     if not _server_is_local(run.tags.get(GRPC_INFO_TAG)):
         return None
-    pid = _worker_pid(instance, run.run_id)
-    if pid is None or pid_alive(pid):
+    start = _worker_start(instance, run.run_id)
+    if start is None:
+        return None
+    pid, started_at = start
+    booted_at = _boot_time()
+    if booted_at is not None and started_at < booted_at:  # its pid may belong to another process by now
+        return (
+            f"the run worker process ({pid}) was lost when this machine restarted, before the run finished; "
+            "nothing it had not completed was registered; launch the run again"
+        )
+    if pid_alive(pid):
         return None
     return (
         f"the run worker process ({pid}) ended without finishing the run (killed or crashed, e.g. by the "

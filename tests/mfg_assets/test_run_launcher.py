@@ -120,3 +120,23 @@ def test_where_a_code_server_runs_is_read_from_dagsters_tag() -> None:
     assert _server_is_local(json.dumps({"host": "127.0.0.1", "port": 4000}))
     assert not _server_is_local(json.dumps({"host": "code-server.plant.local", "port": 4000}))
     assert not _server_is_local(None) and not _server_is_local("not json")
+
+
+def test_a_run_whose_worker_started_before_the_last_boot_is_failed_even_if_its_pid_was_reused(
+    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import mfg_assets.run_launcher as launcher
+
+    assert launcher._boot_time() is None or launcher._boot_time() < time.time()  # read from this host's /proc/stat
+    instance = get_instance(mfg_home)
+    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:  # the pid lives again
+        try:
+            run = _started_run(instance, local, reused.pid)
+            monkeypatch.setattr(launcher, "_boot_time", lambda: time.time() + 1.0)  # the host restarted since
+            assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
+            assert "lost when this machine restarted" in _failure_message(instance, run.run_id)
+        finally:
+            reused.kill()
