@@ -15,9 +15,9 @@ server listens on this host (a local port or socket, as ``dagster dev`` and
 ``dagster-daemon`` start them). Anything else is reported running: a run is never failed on a guess.
 """
 
+import json
 import socket
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
@@ -33,8 +33,6 @@ def _server_is_local(grpc_info: str | None) -> bool:
     """Whether the code server the run was launched on (Dagster's ``.dagster/grpc_info`` tag) runs on this host."""
     if not grpc_info:
         return False
-    import json
-
     try:
         info = json.loads(grpc_info)
     except ValueError:
@@ -57,12 +55,6 @@ def _worker_start(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float
             if digits.isdigit():
                 return int(digits), float(entry.timestamp)
     return None
-
-
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid the run's worker reported when it started; None before it started."""
-    start = _worker_start(instance, run_id)
-    return None if start is None else start[0]
 
 
 def _boot_time() -> float | None:
@@ -123,6 +115,3 @@ class LocalRunLauncher(DefaultRunLauncher):
         if why is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         return CheckRunHealthResult(WorkerStatus.FAILED, why)
-
-    def get_run_worker_debug_info(self, run: dg.DagsterRun, include_container_logs: bool | None = True) -> Any:
-        return None

@@ -191,7 +191,7 @@ def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_
     nothing is left to record the run's end; the daemon started next asks our launcher and fails the run, with why."""
     import dagster as dg
 
-    from mfg_assets.run_launcher import _worker_pid
+    from mfg_assets.run_launcher import _worker_start
     from tests.mfg_assets.test_saved_options import UPSTREAM
 
     key = _variant_with_saved_options(mfg_home, tiny_line)
@@ -201,7 +201,7 @@ def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_
             worker, deadline = None, time.monotonic() + 180
             while (worker is None or _run_status(instance, run_id) != "STARTED") and time.monotonic() < deadline:
                 time.sleep(0.2)
-                worker = _worker_pid(instance, run_id)
+                worker = (_worker_start(instance, run_id) or (None,))[0]
             assert worker is not None and _run_status(instance, run_id) == "STARTED", "the run's worker never started it"
             # The hard stop: every process `make ui` started (webserver, daemon, their code servers, the worker).
             started_by_ui = [pid for server in _SERVERS for pid in _process_tree(server.pid)]
