@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resources.errors import MfgVisionError
+from resources.reporting.format import pct_with_interval
 from resources.settings import apply_offline_switches, dagster_home, mfg_home
 
 __all__ = ["main"]
@@ -59,7 +60,10 @@ def _test_summary(report: dict) -> str:
     for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO")):
         if key in test:
             parts.append(f"{name} {'n/a' if test[key] is None else format(test[key], '.3f')}")
-    parts += [f"false-reject rate {pct(test.get('false_reject_rate'))}", f"escape rate {pct(test.get('escape_rate'))}"]
+    parts += [
+        f"false-reject rate {pct_with_interval(test.get('false_reject_rate'), test.get('false_reject_rate_ci95'), 'n/a')}",
+        f"escape rate {pct_with_interval(test.get('escape_rate'), test.get('escape_rate_ci95'), 'n/a')}",
+    ]
     if report.get("threshold_rule"):
         parts.append(f"threshold rule {report['threshold_rule']}")
     return "test: " + ", ".join(parts)

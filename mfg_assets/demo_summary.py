@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from resources.reporting.format import pct_with_interval
 from resources.settings import mfg_home
 
 
@@ -31,8 +32,9 @@ def summarise(report_path: Path) -> str:
             f"test accuracy     {pct(test['accuracy'])} on {test['n_images']} images",
             f"threshold rule    zero escapes on {decision.get('n_defect', '?')} defective / {decision.get('n_good', '?')} good "
             "validation images, then the lowest false-reject rate",
-            f"false-reject rate {pct(test['false_reject_rate'])}   escape rate {pct(test['escape_rate'])}   "
-            f"threshold {report['threshold']}",
+            f"false-reject rate {pct_with_interval(test['false_reject_rate'], test.get('false_reject_rate_ci95'), 'n/a')}",
+            f"escape rate       {pct_with_interval(test['escape_rate'], test.get('escape_rate_ci95'), 'n/a')}",
+            f"threshold         {report['threshold']}",
             f"training          {report['train_seconds']} s   total {report['total_seconds']} s",
             f"report (HTML)     {report['report_html']}",
             f"report (JSON)     {report_path.resolve()}",

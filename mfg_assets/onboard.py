@@ -417,6 +417,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
             key: test[key]
             for key in (
                 "accuracy", "false_reject_rate", "escape_rate", "n_images",  # every task
+                "false_reject_rate_ci95", "escape_rate_ci95", "decision",  # with a good class: intervals, counts
                 "per_class", "confusion_matrix",  # classify
                 "image_auroc", "pixel_auroc", "pro", "per_type", "n_masked",  # anomaly
             )

@@ -22,6 +22,7 @@ from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
+from resources.reporting.format import pct_with_interval
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
 from resources.lineage import LineageStore
@@ -72,12 +73,14 @@ def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_
         section["decision"] = decision_rates(scores, is_defect, threshold)
         section["false_reject_rate"] = section["decision"]["false_reject_rate"]
         section["escape_rate"] = section["decision"]["escape_rate"]
+        section["false_reject_rate_ci95"] = section["decision"]["false_reject_rate_ci95"]
+        section["escape_rate_ci95"] = section["decision"]["escape_rate_ci95"]
         section["roc"] = roc_points(scores, is_defect)
         section["defect_scores"] = [round(float(v), 6) for v in scores]
         section["is_defect"] = [bool(v) for v in is_defect]
     else:
-        section["false_reject_rate"] = None
-        section["escape_rate"] = None
+        section["false_reject_rate"] = section["false_reject_rate_ci95"] = None
+        section["escape_rate"] = section["escape_rate_ci95"] = None
     return section
 
 
@@ -297,6 +300,10 @@ def validation_report(
             "false_reject_rate": handle.false_reject_rate if handle.false_reject_rate is not None else float("nan"),
             "escape_rate": handle.escape_rate if handle.escape_rate is not None else float("nan"),
             "threshold": handle.threshold if handle.threshold is not None else float("nan"),
+            **{
+                f"{key}_ci95": dg.MetadataValue.text(pct_with_interval(test.get(key), test.get(f"{key}_ci95"), "n/a"))
+                for key in ("false_reject_rate", "escape_rate")
+            },
             **({"per_class": dg.MetadataValue.json(test["per_class"])} if "per_class" in test else {}),
             **{
                 key: float("nan") if test.get(key) is None else float(test[key])

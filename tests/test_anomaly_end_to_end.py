@@ -49,6 +49,7 @@ def test_anomaly_onboard_export_register_and_edge_round_trip(mfg_home: Path, tmp
     assert manifest["task"] == "anomaly" and "selftest.npz" in manifest["sha256"] and manifest["int8"] is None
     html = Path(report["report_html"]).read_text()
     assert "Image AUROC (test)" in html and "Threshold rule" in html and "data:image/png;base64," in html
+    assert test["escape_rate_ci95"][0] <= test["escape_rate"] <= test["escape_rate_ci95"][1]
 
     lineage = LineageStore()
     items = lineage.read_table("dataset_items", "dataset_id = ?", [report["dataset_version"]])

@@ -91,6 +91,8 @@ def anomaly_split_section(
     section["decision"] = decision
     section["false_reject_rate"] = decision["false_reject_rate"]
     section["escape_rate"] = decision["escape_rate"]
+    section["false_reject_rate_ci95"] = decision["false_reject_rate_ci95"]
+    section["escape_rate_ci95"] = decision["escape_rate_ci95"]
     rejected = s >= threshold
     section["accuracy"] = float(np.mean(rejected == is_defect)) if len(s) else None
     section["roc"] = roc_points(s, is_defect) if is_defect.any() and (~is_defect).any() else {"auc": None, "note": "needs good and defective images"}

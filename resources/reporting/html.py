@@ -25,6 +25,7 @@ import numpy as np
 
 from resources.reporting.format import num as _num
 from resources.reporting.format import pct as _pct
+from resources.reporting.format import interval_text, pct_with_interval
 from resources.reporting.format import png_uri
 from resources.reporting.plots import confusion_png, histogram_png, roc_png, thumbnail_uri, training_png
 
@@ -51,7 +52,9 @@ _THRESHOLD_LABELS = {
 _DECISION_ROWS = (
     ("threshold", "threshold"), ("n_good", "good images"), ("n_defect", "defective images"),
     ("false_rejects", "good parts rejected"), ("escapes", "defective parts passed"),
-    ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"), ("escape_rate", "escape rate"),
+    ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"),
+    ("false_reject_rate_ci95", "false-reject rate, 95 % CI"), ("escape_rate", "escape rate"),
+    ("escape_rate_ci95", "escape rate, 95 % CI"),
 )
 _FOLD_KEYS = ("fold", "n_train", "n_select", "n_held_out", "accuracy", "false_reject_rate", "escape_rate", "best_epoch", "seconds")
 _HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "seconds")
@@ -102,6 +105,7 @@ def _environment():
     )
     environment.filters["pct"] = lambda value, missing="not computed": _pct(defined(value), missing)
     environment.filters["num"] = lambda value, missing="—": _num(defined(value), missing)
+    environment.filters["interval"] = lambda value: interval_text(defined(value))
     environment.filters["json_text"] = lambda value: json.dumps(value, default=str)
     environment.tests["sequence_not_string"] = lambda value: isinstance(value, list | tuple)
     return environment
@@ -130,8 +134,8 @@ def _summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     missing_rate = "not computed" if rates_known else "n/a (no good class)"
     items = [
         ("Test accuracy", _pct(test.get("accuracy"), "—")),
-        ("False-reject rate (test)", _pct(frr, missing_rate)),
-        ("Escape rate (test)", _pct(esc, missing_rate)),
+        ("False-reject rate (test)", pct_with_interval(frr, test.get("false_reject_rate_ci95"), missing_rate)),
+        ("Escape rate (test)", pct_with_interval(esc, test.get("escape_rate_ci95"), missing_rate)),
         ("Threshold", _num(thr.get("threshold")) if thr else ("n/a (no good class)" if not rates_known else "—")),
         ("Model version", _num(report.get("model_version"))),
         ("Dataset version", _num(report.get("dataset_version"))),

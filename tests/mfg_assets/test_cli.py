@@ -76,3 +76,13 @@ def test_onboard_output_names_the_images_that_set_the_threshold() -> None:
     assert cli._threshold_setters_summary(report)[1].startswith("  /plant/tiles/MT_Break/exp6_num_105927.jpg (MT_Break)")
     assert cli._threshold_setters_summary({"threshold_set_by": []}) == []
     assert cli._threshold_setters_summary({}) == []  # anomaly reports and reports without a good class
+
+
+def test_onboard_output_gives_each_test_rate_with_its_interval() -> None:
+    report = {"test": {"accuracy": 0.9880, "false_reject_rate": 0.0, "false_reject_rate_ci95": [0.0, 0.0303],
+                       "escape_rate": 0.0213, "escape_rate_ci95": [0.0005, 0.1129]}}
+    line = cli._test_summary(report)
+    assert "false-reject rate 0.00 % (95 % CI 0.00–3.03 %)" in line
+    assert "escape rate 2.13 % (95 % CI 0.05–11.29 %)" in line
+    no_good_class = cli._test_summary({"test": {"accuracy": 0.5, "false_reject_rate": None, "escape_rate": None}})
+    assert "false-reject rate n/a, escape rate n/a" in no_good_class

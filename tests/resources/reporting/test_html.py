@@ -39,6 +39,8 @@ def _split(rng: np.random.Generator, n: int, threshold: float | None = None) -> 
         split["decision"] = decision
         split["false_reject_rate"] = decision["false_reject_rate"]
         split["escape_rate"] = decision["escape_rate"]
+        split["false_reject_rate_ci95"] = decision["false_reject_rate_ci95"]
+        split["escape_rate_ci95"] = decision["escape_rate_ci95"]
     return split, y, probs
 
 
@@ -99,6 +101,11 @@ def test_file_is_written_and_shows_versions_and_numbers(rendered: tuple[dict[str
     assert f"{report['test']['false_reject_rate'] * 100:.2f} %" in text
     assert f"{report['test']['escape_rate'] * 100:.2f} %" in text
     assert f"{report['threshold']['threshold']:.4g}" in text
+    # each test rate with its exact 95 % interval, as decision_rates computed it
+    for key in ("false_reject_rate", "escape_rate"):
+        low, high = report["test"][f"{key}_ci95"]
+        assert f"{report['test'][key] * 100:.2f} % (95 % CI {low * 100:.2f}–{high * 100:.2f} %)" in text
+        assert f"<td>{low * 100:.2f}–{high * 100:.2f} %</td>" in text  # and in the split's decision table
     # seed 7 gives one escape on the test set against a zero target: the report must say so
     assert report["test"]["escape_rate"] > report["threshold"]["max_escape_rate"]
     assert "is above the target the threshold was calibrated for" in text

@@ -135,11 +135,14 @@ def test_decision_rates_counts_and_boundary() -> None:
     assert rates["escape_rate"] == pytest.approx(0.25)
     assert (rates["n_good"], rates["n_defect"]) == (5, 4)
     assert rates["note"] is None
+    # exact (Clopper-Pearson) 95 % intervals of 2 of 5 and 1 of 4, as published tables give them
+    assert rates["false_reject_rate_ci95"] == pytest.approx([0.0527, 0.8534], abs=5e-4)
+    assert rates["escape_rate_ci95"] == pytest.approx([0.0063, 0.8059], abs=5e-4)
 
 
 def test_rates_are_none_with_a_note_when_test_set_has_no_defects() -> None:
     rates = decision_rates(np.array([0.1, 0.6, 0.2]), np.array([False, False, False]), 0.5)
-    assert rates["escape_rate"] is None
+    assert rates["escape_rate"] is None and rates["escape_rate_ci95"] is None
     assert rates["escapes"] == 0
     assert rates["false_reject_rate"] == pytest.approx(1 / 3)
     assert "no defective images" in rates["note"]
