@@ -67,15 +67,28 @@ def int8_shortfall(model_format: str, int8: dict | None, version: str, accepted:
     """Why ``onnx_int8`` of ``version`` must not go out unasked, or None when it may.
 
     The export keeps the closest INT8 model when none meets its tolerance (so the report can show what
-    INT8 costs); such a model decides differently from the validated FP32 one on more images than the
-    plant allowed, so deploying it is a person's explicit decision, never a default. Returns the
-    refusal, or None (a shortfall that was accepted is logged by the caller)."""
-    if model_format != "onnx_int8" or not int8 or int8.get("within_tolerance", True) or accepted:
+    INT8 costs); such a model decides differently from the validated FP32 one on more validation images
+    than the plant allowed, or loses more test accuracy than the export allows (``int8_max_accuracy_drop``,
+    the figure its ``int8_keeps_accuracy`` check warns on), so deploying it is a person's explicit decision,
+    never a default. Returns the refusal, or None (a shortfall that was accepted is logged by the caller)."""
+    if model_format != "onnx_int8" or not int8 or accepted:
+        return None
+    reasons = []
+    if not int8.get("within_tolerance", True):
+        reasons.append(
+            f"decides differently from FP32 on {100 * int8['holdout_disagreement']:.2f} % of "
+            f"{int8.get('n_holdout', '?')} {int8.get('holdout', 'validation')} images, above the export's "
+            f"{100 * int8['max_disagreement']:.2f} % tolerance"
+        )
+    drop, allowed = int8.get("test_accuracy_drop"), int8.get("max_test_accuracy_drop")
+    if drop is not None and allowed is not None and drop > allowed + 1e-12:
+        reasons.append(
+            f"loses {100 * drop:.2f} pt of test accuracy against FP32, more than the export's {100 * allowed:.2f} pt"
+        )
+    if not reasons:
         return None
     return (
-        f"{version}'s INT8 model decides differently from FP32 on {100 * int8['holdout_disagreement']:.2f} % of "
-        f"{int8.get('n_holdout', '?')} {int8.get('holdout', 'validation')} images, above the export's "
-        f"{100 * int8['max_disagreement']:.2f} % tolerance; deploy --format onnx or openvino, or accept the "
+        f"{version}'s INT8 model {' and '.join(reasons)}; deploy --format onnx or openvino, or accept the "
         "shortfall explicitly (mfgv deploy --accept-int8-shortfall, or accept_int8_shortfall in the deployment config)"
     )
 

@@ -32,7 +32,7 @@ PARITY_CHECK = {
     "int8_keeps_accuracy": (
         "the INT8 model's test accuracy is within int8_max_accuracy_drop of the validated FP32 model's and its "
         "precision search met int8_max_disagreement; a warning, not a stop: devices run FP32 ONNX unless deployed "
-        "with --format onnx_int8 (refused after a search shortfall unless --accept-int8-shortfall)"
+        "with --format onnx_int8 (refused after either shortfall unless --accept-int8-shortfall)"
     ),
 }
 
@@ -129,6 +129,15 @@ def exported_model(
     )
     parity, parity_dict = build.parity, build.parity_summary()
     files, latency, int8_accuracy = build.files, build.latency_ms, build.int8_test_accuracy
+    int8 = build.int8
+    if int8 is not None and int8_accuracy is not None:
+        # What INT8 costs on test against the validated FP32 model, and what the plant allows: deploy
+        # refuses onnx_int8 beyond it unless a person accepts (mfg_assets.deployment.int8_shortfall).
+        int8 = {
+            **int8,
+            "test_accuracy_drop": round(float(validation_report.accuracy) - float(int8_accuracy), 6),
+            "max_test_accuracy_drop": config.int8_max_accuracy_drop,
+        }
     handle = ExportedModel(
         id=export_id,
         model_id=trained_model.id,
@@ -141,7 +150,7 @@ def exported_model(
         parity=parity_dict,
         latency_ms=latency,
         int8_test_accuracy=int8_accuracy,
-        int8=build.int8,
+        int8=int8,
     )
     store_handle(lineage, handle, context.partition_key)
     context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; latency ms/image {latency}")
@@ -153,7 +162,7 @@ def exported_model(
             "parity_max_abs_diff": parity_dict["max_abs_diff"],
             **{f"latency_ms_{k}": float(v) for k, v in latency.items()},
             "int8_test_accuracy": int8_accuracy if int8_accuracy is not None else float("nan"),
-            **({} if build.int8 is None else {"int8_precision": dg.MetadataValue.json(build.int8)}),
+            **({} if int8 is None else {"int8_precision": dg.MetadataValue.json(int8)}),
         },
     )
     yield blocking_check_result(
@@ -166,7 +175,7 @@ def exported_model(
     # The reference is the validated model's test accuracy: the blocking parity check above holds the
     # FP32 exports to it, so scoring ONNX again would only repeat that work.
     yield _int8_check(
-        int8_accuracy, validation_report.accuracy, config.int8_max_accuracy_drop, len(test_labels), build.int8
+        int8_accuracy, validation_report.accuracy, config.int8_max_accuracy_drop, len(test_labels), int8
     )
 
 
@@ -201,8 +210,7 @@ def _int8_check(
         if search_held
         else (
             f"; no try decided like FP32 within {100 * precision['max_disagreement']:.2f} % of the "
-            f"{precision['holdout']} images (closest: {100 * precision['holdout_disagreement']:.2f} %), so deploying "
-            "onnx_int8 needs --accept-int8-shortfall"
+            f"{precision['holdout']} images (closest: {100 * precision['holdout_disagreement']:.2f} %)"
         )
     )
     unfolded = "" if not precision or precision.get("bn_folded", True) else f"; {precision['pre_process']}"
@@ -216,7 +224,12 @@ def _int8_check(
             f"{100 * drop:.2f} pt, {verdict} the {100 * max_drop:.2f} pt allowed"
             + shortfall
             + unfolded
-            + ("" if passed else "; deploy with --format onnx (the default) or openvino, not onnx_int8")
+            + (
+                ""
+                if passed
+                else "; deploy with --format onnx (the default) or openvino, not onnx_int8 (refused without "
+                "--accept-int8-shortfall)"
+            )
         ),
         metadata={
             "int8_test_accuracy": int8_accuracy,

@@ -20,6 +20,22 @@ def test_int8_outside_its_tolerance_is_refused_with_what_to_do() -> None:
     assert "deploy --format onnx or openvino" in refusal and "--accept-int8-shortfall" in refusal
 
 
+def test_int8_losing_more_test_accuracy_than_allowed_is_refused_too() -> None:
+    lossy = {**HELD, "test_accuracy_drop": 0.0225, "max_test_accuracy_drop": 0.005}
+    refusal = int8_shortfall("onnx_int8", lossy, "line1-tile-v4", accepted=False)
+    assert refusal is not None and "decides differently" not in refusal
+    assert "line1-tile-v4's INT8 model loses 2.25 pt of test accuracy against FP32, more than the export's 0.50 pt" in refusal
+    assert "--accept-int8-shortfall" in refusal
+    both = int8_shortfall("onnx_int8", {**SHORT, **{k: lossy[k] for k in ("test_accuracy_drop", "max_test_accuracy_drop")}},
+                          "v", accepted=False)
+    assert "decides differently from FP32 on 2.59 %" in both and " and loses 2.25 pt" in both
+    assert int8_shortfall("onnx_int8", lossy, "v", accepted=True) is None
+    within = {**HELD, "test_accuracy_drop": 0.005, "max_test_accuracy_drop": 0.005}  # at the limit is allowed
+    assert int8_shortfall("onnx_int8", within, "v", accepted=False) is None
+    assert int8_shortfall("onnx_int8", {**HELD, "test_accuracy_drop": -0.004, "max_test_accuracy_drop": 0.0}, "v",
+                          accepted=False) is None  # INT8 better on test
+
+
 def test_an_accepted_shortfall_held_int8_and_fp32_formats_deploy() -> None:
     assert int8_shortfall("onnx_int8", SHORT, "v", accepted=True) is None
     assert int8_shortfall("onnx_int8", HELD, "v", accepted=False) is None

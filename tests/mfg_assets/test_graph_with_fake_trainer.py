@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pytest
 
 from mfg_assets.definitions import defs
 from mfg_assets.jobs import CLASSIFY_ASSETS
@@ -108,6 +109,10 @@ def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg
     # Whether INT8 met its tolerance travels with the package and the registry (deploy refuses it otherwise)
     assert manifest["int8"]["within_tolerance"] == exported.int8["within_tolerance"]
     assert version.metrics["int8_within_tolerance"] == exported.int8["within_tolerance"]
+    # ... and what INT8 costs on test against the validated model, with the limit deploy holds it to
+    fp32_accuracy = result.output_for_node("validation_report").accuracy
+    assert exported.int8["test_accuracy_drop"] == pytest.approx(fp32_accuracy - exported.int8_test_accuracy, abs=1e-6)
+    assert exported.int8["max_test_accuracy_drop"] == 0.005
     # The report names the defective validation images that set the threshold, by their landed path
     report = json.loads(ArtifactStore().read_bytes(result.output_for_node("validation_report").json_artifact))
     set_by = report["threshold_set_by"]
@@ -148,10 +153,12 @@ def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promo
         upstream = {name: built.output_for_node(name) for name in ("registered_model", "validation_report", "dataset_version")}
 
         def deploy(
-            registered: object = None, report: object = None, dataset: object = None, **config: object
+            registered: object = None, report: object = None, dataset: object = None, exported: object = None,
+            **config: object,
         ) -> dg.ExecuteInProcessResult:
             handles = {
-                **upstream, "exported_model": short, "registered_model": registered or upstream["registered_model"],
+                **upstream, "exported_model": exported or short,
+                "registered_model": registered or upstream["registered_model"],
                 "validation_report": report or upstream["validation_report"],
                 "dataset_version": dataset or upstream["dataset_version"],
             }
@@ -168,6 +175,10 @@ def test_deploy_refuses_an_unasked_int8_shortfall_an_unpaired_report_and_a_promo
 
         refused = failure(deploy(ring="canary", canary_devices=["dev1"]))
         assert "decides differently from FP32 on 4.00 %" in refused and "--accept-int8-shortfall" in refused
+        # an INT8 model that met the search's tolerance but loses test accuracy beyond the limit is refused too
+        lossy = exported.model_copy(update={"int8": {**exported.int8, "test_accuracy_drop": 0.03}})
+        refused = failure(deploy(ring="canary", canary_devices=["dev1"], exported=lossy))
+        assert "loses 3.00 pt of test accuracy against FP32, more than the export's 0.50 pt" in refused
         canary_run = deploy(ring="canary", canary_devices=["dev1"], accept_int8_shortfall=True)
         assert canary_run.success, failure(canary_run)
         canary = canary_run.output_for_node("deployment").deployment_id
