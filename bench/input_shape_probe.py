@@ -10,7 +10,10 @@ with test-time flips), without ingest, export or registry, so one question can b
   identical hashes are), i.e. close to a random split, which leaks them between train and test;
 * ``--members mobilenetv2_100 mobilenetv2_100@1 efficientnet_lite0``: several models trained on the same
   split (a backbone, and an offset added to the seed), and the figures of each and of every ensemble of
-  them (mean class probabilities), all from one run, so the comparison is paired.
+  them (mean class probabilities), all from one run, so the comparison is paired;
+* ``--epoch-rules``: which epoch of one training run to keep. Every epoch's averaged weights are kept
+  and the figures of the epoch each rule picks are reported: the product's lowest validation loss,
+  the lowest validation false-reject rate at zero validation escapes (ties: lowest loss), the last.
 
 Per seed and shape, one JSON line: test accuracy, the false-reject and escape rates on test at the
 threshold that passes no defective validation image (placed as the product places it), test AUROC of
@@ -104,7 +107,62 @@ def member_settings(member: str, seed: int) -> TrainSettings:
     return TrainSettings(backbone=backbone, image_size=224, seed=seed + int(offset or 0))
 
 
-def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int, members: list[str]) -> dict:
+EPOCH_RULES = {
+    "lowest_val_loss": lambda h: min(h, key=lambda r: (round(r.val_loss, 6), -r.val_accuracy)).epoch,
+    "lowest_val_frr": lambda h: min(h, key=lambda r: (r.val_false_reject_rate, round(r.val_loss, 6))).epoch,
+    "last": lambda h: h[-1].epoch,
+}
+
+
+def train_keeping_every_epoch(arrays: dict, labels: dict, classes: list[str], settings: TrainSettings, good_class: str):
+    """Train once; return the result and each epoch's averaged weights (what the trainer evaluated on
+    validation at the end of that epoch, caught where it calls ``_predict``)."""
+    import copy
+
+    states: list[dict] = []
+    original = trainer._predict
+
+    def keep(model, images, mean, std):
+        if images is arrays["val"]:
+            states.append(copy.deepcopy(model.state_dict()))
+        return original(model, images, mean, std)
+
+    trainer._predict = keep
+    try:
+        result = trainer.train_classifier(
+            arrays["train"], labels["train"], arrays["val"], labels["val"], classes, settings, good_class=good_class
+        )
+    finally:
+        trainer._predict = original
+    return result, states
+
+
+def check_kept_weights(checkpoint: bytes, state: dict) -> None:
+    import io
+
+    import torch
+
+    saved = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)["state_dict"]
+    kept = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    if saved.keys() != kept.keys() or not all(torch.equal(saved[k], kept[k]) for k in saved):
+        raise SystemExit("the weights kept for the product's epoch are not its checkpoint's: the probe is wrong")
+
+
+def epoch_model(checkpoint: bytes, state: dict):
+    """The deployable model (test-time flips and all) of ``checkpoint`` with another epoch's weights."""
+    import io
+
+    import torch
+
+    from resources.classify.model_init import checkpoint_bytes
+
+    payload = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    payload["state_dict"] = {k.removeprefix("module."): v.contiguous() for k, v in state.items() if k != "n_averaged"}
+    return load_inference_model(checkpoint_bytes(payload))
+
+
+def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int, members: list[str],
+        epoch_rules: bool = False) -> dict:
     classes = sorted(items["label"].unique())
     good = classes.index(good_class)
     split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
@@ -113,6 +171,22 @@ def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str,
     width, height, turn = SHAPES[shape]
     arrays = {name: load(part["path"].tolist(), width, height, turn) for name, part in parts.items()}
     val_paths = parts["val"]["path"].to_numpy()
+    if epoch_rules:
+        started = time.perf_counter()
+        result, states = train_keeping_every_epoch(arrays, labels, classes, member_settings(members[0], seed), good_class)
+        line = {"seed": seed, "shape": shape, "train_seconds": round(time.perf_counter() - started),
+                "product_best_epoch": result.best_epoch,
+                "val_frr_by_epoch": [round(r.val_false_reject_rate, 4) for r in result.history],
+                "val_loss_by_epoch": [round(r.val_loss, 4) for r in result.history], "rules": {}}
+        # The product's rule must pick the product's epoch, and the weights kept for it must be the checkpoint's.
+        assert EPOCH_RULES["lowest_val_loss"](result.history) == result.best_epoch, "rule differs from selection_key"
+        check_kept_weights(result.checkpoint, states[result.best_epoch - 1])
+        for rule, pick in EPOCH_RULES.items():
+            epoch = pick(result.history)
+            model = epoch_model(result.checkpoint, states[epoch - 1])
+            outputs = (probabilities(model, arrays["val"]), probabilities(model, arrays["test"]))
+            line["rules"][rule] = {"epoch": epoch, **figures(*outputs, labels, good, val_paths, root)}
+        return line
     outputs, seconds = [], []
     for member in members:
         started = time.perf_counter()
@@ -154,13 +228,17 @@ def main() -> None:
         "each and of the mean probabilities of every subset (an ensemble)",
     )
     parser.add_argument("--near-duplicate-distance", type=int, default=SplitSpec().near_duplicate_max_distance)
+    parser.add_argument("--epoch-rules", action="store_true",
+                        help="train the first member once and report the epoch each selection rule keeps")
     args = parser.parse_args()
     # The probe's arrays may be non-square; the trainer's shape check is for the product's square inputs.
     trainer._check_images = lambda *_args, **_kwargs: None
     items = dataset_items(args.data)
     for seed in args.seeds:
         for shape in args.shapes:
-            print(json.dumps(run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance, args.members)), flush=True)
+            line = run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance, args.members,
+                       args.epoch_rules)
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
