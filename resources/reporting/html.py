@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from resources.reporting.format import interval_text, pct_with_interval, png_uri
 from resources.reporting.format import num as _num
 from resources.reporting.format import pct as _pct
-from resources.reporting.format import interval_text, pct_with_interval
-from resources.reporting.format import png_uri
 from resources.reporting.plots import confusion_png, histogram_png, roc_png, thumbnail_uri, training_png
 
 __all__ = ["render_report_html"]
