@@ -11,6 +11,8 @@ with test-time flips), without ingest, export or registry, so one question can b
 * ``--members mobilenetv2_100 mobilenetv2_100@1 efficientnet_lite0``: several models trained on the same
   split (a backbone, and an offset added to the seed), and the figures of each and of every ensemble of
   them (mean class probabilities), all from one run, so the comparison is paired;
+* ``--set balance=inverse`` (any ``TrainSettings`` field, repeatable): one recipe setting changed for every
+  model, to compare with a run without it on the same seeds (training is deterministic on one kind of CPU);
 * ``--epoch-rules``: which epoch of one training run to keep. Every epoch's averaged weights are kept
   and the figures of the epoch each rule picks are reported: the product's lowest validation loss,
   the lowest validation false-reject rate at zero validation escapes (ties: lowest loss), the last.
@@ -101,10 +103,25 @@ def figures(val: np.ndarray, test: np.ndarray, labels: dict, good: int, val_path
     }
 
 
+OVERRIDES: dict[str, object] = {}  # --set KEY=VALUE: training settings changed for every member
+
+
 def member_settings(member: str, seed: int) -> TrainSettings:
-    """``BACKBONE`` or ``BACKBONE@OFFSET``: the default recipe from that backbone, seeded ``seed + OFFSET``."""
+    """``BACKBONE`` or ``BACKBONE@OFFSET``: the default recipe from that backbone, seeded ``seed + OFFSET``,
+    with the ``--set`` overrides."""
     backbone, _, offset = member.partition("@")
-    return TrainSettings(backbone=backbone, image_size=224, seed=seed + int(offset or 0))
+    return TrainSettings(**{"backbone": backbone, "image_size": 224, **OVERRIDES, "seed": seed + int(offset or 0)})
+
+
+def setting_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of a ``TrainSettings`` field, the value read as JSON when it parses (numbers, true)."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in TrainSettings.model_fields:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {sorted(TrainSettings.model_fields)}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 EPOCH_RULES = {
@@ -198,7 +215,7 @@ def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str,
         model = load_inference_model(result.checkpoint)
         outputs.append((probabilities(model, arrays["val"]), probabilities(model, arrays["test"])))
     line = {
-        "seed": seed, "shape": shape, "near_duplicate_distance": distance,
+        "seed": seed, "shape": shape, "near_duplicate_distance": distance, "settings_changed": OVERRIDES,
         **figures(*outputs[0], labels, good, val_paths, root),
         "train_seconds": seconds[0], "images": {name: len(part) for name, part in parts.items()},
     }
@@ -228,9 +245,12 @@ def main() -> None:
         "each and of the mean probabilities of every subset (an ensemble)",
     )
     parser.add_argument("--near-duplicate-distance", type=int, default=SplitSpec().near_duplicate_max_distance)
+    parser.add_argument("--set", type=setting_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting changed for every member, e.g. balance=inverse (repeatable)")
     parser.add_argument("--epoch-rules", action="store_true",
                         help="train the first member once and report the epoch each selection rule keeps")
     args = parser.parse_args()
+    OVERRIDES.update(dict(args.set))
     # The probe's arrays may be non-square; the trainer's shape check is for the product's square inputs.
     trainer._check_images = lambda *_args, **_kwargs: None
     items = dataset_items(args.data)

@@ -5,7 +5,9 @@ A false-reject or escape rate measured on a few dozen parts is a count, not a fi
 states each rate with its Clopper-Pearson ("exact") interval, so that an auditor or a plant reads
 how much the test set can vouch for, and two runs whose intervals overlap are not read as
 different. Clopper-Pearson never covers less than the stated confidence, which is the side to err
-on for an escape rate; scipy computes it (imported when first needed: scipy.stats takes about half a
+on for an escape rate. It treats images as independent trials: several shots of one part are not
+(the split keeps near-duplicates together for that reason), so on such data the interval is, if
+anything, too narrow. scipy computes it (imported when first needed: scipy.stats takes about half a
 second to import, and the definitions that import this module should load fast).
 """
 
