@@ -63,7 +63,7 @@ class ValidationConfig(dg.Config):
 
 def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str) -> dict:
     """The task's metrics on one split (its engine's), plus the decision rates every task reports."""
-    from resources.reporting.metrics import decision_rates, defect_scores, roc_points
+    from resources.reporting.metrics import RATE_KEYS, decision_rates, defect_scores, roc_points
     from resources.tasks import engine_for
 
     section = engine_for(task).metrics(labels, probabilities, classes, good_class)
@@ -71,16 +71,12 @@ def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_
         scores = defect_scores(probabilities, classes, good_class)
         is_defect = labels != list(classes).index(good_class)
         section["decision"] = decision_rates(scores, is_defect, threshold)
-        section["false_reject_rate"] = section["decision"]["false_reject_rate"]
-        section["escape_rate"] = section["decision"]["escape_rate"]
-        section["false_reject_rate_ci95"] = section["decision"]["false_reject_rate_ci95"]
-        section["escape_rate_ci95"] = section["decision"]["escape_rate_ci95"]
+        section.update({key: section["decision"][key] for key in RATE_KEYS})
         section["roc"] = roc_points(scores, is_defect)
         section["defect_scores"] = [round(float(v), 6) for v in scores]
         section["is_defect"] = [bool(v) for v in is_defect]
     else:
-        section["false_reject_rate"] = section["false_reject_rate_ci95"] = None
-        section["escape_rate"] = section["escape_rate_ci95"] = None
+        section.update(dict.fromkeys(RATE_KEYS))
     return section
 
 

@@ -67,7 +67,7 @@ def anomaly_split_section(
     """One split's report section: image metrics, pixel metrics over the images that have a mask
     (and every good image: its pixels are all negatives), the decision at ``threshold`` and the
     score lists the report's histogram and ROC are drawn from."""
-    from resources.reporting.metrics import decision_rates, roc_points
+    from resources.reporting.metrics import RATE_KEYS, decision_rates, roc_points
 
     section = image_level_metrics(y_true, scores, classes, good_class)
     is_defect = _is_defect(y_true, classes, good_class)
@@ -89,10 +89,7 @@ def anomaly_split_section(
         )
     decision = decision_rates(s, is_defect, threshold)
     section["decision"] = decision
-    section["false_reject_rate"] = decision["false_reject_rate"]
-    section["escape_rate"] = decision["escape_rate"]
-    section["false_reject_rate_ci95"] = decision["false_reject_rate_ci95"]
-    section["escape_rate_ci95"] = decision["escape_rate_ci95"]
+    section.update({key: decision[key] for key in RATE_KEYS})
     rejected = s >= threshold
     section["accuracy"] = float(np.mean(rejected == is_defect)) if len(s) else None
     section["roc"] = roc_points(s, is_defect) if is_defect.any() and (~is_defect).any() else {"auc": None, "note": "needs good and defective images"}

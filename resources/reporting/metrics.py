@@ -25,6 +25,7 @@ import numpy as np
 from resources.reporting.intervals import rate_interval
 
 __all__ = [
+    "RATE_KEYS",
     "ThresholdCalibration",
     "classification_metrics",
     "defect_scores",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The rates of a decision (``decision_rates``) that a report section repeats at its top level.
+RATE_KEYS = ("false_reject_rate", "escape_rate", "false_reject_rate_ci95", "escape_rate_ci95")
 
 # Tolerance when turning a rate ceiling into a whole number of allowed escapes, so that e.g.
 # 0.29 * 100 = 28.999999999999996 still allows 29 escapes.
