@@ -10,18 +10,20 @@ about every started run and marks failed, with the reason, those whose process i
 A pid is judged only where it means something: runs that ``mfgv`` executes in its own process carry
 the process and host in a tag (``mfg_assets.instance.PROCESS_TAG``); runs launched through a code
 server are judged by the pid the worker reports when it starts ("Started process for run (pid: N)"),
-or gone for certain if it started before this host's last boot (a power cut), and only when that
+or gone for certain if it started before this host's last boot (a power cut) or if the pid is held now
+by a process that started after the run's own did (the pid was reused), and only when that
 server listens on this host (a local port or socket, as ``dagster dev`` and
 ``dagster-daemon`` start them). Anything else is reported running: a run is never failed on a guess.
 """
 
 import json
 import socket
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
+
+from resources.storage.processes import boot_time
 
 __all__ = ["LocalRunLauncher", "run_worker_gone"]
 
@@ -57,25 +59,21 @@ def _worker_start(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float
     return None
 
 
-def _boot_time() -> float | None:
-    """When this host last booted (Unix time, from /proc/stat); None where that cannot be read."""
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
+def _first_event_at(instance: dg.DagsterInstance, run_id: str) -> float | None:
+    """When the run's first event was written (Unix time): an in-process run's process wrote it itself."""
+    records = instance.get_records_for_run(run_id, limit=1, ascending=True).records
+    return float(records[0].event_log_entry.timestamp) if records else None
 
 
 def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why ``run``'s process is known to be gone, or None when it runs or cannot be judged from here."""
     from mfg_assets.instance import PROCESS_TAG
-    from resources.storage.scratch import pid_alive, process_is_gone
+    from resources.storage.processes import pid_alive, pid_is_reused
+    from resources.storage.scratch import process_is_gone
 
     tag = run.tags.get(PROCESS_TAG)
     if tag is not None:
-        if process_is_gone(tag):
+        if process_is_gone(tag, _first_event_at(instance, run.run_id)):
             return (
                 f"the mfgv process that executed this run ({tag.split('.')[0]}) ended without finishing it "
                 "(killed or crashed); nothing it had not completed was registered; run the command again"
@@ -87,13 +85,13 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
     if start is None:
         return None
     pid, started_at = start
-    booted_at = _boot_time()
+    booted_at = boot_time()
     if booted_at is not None and started_at < booted_at:  # its pid may belong to another process by now
         return (
             f"the run worker process ({pid}) was lost when this machine restarted, before the run finished; "
             "nothing it had not completed was registered; launch the run again"
         )
-    if pid_alive(pid):
+    if pid_alive(pid) and not pid_is_reused(pid, started_at):
         return None
     return (
         f"the run worker process ({pid}) ended without finishing the run (killed or crashed, e.g. by the "

@@ -5,7 +5,8 @@ built, a landing batch being copied) lives under a name ``.incoming-<pid>.<host>
 is complete and renamed to its final name. Readers never look at such names. If the writer dies
 (``kill -9``, OOM, power cut) the name stays behind; :func:`sweep_abandoned` removes exactly those
 whose process is gone, judged only where the pid means something: the same host, boot and pid
-namespace. Two runs working at once never delete each other's work, and an ``MFG_HOME`` shared
+namespace, and a pid now held by a process younger than the name is gone too
+(``resources.storage.processes``). Two runs working at once never delete each other's work, and an ``MFG_HOME`` shared
 between hosts or containers is safe (work of a process this one cannot see is never judged).
 """
 
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PREFIX", "pid_alive", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
+from resources.storage.processes import pid_alive, pid_is_reused
+
+__all__ = ["PREFIX", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
 
 PREFIX = ".incoming-"
 _TAG = re.compile(r"^(\d+)\.([0-9a-f]{8})$")
@@ -44,27 +47,20 @@ def process_tag() -> str:
     return f"{os.getpid()}.{_host_tag()}"
 
 
-def process_is_gone(tag: str) -> bool:
+def process_is_gone(tag: str, existed_at: float | None = None) -> bool:
     """True when ``tag`` (from :func:`process_tag`) names a process of this host that no longer runs.
 
-    False for this process, a live one, another host's (it cannot be judged from here) or a tag that
-    does not parse."""
+    ``existed_at`` (Unix time) is a moment at which the tagged process certainly ran (it created the
+    run or the file); a process holding the pid that started after it is another one, so the tagged
+    process is gone. False for this process, a live one, another host's (it cannot be judged from
+    here) or a tag that does not parse."""
     match = _TAG.match(tag)
     if match is None or match.group(2) != _host_tag():
         return False
     pid = int(match.group(1))
-    return pid != os.getpid() and not pid_alive(pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host's pid namespace has ``pid`` (a process of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if pid == os.getpid():
         return False
-    except PermissionError:  # a live process of another user
-        return True
-    return True
+    return not pid_alive(pid) or (existed_at is not None and pid_is_reused(pid, existed_at))
 
 
 def scratch_name(label: str = "") -> str:
@@ -85,11 +81,14 @@ def scratch_dir(parent: Path, label: str = "") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def writer_is_gone(name: str) -> bool:
-    """True when ``name`` is an in-progress name of this host whose process no longer runs."""
+def writer_is_gone(name: str, changed_at: float | None = None) -> bool:
+    """True when ``name`` is an in-progress name of this host whose process no longer runs.
+
+    ``changed_at``: the entry's status-change time (``st_ctime``), which nobody can set back and which
+    is never earlier than its creation by the writer, so a pid holder younger than it is not the writer."""
     if not name.startswith(PREFIX):
         return False
-    return process_is_gone(".".join(name.removeprefix(PREFIX).split(".")[:2]))
+    return process_is_gone(".".join(name.removeprefix(PREFIX).split(".")[:2]), changed_at)
 
 
 def sweep_abandoned(*roots: Path, max_depth: int = 3) -> list[Path]:
@@ -98,8 +97,9 @@ def sweep_abandoned(*roots: Path, max_depth: int = 3) -> list[Path]:
 
     Only the first ``max_depth`` levels are looked at: in-progress names appear at most three levels
     down (``artifacts/<kind>/<xx>/``, ``tables/<table>/``, ``landing/<line>/<variant>/``), and finished
-    packages below them are not walked. A process id reused by a new process keeps its leftovers
-    until that process ends too: the sweep errs on the side of keeping."""
+    packages below them are not walked. A process id reused by a process that started after the
+    leftover last changed is recognised (``/proc`` gives start times); where that cannot be told, the
+    leftovers stay until the new process ends too: the sweep errs on the side of keeping."""
     removed: list[Path] = []
     for root in roots:
         if not root.is_dir():
@@ -108,10 +108,12 @@ def sweep_abandoned(*roots: Path, max_depth: int = 3) -> list[Path]:
             if len(Path(folder).relative_to(root).parts) >= max_depth:
                 subfolders[:] = []
             for name in [*subfolders, *files]:
-                if not name.startswith(PREFIX) or not writer_is_gone(name):
+                if not name.startswith(PREFIX):
                     continue
                 path = Path(folder) / name
                 try:
+                    if not writer_is_gone(name, path.lstat().st_ctime):
+                        continue
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
                 except FileNotFoundError:
                     continue

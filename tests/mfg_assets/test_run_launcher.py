@@ -129,14 +129,59 @@ def test_a_run_whose_worker_started_before_the_last_boot_is_failed_even_if_its_p
 
     import mfg_assets.run_launcher as launcher
 
-    assert launcher._boot_time() is None or launcher._boot_time() < time.time()  # read from this host's /proc/stat
+    assert launcher.boot_time() is None or launcher.boot_time() < time.time()  # read from this host's /proc/stat
     instance = get_instance(mfg_home)
     local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:  # the pid lives again
         try:
             run = _started_run(instance, local, reused.pid)
-            monkeypatch.setattr(launcher, "_boot_time", lambda: time.time() + 1.0)  # the host restarted since
+            monkeypatch.setattr(launcher, "boot_time", lambda: time.time() + 1.0)  # the host restarted since
             assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
             assert "lost when this machine restarted" in _failure_message(instance, run.run_id)
+        finally:
+            reused.kill()
+
+
+def _holders_start_after_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pid's holder reads as started well after now (``/proc``'s own reading is tested with
+    ``resources.storage.processes``)."""
+    import time
+
+    from resources.storage import processes
+
+    monkeypatch.setattr(processes, "process_started_at", lambda pid: time.time() + processes.START_TIME_SLACK_S + 60)
+
+
+def test_a_run_whose_worker_pid_now_belongs_to_a_younger_process_is_failed(
+    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pid the worker reported lives again, but in a process that started after the worker did."""
+    instance = get_instance(mfg_home)
+    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:
+        try:
+            run = _started_run(instance, local, reused.pid)
+            assert _monitor(instance, run).status == dg.DagsterRunStatus.STARTED  # it started before the event
+            _holders_start_after_now(monkeypatch)
+            assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
+            assert f"the run worker process ({reused.pid}) ended without finishing" in _failure_message(instance, run.run_id)
+        finally:
+            reused.kill()
+
+
+def test_a_run_of_an_mfgv_process_whose_pid_now_belongs_to_a_younger_process_is_failed(
+    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = get_instance(mfg_home)
+    host = process_tag().split(".")[1]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:
+        try:
+            tagged = _started_run(instance, {PROCESS_TAG: f"{reused.pid}.{host}"}, None)
+            instance.report_engine_event("the mfgv process begins the run", tagged)
+            silent = _started_run(instance, {PROCESS_TAG: f"{reused.pid}.{host}"}, None)  # no event: cannot tell
+            assert fail_abandoned_runs(instance) == []  # the pid lives, in a process older than the runs
+            _holders_start_after_now(monkeypatch)
+            assert fail_abandoned_runs(instance) == [tagged.run_id]
+            assert instance.get_run_by_id(silent.run_id).status == dg.DagsterRunStatus.STARTED
         finally:
             reused.kill()

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from resources.storage.scratch import (
     PREFIX,
@@ -86,3 +87,27 @@ def test_the_sweep_does_not_walk_below_where_work_in_progress_can_be(tmp_path: P
     deep.parent.mkdir(parents=True)
     deep.write_bytes(b"part of a finished package")
     assert sweep_abandoned(tmp_path) == [] and deep.exists()
+
+
+def test_the_sweep_removes_leftovers_whose_pid_a_younger_process_holds_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from resources.storage import processes
+
+    host = process_tag().split(".")[1]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as holder:
+        try:
+            left = tmp_path / "artifacts" / f"{PREFIX}{holder.pid}.{host}.export-abc"
+            left.parent.mkdir(parents=True)
+            left.write_bytes(b"half")
+            own = tmp_path / "artifacts" / scratch_name("live")
+            own.write_bytes(b"in progress")
+            assert sweep_abandoned(tmp_path / "artifacts") == []  # the holder is older than the leftover
+            # the pid's holder now reads as started well after the leftover was written: not its writer
+            monkeypatch.setattr(processes, "process_started_at", lambda pid: time.time() + processes.START_TIME_SLACK_S + 60)
+            assert sweep_abandoned(tmp_path / "artifacts") == [left]
+            assert own.exists()
+        finally:
+            holder.kill()
