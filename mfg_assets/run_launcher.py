@@ -14,6 +14,7 @@ or gone for certain if it started before this host's last boot (a power cut) or 
 by a process that started after the run's own did (the pid was reused), and only when that
 server listens on this host (a local port or socket, as ``dagster dev`` and
 ``dagster-daemon`` start them). Anything else is reported running: a run is never failed on a guess.
+A run that never got past STARTING is failed by Dagster's start timeout, whose message gets the same reason.
 """
 
 import json
@@ -106,6 +107,11 @@ class LocalRunLauncher(DefaultRunLauncher):
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
+
+    def get_run_worker_debug_info(self, run: dg.DagsterRun, include_container_logs: bool | None = True) -> str | None:
+        """Added by the daemon to its message when a run never got past STARTING (Dagster's start timeout,
+        which asks nothing else): why, where the worker is known to be gone."""
+        return run_worker_gone(self._instance, run)
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         # The monitor fails a run on any status but RUNNING and SUCCESS, so "cannot judge" is RUNNING.

@@ -185,3 +185,30 @@ def test_a_run_of_an_mfgv_process_whose_pid_now_belongs_to_a_younger_process_is_
             assert instance.get_run_by_id(silent.run_id).status == dg.DagsterRunStatus.STARTED
         finally:
             reused.kill()
+
+
+def test_a_run_whose_worker_died_before_the_run_began_times_out_with_the_reason(
+    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster fails a run stuck in STARTING after its start timeout and asks the launcher only for debug
+    information: ours says the worker is gone, where Dagster's own message would say only 'timed out'."""
+    import time
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._daemon.monitoring import run_monitoring
+
+    instance = get_instance(mfg_home)
+    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
+    run = instance.create_run_for_job(_one_op_job, status=dg.DagsterRunStatus.NOT_STARTED, tags=local)
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=DagsterEventType.RUN_STARTING.value, job_name=run.job_name), run_id=run.run_id
+    )
+    instance.report_engine_event(f"Started process for run (pid: {_dead_pid()}).", run, EngineEventData.in_process(0))
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING
+    later = time.time() + instance.run_monitoring_start_timeout_seconds + 1
+    monkeypatch.setattr(run_monitoring, "get_current_timestamp", lambda: later)
+    record = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))[0]
+    run_monitoring.monitor_starting_run(instance, record, logging.getLogger("test"))
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    message = _failure_message(instance, run.run_id)
+    assert "seconds to start" in message and "ended without finishing the run" in message
