@@ -191,7 +191,8 @@ def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_
     nothing is left to record the run's end; the daemon started next asks our launcher and fails the run, with why."""
     import dagster as dg
 
-    from mfg_assets.run_launcher import _worker_start
+    from mfg_assets.run_launcher import LAUNCH_TAG, _worker_start
+    from resources.storage.processes import boot_id, wall_clock_at_boot
     from tests.mfg_assets.test_saved_options import UPSTREAM
 
     key = _variant_with_saved_options(mfg_home, tiny_line)
@@ -203,6 +204,8 @@ def test_a_run_left_started_by_a_hard_stop_of_the_servers_is_failed_by_the_next_
                 time.sleep(0.2)
                 worker = (_worker_start(instance, run_id) or (None,))[0]
             assert worker is not None and _run_status(instance, run_id) == "STARTED", "the run's worker never started it"
+            launched = json.loads(instance.get_run_by_id(run_id).tags[LAUNCH_TAG])  # what our launcher recorded
+            assert launched["boot_id"] == boot_id() and abs(launched["clock_at_boot"] - wall_clock_at_boot()) < 1.0
             # The hard stop: every process `make ui` started (webserver, daemon, their code servers, the worker).
             started_by_ui = [pid for server in _SERVERS for pid in _process_tree(server.pid)]
             assert worker in started_by_ui

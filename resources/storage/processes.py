@@ -1,25 +1,43 @@
 """Whether the process behind a recorded pid still runs, told apart from a later process given the same pid.
 
-A pid is reused once its process ends: on a busy host, or after many short processes, the number a
-crashed run or writer left behind can belong to a new, unrelated process by the time anyone asks. A
-bare "is the pid alive" then keeps a dead run STARTED, or a dead writer's leftovers on disk, until that
-stranger ends too. Where the question comes with a moment at which the recorded process certainly
-existed (the run's creation, the worker's start event, a file it wrote), a process that started after
-that moment is someone else, and the recorded one is gone. Linux's ``/proc`` says when a process
-started; where it cannot be read, only "alive" is judged (errs on the side of alive).
+A pid is reused once its process ends: by the time anyone asks, the number a crashed run or writer
+left behind can belong to a new, unrelated process, and a bare "is the pid alive" would keep a dead
+run STARTED (or a dead writer's leftovers on disk) until that stranger ends too. Linux's ``/proc``
+says when each process started, in clock ticks since boot: a count the wall clock cannot move. So
+the platform records a process as ``<pid>-<start ticks>`` together with the boot (``boot_id``), and
+a process holding the pid now with other start ticks is someone else. Where ``/proc`` cannot be
+read, only "alive" is judged: the answer errs on the side of alive, because failing a live run or
+deleting a live writer's work is worse than keeping a dead one's a while longer.
+
+Runs launched through a code server are recorded by Dagster with the worker's pid and the wall
+time of its start event only; for them :func:`wall_clock_at_boot` (recorded when the run is
+launched) turns that time into seconds since boot, and nothing is judged if the wall clock was
+stepped since (a device without a battery clock that synchronises after start-up).
 """
 
+import functools
 import os
+import time
 from pathlib import Path
 
-__all__ = ["START_TIME_SLACK_S", "boot_time", "pid_alive", "pid_is_reused", "process_started_at"]
+__all__ = [
+    "START_SLACK_S",
+    "boot_id",
+    "boot_time",
+    "pid_alive",
+    "process_identity",
+    "process_start_ticks",
+    "same_process",
+    "started_after",
+    "wall_clock_at_boot",
+]
 
-START_TIME_SLACK_S = 300.0
-"""A process is judged to have started after a moment only when it did so by more than five minutes.
-Start times come from the boot time, which follows the wall clock, while the moment was read from
-the wall clock when it was written: a clock stepped forward in between (a time sync on a device
-that booted without one) would otherwise make a live process look younger than its own record. A pid
-is reused after the numbers wrap, far later than five minutes in practice."""
+START_SLACK_S = 2.0
+"""A process is judged to have started after a moment (both in seconds since boot) only when it did
+so by more than this: start events are written a little after the process starts."""
+
+CLOCK_STEP_TOLERANCE_S = 1.0
+"""How far the wall time at boot may differ between two readings before the clock counts as stepped."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -33,6 +51,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@functools.cache
+def boot_id() -> str:
+    """This boot's random id (``/proc/sys/kernel/random/boot_id``); empty where there is none (not Linux)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def boot_time() -> float | None:
     """When this host last booted (Unix time, from /proc/stat); None where that cannot be read."""
     try:
@@ -44,24 +71,56 @@ def boot_time() -> float | None:
     return None
 
 
-def process_started_at(pid: int) -> float | None:
-    """When the process now holding ``pid`` started (Unix time, to about a second); None where unknown.
-
-    Field 22 of ``/proc/<pid>/stat`` is the start in clock ticks after boot; the command name before it
-    is in parentheses and may hold spaces, so fields are counted after its closing one."""
-    booted = boot_time()
-    if booted is None:
+def wall_clock_at_boot() -> float | None:
+    """The wall time at which this host booted by the wall clock as it reads now (moves when the clock
+    is stepped); None where the boot clock cannot be read."""
+    try:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
         return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process holding ``pid`` started, in clock ticks since boot; None where unknown.
+
+    Field 22 of ``/proc/<pid>/stat``; the command name before it is in parentheses and may hold
+    spaces, so fields are counted after its closing one."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        return booted + ticks / os.sysconf("SC_CLK_TCK")
+        return int(stat.rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def pid_is_reused(pid: int, existed_at: float) -> bool:
-    """True when ``pid`` is held now by a process that started after ``existed_at`` (Unix time), a moment
-    at which the process recorded under that pid already ran: the recorded one has ended since."""
-    started = process_started_at(pid)
-    return started is not None and started > existed_at + START_TIME_SLACK_S
+def process_identity(pid: int | None = None) -> str:
+    """``<pid>-<start ticks>`` of ``pid`` (this process by default), or ``<pid>`` where the start is unknown."""
+    pid = os.getpid() if pid is None else pid
+    ticks = process_start_ticks(pid)
+    return str(pid) if ticks is None else f"{pid}-{ticks}"
+
+
+def same_process(identity: str) -> bool | None:
+    """Whether the process recorded as ``identity`` (:func:`process_identity`, this boot) still runs:
+    False when the pid is free or held by a process with other start ticks, None when the record
+    carries no start ticks or they cannot be read now (only liveness can be judged then)."""
+    pid_text, _, ticks_text = identity.partition("-")
+    if not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if not pid_alive(pid):
+        return False
+    if not ticks_text.isdigit():
+        return None
+    now = process_start_ticks(pid)
+    return None if now is None else now == int(ticks_text)
+
+
+def started_after(pid: int, wall_time: float, recorded_clock_at_boot: float) -> bool:
+    """True when the process holding ``pid`` started after ``wall_time``, a moment read from the wall
+    clock whose time at boot was then ``recorded_clock_at_boot``. False when unknown, or when the
+    wall clock was stepped since that record (the two times would not compare)."""
+    ticks = process_start_ticks(pid)
+    now_at_boot = wall_clock_at_boot()
+    if ticks is None or now_at_boot is None or abs(now_at_boot - recorded_clock_at_boot) > CLOCK_STEP_TOLERANCE_S:
+        return False
+    return ticks / os.sysconf("SC_CLK_TCK") > wall_time - recorded_clock_at_boot + START_SLACK_S

@@ -14,7 +14,7 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from mfg_assets.instance import DAGSTER_YAML, PROCESS_TAG, fail_abandoned_runs, get_instance
-from mfg_assets.run_launcher import LocalRunLauncher, _server_is_local
+from mfg_assets.run_launcher import LAUNCH_TAG, LocalRunLauncher, _server_is_local
 from resources.storage.scratch import process_tag
 
 
@@ -83,6 +83,7 @@ def test_a_run_whose_worker_died_is_failed_with_the_reason(mfg_home: Path) -> No
     assert _monitor(instance, dead).status == dg.DagsterRunStatus.FAILURE
     message = _failure_message(instance, dead.run_id)
     assert "ended without finishing the run" in message and "launch the run again" in message
+    assert message.count("ended without finishing the run") == 1  # not repeated as the worker's debug info
 
 
 def test_runs_whose_process_lives_or_cannot_be_judged_here_keep_running(mfg_home: Path) -> None:
@@ -142,49 +143,87 @@ def test_a_run_whose_worker_started_before_the_last_boot_is_failed_even_if_its_p
             reused.kill()
 
 
-def _holders_start_after_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every pid's holder reads as started well after now (``/proc``'s own reading is tested with
-    ``resources.storage.processes``)."""
+def _launched_here(clock_step_s: float = 0.0) -> dict[str, str]:
+    """The tags LocalRunLauncher.launch_run writes, read from this host (a wall clock stepped since by
+    ``clock_step_s`` reads its boot time that much later)."""
+    from resources.storage.processes import boot_id, wall_clock_at_boot
+
+    record = {"boot_id": boot_id(), "clock_at_boot": wall_clock_at_boot() - clock_step_s}
+    return {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266}), LAUNCH_TAG: json.dumps(record)}
+
+
+def _reported_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's start event reads as written ten minutes ago (the pid it names is then held by a
+    process that started after it: a reused pid)."""
     import time
 
-    from resources.storage import processes
+    import mfg_assets.run_launcher as launcher
 
-    monkeypatch.setattr(processes, "process_started_at", lambda pid: time.time() + processes.START_TIME_SLACK_S + 60)
+    real = launcher._worker_start
+    monkeypatch.setattr(launcher, "_worker_start", lambda instance, run_id: (real(instance, run_id)[0], time.time() - 600))
 
 
 def test_a_run_whose_worker_pid_now_belongs_to_a_younger_process_is_failed(
     mfg_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pid the worker reported lives again, but in a process that started after the worker did."""
     instance = get_instance(mfg_home)
-    local = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
         try:
-            run = _started_run(instance, local, reused.pid)
-            assert _monitor(instance, run).status == dg.DagsterRunStatus.STARTED  # it started before the event
-            _holders_start_after_now(monkeypatch)
-            assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
-            assert f"the run worker process ({reused.pid}) ended without finishing" in _failure_message(instance, run.run_id)
+            reused = _started_run(instance, _launched_here(), holder.pid)
+            stepped = _started_run(instance, _launched_here(clock_step_s=100.0), holder.pid)
+            untagged = _started_run(instance, {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266})}, holder.pid)
+            assert _monitor(instance, reused).status == dg.DagsterRunStatus.STARTED  # the worker started before its event
+            _reported_long_ago(monkeypatch)
+            assert _monitor(instance, reused).status == dg.DagsterRunStatus.FAILURE
+            assert f"the run worker process ({holder.pid}) ended without finishing" in _failure_message(instance, reused.run_id)
+            # the wall clock moved since the launch, or the run predates the launch tag: nothing to compare
+            assert _monitor(instance, stepped).status == dg.DagsterRunStatus.STARTED
+            assert _monitor(instance, untagged).status == dg.DagsterRunStatus.STARTED
         finally:
-            reused.kill()
+            holder.kill()
 
 
-def test_a_run_of_an_mfgv_process_whose_pid_now_belongs_to_a_younger_process_is_failed(
-    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_launched_in_another_boot_is_failed_whatever_the_clock_says(mfg_home: Path) -> None:
+    instance = get_instance(mfg_home)
+    tags = _launched_here()
+    tags[LAUNCH_TAG] = json.dumps({**json.loads(tags[LAUNCH_TAG]), "boot_id": "an-earlier-boot"})
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
+        try:
+            run = _started_run(instance, tags, holder.pid)  # the pid lives again, in this boot
+            assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
+            assert "lost when this machine restarted" in _failure_message(instance, run.run_id)
+        finally:
+            holder.kill()
+
+
+def test_a_run_of_an_mfgv_process_whose_pid_now_belongs_to_another_process_is_failed(mfg_home: Path) -> None:
+    from resources.storage.processes import process_identity
+
     instance = get_instance(mfg_home)
     host = process_tag().split(".")[1]
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as reused:
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
         try:
-            tagged = _started_run(instance, {PROCESS_TAG: f"{reused.pid}.{host}"}, None)
-            instance.report_engine_event("the mfgv process begins the run", tagged)
-            silent = _started_run(instance, {PROCESS_TAG: f"{reused.pid}.{host}"}, None)  # no event: cannot tell
-            assert fail_abandoned_runs(instance) == []  # the pid lives, in a process older than the runs
-            _holders_start_after_now(monkeypatch)
-            assert fail_abandoned_runs(instance) == [tagged.run_id]
-            assert instance.get_run_by_id(silent.run_id).status == dg.DagsterRunStatus.STARTED
+            ticks = int(process_identity(holder.pid).split("-")[1])
+            its_own = _started_run(instance, {PROCESS_TAG: f"{holder.pid}-{ticks}.{host}"}, None)
+            reused = _started_run(instance, {PROCESS_TAG: f"{holder.pid}-{ticks - 1}.{host}"}, None)
+            assert fail_abandoned_runs(instance) == [reused.run_id]
+            assert "the mfgv process that executed this run (%d) ended" % holder.pid in _failure_message(instance, reused.run_id)
+            assert instance.get_run_by_id(its_own.run_id).status == dg.DagsterRunStatus.STARTED
         finally:
-            reused.kill()
+            holder.kill()
+
+
+def test_a_ui_re_execution_of_an_mfgv_run_is_judged_by_its_worker_not_the_tag_it_inherited(mfg_home: Path) -> None:
+    """Dagster copies a parent run's tags to its re-execution; the mfgv process that ran the parent is long gone."""
+    instance = get_instance(mfg_home)
+    gone = f"{_dead_pid()}.{process_tag().split('.')[1]}"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as worker:
+        try:
+            run = _started_run(instance, {PROCESS_TAG: gone, **_launched_here()}, worker.pid)
+            assert _monitor(instance, run).status == dg.DagsterRunStatus.STARTED
+            assert fail_abandoned_runs(instance) == []
+        finally:
+            worker.kill()
 
 
 def test_a_run_whose_worker_died_before_the_run_began_times_out_with_the_reason(

@@ -1,35 +1,68 @@
-"""A recorded pid is told apart from a younger process that was given the same number."""
+"""A recorded process is told apart from a later process given the same pid, and a stepped clock judges nothing."""
 
 import os
 import subprocess
 import sys
 import time
 
-from resources.storage.processes import START_TIME_SLACK_S, pid_alive, pid_is_reused, process_started_at
+from resources.storage.processes import (
+    START_SLACK_S,
+    boot_id,
+    pid_alive,
+    process_identity,
+    process_start_ticks,
+    same_process,
+    started_after,
+    wall_clock_at_boot,
+)
 
 
-def test_a_processs_start_is_read_from_proc_to_about_a_second() -> None:
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+
+def test_a_process_is_recorded_with_its_start_ticks_since_boot() -> None:
     before = time.time()
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as child:
+    with _sleeper() as child:
         try:
             after = time.time()
-            started = process_started_at(child.pid)
-            assert started is not None and before - 1.5 <= started <= after + 1.5
-            own = process_started_at(os.getpid())
-            assert own is not None and own <= before + 1.5
+            ticks = process_start_ticks(child.pid)
+            clock_at_boot = wall_clock_at_boot()
+            assert ticks is not None and clock_at_boot is not None and boot_id()
+            started = clock_at_boot + ticks / os.sysconf("SC_CLK_TCK")
+            assert before - 1.0 <= started <= after + 1.0
+            assert process_identity(child.pid) == f"{child.pid}-{ticks}"
+            assert process_identity().startswith(f"{os.getpid()}-")
         finally:
             child.kill()
 
 
-def test_a_pid_is_reused_only_when_its_holder_started_well_after_the_recorded_moment() -> None:
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as child:
+def test_a_pid_held_by_a_process_with_other_start_ticks_is_another_process() -> None:
+    with _sleeper() as child:
         try:
-            assert pid_alive(child.pid)
-            assert pid_is_reused(child.pid, existed_at=time.time() - START_TIME_SLACK_S - 60)
-            assert not pid_is_reused(child.pid, existed_at=time.time())  # started before: may be the one recorded
-            assert not pid_is_reused(child.pid, existed_at=time.time() - 60)  # within the clock-step allowance
+            identity = process_identity(child.pid)
+            pid, ticks = identity.split("-")
+            assert same_process(identity) is True
+            assert same_process(f"{pid}-{int(ticks) - 1}") is False  # the number reused by a younger process
+            assert same_process(pid) is None  # a record without start ticks: only liveness can be judged
         finally:
             child.kill()
     child.wait()
-    assert not pid_alive(child.pid) and process_started_at(child.pid) is None  # gone: nothing to read
-    assert not pid_is_reused(child.pid, existed_at=0.0)
+    assert not pid_alive(child.pid) and process_start_ticks(child.pid) is None
+    assert same_process(identity) is False and same_process(str(child.pid)) is False
+    assert same_process("not-a-pid") is None
+
+
+def test_started_after_compares_in_seconds_since_boot_and_refuses_a_stepped_clock() -> None:
+    clock_at_boot = wall_clock_at_boot()
+    assert clock_at_boot is not None
+    with _sleeper() as child:
+        try:
+            assert started_after(child.pid, time.time() - START_SLACK_S - 60, clock_at_boot)  # reported long before
+            assert not started_after(child.pid, time.time(), clock_at_boot)  # reported after it started
+            # the same long-before moment, but the wall clock was stepped 100 s since it was recorded
+            assert not started_after(child.pid, time.time() - START_SLACK_S - 60, clock_at_boot - 100)
+        finally:
+            child.kill()
+    child.wait()
+    assert not started_after(child.pid, 0.0, clock_at_boot)  # nothing holds the pid: nothing to compare

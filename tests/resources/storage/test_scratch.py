@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
+from resources.storage.processes import process_identity
 from resources.storage.scratch import (
     PREFIX,
     process_is_gone,
@@ -89,25 +89,19 @@ def test_the_sweep_does_not_walk_below_where_work_in_progress_can_be(tmp_path: P
     assert sweep_abandoned(tmp_path) == [] and deep.exists()
 
 
-def test_the_sweep_removes_leftovers_whose_pid_a_younger_process_holds_now(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import time
-
-    from resources.storage import processes
-
+def test_the_sweep_removes_leftovers_whose_pid_a_younger_process_holds_now(tmp_path: Path) -> None:
+    """A writer is recorded with its start ticks: the same pid with other ticks is a later process."""
     host = process_tag().split(".")[1]
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as holder:
         try:
-            left = tmp_path / "artifacts" / f"{PREFIX}{holder.pid}.{host}.export-abc"
-            left.parent.mkdir(parents=True)
-            left.write_bytes(b"half")
-            own = tmp_path / "artifacts" / scratch_name("live")
-            own.write_bytes(b"in progress")
-            assert sweep_abandoned(tmp_path / "artifacts") == []  # the holder is older than the leftover
-            # the pid's holder now reads as started well after the leftover was written: not its writer
-            monkeypatch.setattr(processes, "process_started_at", lambda pid: time.time() + processes.START_TIME_SLACK_S + 60)
-            assert sweep_abandoned(tmp_path / "artifacts") == [left]
-            assert own.exists()
+            ticks = int(process_identity(holder.pid).split("-")[1])
+            its_own = tmp_path / "artifacts" / f"{PREFIX}{holder.pid}-{ticks}.{host}.export-abc"
+            reused = tmp_path / "artifacts" / f"{PREFIX}{holder.pid}-{ticks - 1}.{host}.export-def"
+            older_name = tmp_path / "artifacts" / f"{PREFIX}{holder.pid}.{host}.export-ghi"  # no ticks: pid alone
+            its_own.parent.mkdir(parents=True)
+            for path in (its_own, reused, older_name):
+                path.write_bytes(b"half")
+            assert sweep_abandoned(tmp_path / "artifacts") == [reused]
+            assert its_own.exists() and older_name.exists()
         finally:
             holder.kill()
