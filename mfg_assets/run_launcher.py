@@ -12,10 +12,12 @@ the process (pid and start ticks) and host in a tag (``mfg_assets.instance.PROCE
 launched through a code server (by the UI, a sensor or a re-execution, which also copies a parent
 run's tags) are judged by the pid the worker reports when it starts ("Started process for run (pid:
 N)"), and only when that server listens on this host (a local port or socket, as ``dagster dev`` and
-``dagster-daemon`` start them). This launcher tags each run it launches with the boot and the wall
-clock's reading of the boot time (:data:`LAUNCH_TAG`): a worker of another boot is gone for certain
-(a power cut), and one whose pid is held now by a process that started after the worker's start
-event is gone too (a reused pid), unless the wall clock was stepped since the launch.
+``dagster-daemon`` start them). Both kinds carry :data:`LAUNCH_TAG` (written by ``mfgv`` as it begins
+a run, and by this launcher as it launches one): a run of this machine's earlier boot is gone for
+certain (a power cut), and a worker whose pid is held now by a process that started after the
+worker's start event is gone too (a reused pid), unless the wall clock was stepped since the launch.
+Runs launched before that tag existed are judged lost in a restart by their worker's start event
+predating the boot time, which a clock stepped forward since can misjudge.
 Anything else is reported running: a run is never failed on a guess. A run that never got past
 STARTING is failed by Dagster's start timeout, whose message gets the same reason.
 """
@@ -27,12 +29,19 @@ import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from resources.storage.processes import boot_id, boot_time, pid_alive, started_after, wall_clock_at_boot
+from resources.storage.processes import (
+    boot_time,
+    launch_record,
+    lost_in_restart,
+    machine_tag,
+    pid_alive,
+    started_after,
+)
 
 __all__ = ["LAUNCH_TAG", "LocalRunLauncher", "run_worker_gone"]
 
 LAUNCH_TAG = "mfgv/launched"
-"""Run tag written at launch: ``{"boot_id": ..., "clock_at_boot": ...}`` (JSON) of the launching host."""
+"""Run tag written as a run is launched or begun: ``resources.storage.processes.launch_record`` as JSON."""
 
 _STARTED_PREFIX = "Started process for run (pid: "
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
@@ -67,28 +76,30 @@ def _worker_start(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float
 
 
 def _launch_record(run: dg.DagsterRun) -> dict | None:
-    """The boot and clock reading this launcher recorded (:data:`LAUNCH_TAG`); None for runs launched
-    before it did, or a tag that does not parse."""
+    """The machine, boot and clock reading recorded at launch (:data:`LAUNCH_TAG`); None for runs launched
+    before it was recorded, or a tag that does not parse."""
     try:
         record = json.loads(run.tags.get(LAUNCH_TAG) or "null")
     except ValueError:
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("boot_id"), str):
-        return None
-    return record
+    return record if isinstance(record, dict) else None
 
 
-def _lost_in_restart(launched: dict | None, started_at: float) -> bool:
-    """Whether the worker belonged to an earlier boot of this host: by the boot id recorded at launch,
-    or, for runs launched before it was recorded, by its start event predating the boot time."""
+def _worker_lost_in_restart(launched: dict | None, started_at: float) -> bool:
+    """Whether the worker belonged to an earlier boot of this machine: by the launch record, or, for runs
+    launched before it existed, by its start event predating the boot time."""
     if launched is not None:
-        return bool(launched["boot_id"]) and launched["boot_id"] != boot_id()
+        return lost_in_restart(launched)
     booted_at = boot_time()
     return booted_at is not None and started_at < booted_at
 
 
 def _worker_pid_reused(launched: dict | None, pid: int, started_at: float) -> bool:
-    clock_at_boot = (launched or {}).get("clock_at_boot")
+    """Whether ``pid`` is held by a process that started after the worker's start event (``started_at``),
+    judged only with a clock reading this machine recorded at launch."""
+    if launched is None or launched.get("machine") != machine_tag():
+        return False
+    clock_at_boot = launched.get("clock_at_boot")
     return isinstance(clock_at_boot, (int, float)) and started_after(pid, started_at, float(clock_at_boot))
 
 
@@ -99,11 +110,20 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
 
     grpc_info = run.tags.get(GRPC_INFO_TAG)
     tag = run.tags.get(PROCESS_TAG)
-    if grpc_info is None and tag is not None:  # with a code server's tag, PROCESS_TAG came from a parent run
+    launched = _launch_record(run)
+    # An in-process run has no job origin to launch from; a launched one that carries PROCESS_TAG got it
+    # from the parent it re-executes (Dagster copies tags), before or after GRPC_INFO_TAG is written.
+    if tag is not None and run.remote_job_origin is None and grpc_info is None:
+        pid = tag.split(".")[0].split("-")[0]
+        if launched is not None and lost_in_restart(launched):
+            return (
+                f"the mfgv process that executed this run ({pid}) was lost when this machine restarted, before "
+                "the run finished; nothing it had not completed was registered; run the command again"
+            )
         if process_is_gone(tag):
             return (
-                f"the mfgv process that executed this run ({tag.split('.')[0].split('-')[0]}) ended without "
-                "finishing it (killed or crashed); nothing it had not completed was registered; run the command again"
+                f"the mfgv process that executed this run ({pid}) ended without finishing it (killed or "
+                "crashed); nothing it had not completed was registered; run the command again"
             )
         return None
     if not _server_is_local(grpc_info):
@@ -112,8 +132,7 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
     if start is None:
         return None
     pid, started_at = start
-    launched = _launch_record(run)
-    if _lost_in_restart(launched, started_at):  # its pid may belong to another process by now
+    if _worker_lost_in_restart(launched, started_at):  # its pid may belong to another process by now
         return (
             f"the run worker process ({pid}) was lost when this machine restarted, before the run finished; "
             "nothing it had not completed was registered; launch the run again"
@@ -135,10 +154,8 @@ class LocalRunLauncher(DefaultRunLauncher):
         return True
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        """Record the boot and the wall clock's boot time before the worker starts (:data:`LAUNCH_TAG`)."""
-        clock_at_boot = wall_clock_at_boot()
-        record = {"boot_id": boot_id(), **({"clock_at_boot": round(clock_at_boot, 3)} if clock_at_boot is not None else {})}
-        self._instance.add_run_tags(context.dagster_run.run_id, {LAUNCH_TAG: json.dumps(record, sort_keys=True)})
+        """Record the machine, the boot and the wall clock's boot time before the worker starts (:data:`LAUNCH_TAG`)."""
+        self._instance.add_run_tags(context.dagster_run.run_id, {LAUNCH_TAG: json.dumps(launch_record(), sort_keys=True)})
         super().launch_run(context)
 
     def get_run_worker_debug_info(self, run: dg.DagsterRun, include_container_logs: bool | None = True) -> str | None:

@@ -11,19 +11,27 @@ deleting a live writer's work is worse than keeping a dead one's a while longer.
 
 Runs launched through a code server are recorded by Dagster with the worker's pid and the wall
 time of its start event only; for them :func:`wall_clock_at_boot` (recorded when the run is
-launched) turns that time into seconds since boot, and nothing is judged if the wall clock was
-stepped since (a device without a battery clock that synchronises after start-up).
+launched, :func:`launch_record`) turns that time into seconds since boot, and nothing is judged if
+the wall clock was stepped since (a device without a battery clock that synchronises after start-up).
+A launch record also says which machine and boot launched the run: a run of this machine's earlier
+boot is lost for certain (a power cut), whatever the clock says.
 """
 
 import functools
+import hashlib
 import os
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "START_SLACK_S",
     "boot_id",
     "boot_time",
+    "launch_record",
+    "lost_in_restart",
+    "machine_tag",
     "pid_alive",
     "process_identity",
     "process_start_ticks",
@@ -58,6 +66,40 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+@functools.cache
+def machine_tag() -> str:
+    """This machine and namespaces, the same across its boots (8 hex): the host name, ``/etc/machine-id``
+    and the pid and time namespaces, whose views of pids and start ticks a judgement must share."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/etc/machine-id").read_text().strip())
+    except OSError:
+        parts.append("")
+    for namespace in ("pid", "time"):
+        try:
+            parts.append(str(os.stat(f"/proc/self/ns/{namespace}").st_ino))
+        except OSError:  # not Linux, or a kernel without time namespaces
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def launch_record() -> dict[str, Any]:
+    """What a run records when it is launched or begun: this machine, this boot and the wall clock's
+    reading of the boot time (absent where the boot clock cannot be read)."""
+    record: dict[str, Any] = {"machine": machine_tag(), "boot_id": boot_id()}
+    clock_at_boot = wall_clock_at_boot()
+    if clock_at_boot is not None:
+        record["clock_at_boot"] = round(clock_at_boot, 3)
+    return record
+
+
+def lost_in_restart(record: dict[str, Any]) -> bool:
+    """Whether ``record`` (:func:`launch_record`) was made on this machine in an earlier boot; False when
+    either boot is unknown or the record is another machine's (it cannot be judged from here)."""
+    recorded = record.get("boot_id")
+    return bool(recorded) and bool(boot_id()) and record.get("machine") == machine_tag() and recorded != boot_id()
 
 
 def boot_time() -> float | None:

@@ -33,13 +33,15 @@ _TAG = re.compile(r"^(\d+(?:-\d+)?)\.([0-9a-f]{8})$")
 
 @functools.cache
 def _host_tag() -> str:
-    """Who can judge a pid: the host name, the boot and the pid namespace (containers with the same
-    host name but their own process ids get different tags, so none ever judges another's work)."""
+    """Who can judge a pid: the host name, the boot and the pid and time namespaces (containers with the
+    same host name but their own process ids get different tags, so none ever judges another's work).
+    Leftovers of an earlier boot are therefore never judged: they stay, hidden from every reader."""
     parts = [socket.gethostname(), boot_id()]
-    try:
-        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    except OSError:  # not Linux: the host name alone
-        parts.append("")
+    for namespace in ("pid", "time"):  # whose views of pids and start ticks a judgement must share
+        try:
+            parts.append(str(os.stat(f"/proc/self/ns/{namespace}").st_ino))
+        except OSError:  # not Linux: the host name alone
+            parts.append("")
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
 
 

@@ -143,24 +143,28 @@ def test_a_run_whose_worker_started_before_the_last_boot_is_failed_even_if_its_p
             reused.kill()
 
 
-def _launched_here(clock_step_s: float = 0.0) -> dict[str, str]:
-    """The tags LocalRunLauncher.launch_run writes, read from this host (a wall clock stepped since by
-    ``clock_step_s`` reads its boot time that much later)."""
-    from resources.storage.processes import boot_id, wall_clock_at_boot
+def _launched_here(clock_step_s: float = 0.0, **changes: str) -> dict[str, str]:
+    """The tags a run launched through a local code server carries (LocalRunLauncher.launch_run's record,
+    with ``changes``; a wall clock stepped since by ``clock_step_s`` reads its boot time that much later)."""
+    from resources.storage.processes import launch_record
 
-    record = {"boot_id": boot_id(), "clock_at_boot": wall_clock_at_boot() - clock_step_s}
+    record = {**launch_record(), **changes}
+    record["clock_at_boot"] -= clock_step_s
     return {GRPC_INFO_TAG: json.dumps({"host": "localhost", "port": 4266}), LAUNCH_TAG: json.dumps(record)}
 
 
 def _reported_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker's start event reads as written ten minutes ago (the pid it names is then held by a
-    process that started after it: a reused pid)."""
+    """The worker's start event reads as written minutes ago, though after this machine booted (the pid it
+    names is then held by a process that started after it: a reused pid)."""
     import time
 
     import mfg_assets.run_launcher as launcher
 
+    uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
     real = launcher._worker_start
-    monkeypatch.setattr(launcher, "_worker_start", lambda instance, run_id: (real(instance, run_id)[0], time.time() - 600))
+    monkeypatch.setattr(
+        launcher, "_worker_start", lambda instance, run_id: (real(instance, run_id)[0], time.time() - min(600.0, uptime / 2))
+    )
 
 
 def test_a_run_whose_worker_pid_now_belongs_to_a_younger_process_is_failed(
@@ -183,17 +187,53 @@ def test_a_run_whose_worker_pid_now_belongs_to_a_younger_process_is_failed(
             holder.kill()
 
 
-def test_a_run_launched_in_another_boot_is_failed_whatever_the_clock_says(mfg_home: Path) -> None:
+def test_a_run_launched_in_an_earlier_boot_of_this_machine_is_failed_whatever_the_clock_says(mfg_home: Path) -> None:
     instance = get_instance(mfg_home)
-    tags = _launched_here()
-    tags[LAUNCH_TAG] = json.dumps({**json.loads(tags[LAUNCH_TAG]), "boot_id": "an-earlier-boot"})
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
-        try:
-            run = _started_run(instance, tags, holder.pid)  # the pid lives again, in this boot
-            assert _monitor(instance, run).status == dg.DagsterRunStatus.FAILURE
-            assert "lost when this machine restarted" in _failure_message(instance, run.run_id)
+        try:  # the pid lives again, in this boot
+            earlier_boot = _started_run(instance, _launched_here(boot_id="an-earlier-boot"), holder.pid)
+            other_machine = _started_run(instance, _launched_here(boot_id="an-earlier-boot", machine="0badf00d"), holder.pid)
+            assert _monitor(instance, earlier_boot).status == dg.DagsterRunStatus.FAILURE
+            assert "lost when this machine restarted" in _failure_message(instance, earlier_boot.run_id)
+            assert _monitor(instance, other_machine).status == dg.DagsterRunStatus.STARTED  # cannot be judged here
         finally:
             holder.kill()
+
+
+def test_an_mfgv_run_of_an_earlier_boot_is_failed_though_its_tag_names_another_host_hash(mfg_home: Path) -> None:
+    """After a power cut the process tag's host hash (which includes the boot) never matches again; the
+    launch record says the run was this machine's, in an earlier boot."""
+    from resources.storage.processes import launch_record
+
+    instance = get_instance(mfg_home)
+    earlier = json.dumps({**launch_record(), "boot_id": "an-earlier-boot"})
+    lost = _started_run(instance, {PROCESS_TAG: "4242-99.0badf00d", LAUNCH_TAG: earlier}, None)
+    elsewhere = _started_run(
+        instance, {PROCESS_TAG: "4242-99.0badf00d", LAUNCH_TAG: json.dumps({**json.loads(earlier), "machine": "0badf00d"})}, None
+    )
+    assert fail_abandoned_runs(instance) == [lost.run_id]
+    assert "(4242) was lost when this machine restarted" in _failure_message(instance, lost.run_id)
+    assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_the_launcher_records_machine_boot_and_clock_before_the_worker_starts(
+    mfg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
+
+    from resources.storage.processes import boot_id, machine_tag, wall_clock_at_boot
+
+    instance = get_instance(mfg_home)
+    run = instance.create_run_for_job(_one_op_job, status=dg.DagsterRunStatus.STARTING, tags={LAUNCH_TAG: "copied from a parent"})
+    seen: list[str] = []
+    monkeypatch.setattr(
+        DefaultRunLauncher, "launch_run", lambda self, context: seen.append(instance.get_run_by_id(run.run_id).tags[LAUNCH_TAG])
+    )
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    assert len(seen) == 1  # Dagster's own launch ran, after the tag was written
+    record = json.loads(seen[0])
+    assert (record["machine"], record["boot_id"]) == (machine_tag(), boot_id())
+    assert abs(record["clock_at_boot"] - wall_clock_at_boot()) < 1.0
 
 
 def test_a_run_of_an_mfgv_process_whose_pid_now_belongs_to_another_process_is_failed(mfg_home: Path) -> None:
@@ -251,3 +291,12 @@ def test_a_run_whose_worker_died_before_the_run_began_times_out_with_the_reason(
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     message = _failure_message(instance, run.run_id)
     assert "seconds to start" in message and "ended without finishing the run" in message
+
+
+def test_runs_mfgv_executes_itself_carry_its_process_and_launch_record() -> None:
+    from mfg_assets.instance import run_tags
+    from resources.storage.processes import boot_id, machine_tag
+
+    tags = run_tags()
+    assert tags[PROCESS_TAG] == process_tag()
+    assert json.loads(tags[LAUNCH_TAG])["machine"] == machine_tag() and json.loads(tags[LAUNCH_TAG])["boot_id"] == boot_id()
