@@ -13,6 +13,13 @@ with test-time flips), without ingest, export or registry, so one question can b
   them (mean class probabilities), all from one run, so the comparison is paired;
 * ``--set balance=inverse`` (any ``TrainSettings`` field, repeatable): one recipe setting changed for every
   model, to compare with a run without it on the same seeds (training is deterministic on one kind of CPU);
+* ``--escape-budgets 0.01 0.02 0.05``: the test rates of the same model at thresholds that let up to that
+  share of the defective validation images pass (``mfgv onboard --escape-budget``), for the trade a plant
+  could choose instead of zero escapes;
+* ``--preprocess clahe``: local contrast equalised (CLAHE) before the letterbox, for faint defects;
+* ``--loss focal``: the training loss down-weights images the model already gets right (focal loss,
+  gamma 2, on the label-smoothed targets) instead of plain cross-entropy; epochs are still chosen by
+  validation cross-entropy;
 * ``--epoch-rules``: which epoch of one training run to keep. Every epoch's averaged weights are kept
   and the figures of the epoch each rule picks are reported: the product's lowest validation loss,
   the lowest validation false-reject rate at zero validation escapes (ties: lowest loss), the last.
@@ -66,14 +73,22 @@ def dataset_items(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates("sha256").reset_index(drop=True)
 
 
-def load(paths: list[str], width: int, height: int, turn_portrait: bool) -> np.ndarray:
+def local_contrast(image: Image.Image) -> Image.Image:
+    """CLAHE (OpenCV's defaults: clip limit 2, 8 x 8 tiles) of the image's grey levels, at its own resolution."""
+    import cv2
+
+    grey = np.asarray(image.convert("L"), np.uint8)
+    return Image.fromarray(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey))
+
+
+def load(paths: list[str], width: int, height: int, turn_portrait: bool, preprocess: str = "none") -> np.ndarray:
     out = np.empty((len(paths), height, width, 3), np.uint8)
     for index, path in enumerate(paths):
         with Image.open(path) as image:
             image.load()
             if turn_portrait and image.height > image.width:
                 image = image.transpose(Image.Transpose.ROTATE_90)
-            out[index] = fit_to_input(image, width, height, "letterbox")
+            out[index] = fit_to_input(local_contrast(image) if preprocess == "clahe" else image, width, height, "letterbox")
     return out
 
 
@@ -93,6 +108,10 @@ def figures(val: np.ndarray, test: np.ndarray, labels: dict, good: int, val_path
     rates = decision_rates(test_score, test_defect, threshold)
     good_scores, defect_scores = test_score[~test_defect], test_score[test_defect]
     setters = threshold_setters(val_score, val_defect)
+    budgets = {}
+    for budget in ESCAPE_BUDGETS:  # --escape-budgets: the same model at thresholds that let some validation defects pass
+        at = decision_rates(test_score, test_defect, calibrate_threshold(val_score, val_defect, max_escape_rate=budget).threshold)
+        budgets[str(budget)] = {"false_reject_rate": round(at["false_reject_rate"], 4), "escape_rate": round(at["escape_rate"], 4)}
     return {
         "test_accuracy": round(float((test.argmax(1) == labels["test"]).mean()), 4),
         "false_reject_rate": round(rates["false_reject_rate"], 4),
@@ -100,10 +119,31 @@ def figures(val: np.ndarray, test: np.ndarray, labels: dict, good: int, val_path
         "test_auroc": round(float((defect_scores[:, None] > good_scores[None, :]).mean()), 4),
         "val_lowest_defect_scores": [round(row["score"], 3) for row in setters],
         "val_lowest_defect_images": [str(Path(val_paths[row["index"]]).relative_to(root)) for row in setters],
+        **({"at_escape_budget": budgets} if budgets else {}),
     }
 
 
 OVERRIDES: dict[str, object] = {}  # --set KEY=VALUE: training settings changed for every member
+LOSS = ["cross_entropy"]  # --loss
+ESCAPE_BUDGETS: list[float] = []  # --escape-budgets: extra thresholds, each passing at most that share of validation defects
+
+
+def use_focal_loss(gamma: float = 2.0) -> None:
+    """Make the trainer's ``torch.nn.CrossEntropyLoss(label_smoothing=...)`` a focal loss (probe only)."""
+    import torch
+
+    class FocalLoss(torch.nn.Module):
+        def __init__(self, label_smoothing: float = 0.0) -> None:
+            super().__init__()
+            self.label_smoothing = label_smoothing
+
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            log_p = torch.log_softmax(logits, dim=1)
+            classes = logits.shape[1]
+            q = torch.nn.functional.one_hot(target, classes).float() * (1 - self.label_smoothing) + self.label_smoothing / classes
+            return (-(q * (1 - log_p.exp()) ** gamma * log_p).sum(dim=1)).mean()
+
+    torch.nn.CrossEntropyLoss = FocalLoss
 
 
 def member_settings(member: str, seed: int) -> TrainSettings:
@@ -179,14 +219,14 @@ def epoch_model(checkpoint: bytes, state: dict):
 
 
 def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str, distance: int, members: list[str],
-        epoch_rules: bool = False) -> dict:
+        epoch_rules: bool = False, preprocess: str = "none") -> dict:
     classes = sorted(items["label"].unique())
     good = classes.index(good_class)
     split = grouped_stratified_split(items, SplitSpec(seed=seed, near_duplicate_max_distance=distance))
     parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
     labels = {name: np.array([classes.index(label) for label in part["label"]], np.int64) for name, part in parts.items()}
     width, height, turn = SHAPES[shape]
-    arrays = {name: load(part["path"].tolist(), width, height, turn) for name, part in parts.items()}
+    arrays = {name: load(part["path"].tolist(), width, height, turn, preprocess) for name, part in parts.items()}
     val_paths = parts["val"]["path"].to_numpy()
     if epoch_rules:
         started = time.perf_counter()
@@ -216,6 +256,7 @@ def run(items: pd.DataFrame, root: Path, seed: int, shape: str, good_class: str,
         outputs.append((probabilities(model, arrays["val"]), probabilities(model, arrays["test"])))
     line = {
         "seed": seed, "shape": shape, "near_duplicate_distance": distance, "settings_changed": OVERRIDES,
+        "preprocess": preprocess, "loss": LOSS[0],
         **figures(*outputs[0], labels, good, val_paths, root),
         "train_seconds": seconds[0], "images": {name: len(part) for name, part in parts.items()},
     }
@@ -247,17 +288,28 @@ def main() -> None:
     parser.add_argument("--near-duplicate-distance", type=int, default=SplitSpec().near_duplicate_max_distance)
     parser.add_argument("--set", type=setting_override, action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting changed for every member, e.g. balance=inverse (repeatable)")
+    parser.add_argument("--escape-budgets", type=float, nargs="+", default=[], metavar="RATE",
+                        help="also report test rates at thresholds that let at most RATE of the defective validation "
+                        "images pass (what `mfgv onboard --escape-budget RATE` would calibrate)")
+    parser.add_argument("--loss", choices=["cross_entropy", "focal"], default="cross_entropy",
+                        help="focal: the trainer's loss made a focal loss (gamma 2) for this run")
+    parser.add_argument("--preprocess", choices=["none", "clahe"], default="none",
+                        help="clahe: every image's local contrast equalised (CLAHE) before the letterbox")
     parser.add_argument("--epoch-rules", action="store_true",
                         help="train the first member once and report the epoch each selection rule keeps")
     args = parser.parse_args()
     OVERRIDES.update(dict(args.set))
+    ESCAPE_BUDGETS.extend(args.escape_budgets)
+    LOSS[0] = args.loss
+    if args.loss == "focal":
+        use_focal_loss()
     # The probe's arrays may be non-square; the trainer's shape check is for the product's square inputs.
     trainer._check_images = lambda *_args, **_kwargs: None
     items = dataset_items(args.data)
     for seed in args.seeds:
         for shape in args.shapes:
             line = run(items, args.data, seed, shape, args.good_class, args.near_duplicate_distance, args.members,
-                       args.epoch_rules)
+                       args.epoch_rules, args.preprocess)
             print(json.dumps(line), flush=True)
 
 
