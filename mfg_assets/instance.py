@@ -59,13 +59,10 @@ PROCESS_TAG = "mfgv/process"
 def run_tags() -> dict[str, str]:
     """Tags for a run ``mfgv`` executes in its own process, so a later command can tell it died (or was
     lost in a restart of this machine)."""
-    import json
-
-    from mfg_assets.run_launcher import LAUNCH_TAG
-    from resources.storage.processes import launch_record
+    from mfg_assets.run_launcher import launch_tags
     from resources.storage.scratch import process_tag
 
-    return {PROCESS_TAG: process_tag(), LAUNCH_TAG: json.dumps(launch_record(), sort_keys=True)}
+    return {PROCESS_TAG: process_tag(), **launch_tags()}
 
 
 def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:

@@ -38,10 +38,15 @@ from resources.storage.processes import (
     started_after,
 )
 
-__all__ = ["LAUNCH_TAG", "LocalRunLauncher", "run_worker_gone"]
+__all__ = ["LAUNCH_TAG", "LocalRunLauncher", "launch_tags", "run_worker_gone"]
 
 LAUNCH_TAG = "mfgv/launched"
 """Run tag written as a run is launched or begun: ``resources.storage.processes.launch_record`` as JSON."""
+
+
+def launch_tags() -> dict[str, str]:
+    """:data:`LAUNCH_TAG` with this machine's record now."""
+    return {LAUNCH_TAG: json.dumps(launch_record(), sort_keys=True)}
 
 _STARTED_PREFIX = "Started process for run (pid: "
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
@@ -106,7 +111,7 @@ def _worker_pid_reused(launched: dict | None, pid: int, started_at: float) -> bo
 def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why ``run``'s process is known to be gone, or None when it runs or cannot be judged from here."""
     from mfg_assets.instance import PROCESS_TAG
-    from resources.storage.scratch import process_is_gone
+    from resources.storage.scratch import process_is_gone, tagged_pid
 
     grpc_info = run.tags.get(GRPC_INFO_TAG)
     tag = run.tags.get(PROCESS_TAG)
@@ -114,7 +119,7 @@ def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | N
     # An in-process run has no job origin to launch from; a launched one that carries PROCESS_TAG got it
     # from the parent it re-executes (Dagster copies tags), before or after GRPC_INFO_TAG is written.
     if tag is not None and run.remote_job_origin is None and grpc_info is None:
-        pid = tag.split(".")[0].split("-")[0]
+        pid = tagged_pid(tag)
         if launched is not None and lost_in_restart(launched):
             return (
                 f"the mfgv process that executed this run ({pid}) was lost when this machine restarted, before "
@@ -155,7 +160,7 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         """Record the machine, the boot and the wall clock's boot time before the worker starts (:data:`LAUNCH_TAG`)."""
-        self._instance.add_run_tags(context.dagster_run.run_id, {LAUNCH_TAG: json.dumps(launch_record(), sort_keys=True)})
+        self._instance.add_run_tags(context.dagster_run.run_id, launch_tags())
         super().launch_run(context)
 
     def get_run_worker_debug_info(self, run: dg.DagsterRun, include_container_logs: bool | None = True) -> str | None:

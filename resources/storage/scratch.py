@@ -17,15 +17,14 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from resources.storage.processes import boot_id, process_identity, same_process
+from resources.storage.processes import boot_id, machine_tag, process_identity, same_process
 
-__all__ = ["PREFIX", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "writer_is_gone"]
+__all__ = ["PREFIX", "process_is_gone", "process_tag", "scratch_dir", "scratch_name", "sweep_abandoned", "tagged_pid", "writer_is_gone"]
 
 PREFIX = ".incoming-"
 _TAG = re.compile(r"^(\d+(?:-\d+)?)\.([0-9a-f]{8})$")
@@ -33,22 +32,21 @@ _TAG = re.compile(r"^(\d+(?:-\d+)?)\.([0-9a-f]{8})$")
 
 @functools.cache
 def _host_tag() -> str:
-    """Who can judge a pid: the host name, the boot and the pid and time namespaces (containers with the
-    same host name but their own process ids get different tags, so none ever judges another's work).
-    Leftovers of an earlier boot are therefore never judged: they stay, hidden from every reader."""
-    parts = [socket.gethostname(), boot_id()]
-    for namespace in ("pid", "time"):  # whose views of pids and start ticks a judgement must share
-        try:
-            parts.append(str(os.stat(f"/proc/self/ns/{namespace}").st_ino))
-        except OSError:  # not Linux: the host name alone
-            parts.append("")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+    """Who can judge a pid: this machine with its pid and time namespaces (``processes.machine_tag``:
+    containers with their own process ids get other tags, so none ever judges another's work) and
+    this boot. Leftovers of an earlier boot are therefore never judged: they stay, hidden from every reader."""
+    return hashlib.sha256(f"{machine_tag()}\0{boot_id()}".encode()).hexdigest()[:8]
 
 
 def process_tag() -> str:
     """``<pid>-<start ticks>.<host hash>``: this process, told apart from same-numbered processes of other
     hosts and from a later process given the same pid."""
     return f"{process_identity()}.{_host_tag()}"
+
+
+def tagged_pid(tag: str) -> str:
+    """The pid a :func:`process_tag` names, for messages (``<pid>-<ticks>.<host>`` or an older ``<pid>.<host>``)."""
+    return tag.split(".")[0].split("-")[0]
 
 
 def process_is_gone(tag: str) -> bool:
@@ -60,7 +58,7 @@ def process_is_gone(tag: str) -> bool:
     if match is None or match.group(2) != _host_tag():
         return False
     identity = match.group(1)
-    if int(identity.partition("-")[0]) == os.getpid():
+    if int(tagged_pid(tag)) == os.getpid():
         return False
     return same_process(identity) is False
 
