@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mfg_assets.common import blocking_check_result, record_lineage
-from mfg_assets.datasets import load_split_images
+from mfg_assets.datasets import load_split_images, split_groups
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import AugmentedSet, DatasetVersion, ExportedModel, TrainedModel, TrainingRecipe, ValidationReport
 from resources.anomaly.feature_source import feature_source_hashes, resolve_feature_source
@@ -254,7 +254,7 @@ def anomaly_report(
 
     size, resize = model.image_size, model.resize
     classes, good = list(dataset.classes), str(dataset.good_class)
-    val_images, val_labels, _ = load_split_images(lineage, store, dataset, "val", size, resize)
+    val_images, val_labels, val_rows = load_split_images(lineage, store, dataset, "val", size, resize)
     test_images, test_labels, test_rows = load_split_images(lineage, store, dataset, "test", size, resize)
     checkpoint = store.read_bytes(model.checkpoint)
     _, val_scores = trainer.score(checkpoint, val_images, keep_maps=False)
@@ -268,9 +268,12 @@ def anomaly_report(
     masks, has_mask, valid = split_masks(lineage, store, dataset, test_rows, size, resize)
     test = anomaly_split_section(
         y_true=test_labels, scores=test_scores, classes=classes, good_class=good, threshold=threshold,
-        maps=test_maps, masks=masks, has_mask=has_mask, valid=valid,
+        maps=test_maps, masks=masks, has_mask=has_mask, valid=valid, groups=split_groups(test_rows),
     )
-    val = anomaly_split_section(y_true=val_labels, scores=val_scores, classes=classes, good_class=good, threshold=threshold)
+    val = anomaly_split_section(
+        y_true=val_labels, scores=val_scores, classes=classes, good_class=good, threshold=threshold,
+        groups=split_groups(val_rows),
+    )
     errors = worst_anomaly_errors(test_labels, test_scores, classes, good, threshold, k=config.gallery_size)
     good_test = test_labels == classes.index(good)
     floor = float(np.median(test_maps[good_test])) if good_test.any() else 0.0  # where good parts' maps sit

@@ -22,7 +22,7 @@ from mfg_assets.saved_options import config_for_run
 from resources.artifact_store import ArtifactStore
 from resources.lineage import LineageStore
 
-__all__ = ["SplitConfig", "dataset_version", "load_dataset_items", "load_split_images"]
+__all__ = ["SplitConfig", "dataset_version", "load_dataset_items", "load_split_images", "split_groups"]
 
 SPLITS = ("train", "val", "test")
 LEAKAGE_CHECK = {"no_leakage_across_splits": "no image or near-duplicate of it appears in two splits"}
@@ -43,6 +43,14 @@ def load_dataset_items(lineage: LineageStore, dataset_id: str) -> pd.DataFrame:
     if items.empty:
         raise LookupError(f"dataset version {dataset_id} has no rows in dataset_items; re-materialize dataset_version")
     return items.sort_values(["split", "sha256"]).reset_index(drop=True)
+
+
+def split_groups(rows: pd.DataFrame) -> np.ndarray | None:
+    """The near-duplicate group of each of a split's rows (from :func:`load_split_images`), for
+    intervals that count parts rather than exposures; ``None`` when the rows carry no groups."""
+    if "group_id" not in rows.columns or rows["group_id"].isna().any():
+        return None
+    return rows["group_id"].to_numpy(dtype=np.int64)
 
 
 def load_split_images(

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
-from mfg_assets.datasets import load_split_images
+from mfg_assets.datasets import load_split_images, split_groups
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from mfg_assets.saved_options import config_for_run
@@ -61,8 +61,11 @@ class ValidationConfig(dg.Config):
     )
 
 
-def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str) -> dict:
-    """The task's metrics on one split (its engine's), plus the decision rates every task reports."""
+def _split_section(
+    probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str, groups: np.ndarray | None
+) -> dict:
+    """The task's metrics on one split (its engine's), plus the decision rates every task reports
+    (their intervals counted in near-duplicate ``groups`` when given)."""
     from resources.reporting.metrics import RATE_KEYS, decision_rates, defect_scores, roc_points
     from resources.tasks import engine_for
 
@@ -70,7 +73,7 @@ def _split_section(probabilities: np.ndarray, labels: np.ndarray, classes, good_
     if good_class is not None:
         scores = defect_scores(probabilities, classes, good_class)
         is_defect = labels != list(classes).index(good_class)
-        section["decision"] = decision_rates(scores, is_defect, threshold)
+        section["decision"] = decision_rates(scores, is_defect, threshold, groups)
         section.update({key: section["decision"][key] for key in RATE_KEYS})
         section["roc"] = roc_points(scores, is_defect)
         section["defect_scores"] = [round(float(v), 6) for v in scores]
@@ -91,8 +94,11 @@ def build_report(
     history: list[dict],
     recipe: TrainingRecipe | None = None,
     cv: CrossValidation | None = None,
+    groups: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """The report dictionary from validation and test probabilities (pure; no I/O)."""
+    """The report dictionary from validation and test probabilities (pure; no I/O); ``groups``
+    holds each split's near-duplicate group ids (``"val"``, ``"test"``), which the rates'
+    intervals count instead of images."""
     from resources.reporting.metrics import calibrate_threshold, defect_scores, threshold_setters, worst_errors
 
     classes, good_class = list(dataset.classes), dataset.good_class
@@ -117,8 +123,8 @@ def build_report(
         config=config,
         notes=notes,
         threshold=calibration,
-        val=_split_section(val[0], val[1], classes, good_class, threshold, dataset.task),
-        test=_split_section(test[0], test[1], classes, good_class, threshold, dataset.task),
+        val=_split_section(val[0], val[1], classes, good_class, threshold, dataset.task, (groups or {}).get("val")),
+        test=_split_section(test[0], test[1], classes, good_class, threshold, dataset.task, (groups or {}).get("test")),
         worst_errors=worst_errors(test[1], test[0], classes, k=config.gallery_size),
         threshold_set_by=set_by,
         training={"settings": model.settings, "best_epoch": model.best_epoch, "history": history},
@@ -238,6 +244,7 @@ def validation_report(
             history=list(trained_model.history),
             recipe=hyperparameter_search,
             cv=cross_validation,
+            groups={"val": split_groups(val_rows), "test": split_groups(test_rows)},
         )
         gallery = [test_images[e["index"]] for e in report["worst_errors"]]
     named = [(report["worst_errors"], test_rows)]

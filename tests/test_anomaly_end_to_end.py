@@ -50,6 +50,7 @@ def test_anomaly_onboard_export_register_and_edge_round_trip(mfg_home: Path, tmp
     html = Path(report["report_html"]).read_text()
     assert "Image AUROC (test)" in html and "Threshold rule" in html and "data:image/png;base64," in html
     assert test["escape_rate_ci95"][0] <= test["escape_rate"] <= test["escape_rate_ci95"][1]
+    assert test["decision"]["interval_basis"] == "near-duplicate groups"  # the intervals count parts
 
     lineage = LineageStore()
     items = lineage.read_table("dataset_items", "dataset_id = ?", [report["dataset_version"]])

@@ -42,9 +42,15 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert report["test"]["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(len(matrix))) / report["test"]["n_images"])
     assert set(report["test"]["per_class"]) == {"good", "scratch", "dent", "stain", "missing_hole"}
     assert report["test"]["false_reject_rate"] is not None and report["test"]["escape_rate"] is not None
-    decision = report["test"]["decision"]  # each rate with the exact interval of its own counts
-    assert report["test"]["escape_rate_ci95"] == pytest.approx(rate_interval(decision["escapes"], decision["n_defect"]))
-    assert report["test"]["false_reject_rate_ci95"] == pytest.approx(rate_interval(decision["false_rejects"], decision["n_good"]))
+    decision = report["test"]["decision"]  # each rate with the exact interval of its own counts, in near-duplicate groups
+    assert decision["interval_basis"] == "near-duplicate groups"
+    assert 1 <= decision["n_defect_groups"] <= decision["n_defect"] and 1 <= decision["n_good_groups"] <= decision["n_good"]
+    assert report["test"]["escape_rate_ci95"] == pytest.approx(
+        rate_interval(decision["escapes"], decision["n_defect"], groups=decision["n_defect_groups"])
+    )
+    assert report["test"]["false_reject_rate_ci95"] == pytest.approx(
+        rate_interval(decision["false_rejects"], decision["n_good"], groups=decision["n_good_groups"])
+    )
     assert "95 % CI" in done.stdout
     assert report["parity"]["passed"] is True
     assert report["parity"]["max_abs_diff"] <= report["parity"]["tolerance"]

@@ -63,10 +63,12 @@ def anomaly_split_section(
     masks: np.ndarray | None = None,
     has_mask: np.ndarray | None = None,
     valid: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One split's report section: image metrics, pixel metrics over the images that have a mask
-    (and every good image: its pixels are all negatives), the decision at ``threshold`` and the
-    score lists the report's histogram and ROC are drawn from."""
+    (and every good image: its pixels are all negatives), the decision at ``threshold`` (its
+    intervals counted in near-duplicate ``groups`` when given) and the score lists the report's
+    histogram and ROC are drawn from."""
     from resources.reporting.metrics import RATE_KEYS, decision_rates, roc_points
 
     section = image_level_metrics(y_true, scores, classes, good_class)
@@ -87,7 +89,7 @@ def anomaly_split_section(
             if maps is not None
             else "maps are not evaluated on this split (pixel metrics are measured on test)"
         )
-    decision = decision_rates(s, is_defect, threshold)
+    decision = decision_rates(s, is_defect, threshold, groups)
     section["decision"] = decision
     section.update({key: decision[key] for key in RATE_KEYS})
     rejected = s >= threshold

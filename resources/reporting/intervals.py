@@ -5,28 +5,53 @@ A false-reject or escape rate measured on a few dozen parts is a count, not a fi
 states each rate with its Clopper-Pearson ("exact") interval, so that an auditor or a plant reads
 how much the test set can vouch for, and two runs whose intervals overlap are not read as
 different. Clopper-Pearson never covers less than the stated confidence, which is the side to err
-on for an escape rate. It treats images as independent trials: several shots of one part are not
-(the split keeps near-duplicates together for that reason), so on such data the interval is, if
-anything, too narrow. scipy computes it (imported when first needed: scipy.stats takes about half a
-second to import, and the definitions that import this module should load fast).
+on for an escape rate.
+
+Images are not always independent trials: several shots of one part, or one crop under six exposures,
+decide alike, and counting them as six parts would claim a test set six times as large as it is. The
+split keeps such near-duplicates in one group (``group_id``); given the number of groups, the
+interval counts each group as one trial (Kish's effective sample size at its bound, where a group's
+images all decide alike: ``n_eff = groups``, ``count_eff = rate * groups``). That never claims more
+than the data holds, and equals the per-image interval when every image is its own group. scipy
+computes it (imported when first needed: scipy.stats takes about half a second to import, and the
+definitions that import this module should load fast).
 """
 
 CONFIDENCE = 0.95
 
 
-def rate_interval(count: int, total: int, confidence: float = CONFIDENCE) -> list[float] | None:
+def rate_interval(
+    count: int, total: int, confidence: float = CONFIDENCE, *, groups: int | None = None
+) -> list[float] | None:
     """``[low, high]`` for a rate measured as ``count`` of ``total``; ``None`` when ``total`` is 0.
 
-    ``None`` rather than ``[0, 1]``: no parts measured is a missing figure, and the report says
-    why next to the rate itself (whose denominator is zero too).
+    ``groups``: how many near-duplicate groups the ``total`` images fall in (``None``: each image
+    its own). Fewer groups than images widen the interval to what that many independent parts
+    could vouch for. ``None`` rather than ``[0, 1]``: no parts measured is a missing figure, and
+    the report says why next to the rate itself (whose denominator is zero too).
     """
     if total < 0 or count < 0 or count > total:
         raise ValueError(f"a rate needs 0 <= count <= total, got {count} of {total}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if groups is not None and not (min(1, total) <= groups <= total):
+        raise ValueError(f"{total} images fall in 1 to {total} groups, got {groups}")
     if total == 0:
         return None
-    from scipy.stats import binomtest
+    if groups is None or groups == total:
+        from scipy.stats import binomtest
 
-    interval = binomtest(int(count), int(total)).proportion_ci(confidence_level=confidence, method="exact")
-    return [float(interval.low), float(interval.high)]
+        interval = binomtest(int(count), int(total)).proportion_ci(confidence_level=confidence, method="exact")
+        return [float(interval.low), float(interval.high)]
+    return _clopper_pearson(count / total * groups, float(groups), confidence)
+
+
+def _clopper_pearson(count: float, total: float, confidence: float) -> list[float]:
+    """The exact interval from beta quantiles, which also take the fractional counts of an effective
+    sample size (0 and ``total`` keep their closed bounds)."""
+    from scipy.stats import beta
+
+    tail = (1.0 - confidence) / 2.0
+    low = 0.0 if count <= 0 else float(beta.ppf(tail, count, total - count + 1.0))
+    high = 1.0 if count >= total else float(beta.ppf(1.0 - tail, count + 1.0, total - count))
+    return [low, high]

@@ -35,7 +35,7 @@ def _split(rng: np.random.Generator, n: int, threshold: float | None = None) -> 
     split["defect_scores"] = scores.tolist()
     split["is_defect"] = is_defect.tolist()
     if threshold is not None:
-        decision = decision_rates(scores, is_defect, threshold)
+        decision = decision_rates(scores, is_defect, threshold, np.arange(n) // 2)  # two shots a part
         split["decision"] = decision
         split["false_reject_rate"] = decision["false_reject_rate"]
         split["escape_rate"] = decision["escape_rate"]
@@ -106,6 +106,9 @@ def test_file_is_written_and_shows_versions_and_numbers(rendered: tuple[dict[str
         low, high = report["test"][f"{key}_ci95"]
         assert f"{report['test'][key] * 100:.2f} % (95 % CI {low * 100:.2f}–{high * 100:.2f} %)" in text
         assert f"<td>{low * 100:.2f}–{high * 100:.2f} %</td>" in text  # and in the split's decision table
+    # and how many parts the intervals count
+    groups = report["test"]["decision"]["n_good_groups"]
+    assert f"<th>good parts (near-duplicate groups; the intervals count these)</th><td>{groups}</td>" in text
     # seed 7 gives one escape on the test set against a zero target: the report must say so
     assert report["test"]["escape_rate"] > report["threshold"]["max_escape_rate"]
     assert "is above the target the threshold was calibrated for" in text

@@ -44,3 +44,32 @@ def test_impossible_counts_are_refused(count: int, total: int) -> None:
 def test_confidence_outside_zero_one_is_refused(confidence: float) -> None:
     with pytest.raises(ValueError, match="confidence must be in"):
         rate_interval(1, 5, confidence=confidence)
+
+
+def test_groups_as_many_as_images_give_the_per_image_interval() -> None:
+    assert rate_interval(3, 40, groups=40) == rate_interval(3, 40)
+
+
+def test_fewer_groups_than_images_widen_the_interval_to_what_the_groups_can_vouch_for() -> None:
+    # 0 escapes of 60 images that are 10 parts shot six times each: 10 parts' worth of evidence
+    per_image, per_group = rate_interval(0, 60), rate_interval(0, 60, groups=10)
+    assert per_group == pytest.approx(rate_interval(0, 10))
+    assert per_group[1] > 2 * per_image[1]
+
+
+def test_a_fractional_effective_count_lies_between_its_whole_neighbours() -> None:
+    # 5 of 40 images in 20 groups counts as 2.5 of 20
+    low, high = rate_interval(5, 40, groups=20)
+    two, three = rate_interval(2, 20), rate_interval(3, 20)
+    assert two[0] < low < three[0] and two[1] < high < three[1]
+
+
+def test_all_of_n_in_groups_keeps_the_closed_upper_bound() -> None:
+    low, high = rate_interval(12, 12, groups=4)
+    assert high == 1.0 and low == pytest.approx(rate_interval(4, 4)[0])
+
+
+@pytest.mark.parametrize(("total", "groups"), [(10, 0), (10, 11), (0, 1)])
+def test_more_groups_than_images_or_none_are_refused(total: int, groups: int) -> None:
+    with pytest.raises(ValueError, match="groups"):
+        rate_interval(0, total, groups=groups)

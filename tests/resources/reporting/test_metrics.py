@@ -140,6 +140,27 @@ def test_decision_rates_counts_and_boundary() -> None:
     assert rates["escape_rate_ci95"] == pytest.approx([0.0063, 0.8059], abs=5e-4)
 
 
+def test_intervals_count_near_duplicate_groups_when_given() -> None:
+    # the five good images are two parts (0.1/0.2/0.3 and 0.5/0.7), the four defects four parts
+    groups = np.array([0, 0, 0, 2, 1, 3, 1, 4, 5])
+    rates = decision_rates(SCORES, IS_DEFECT, 0.5, groups)
+    plain = decision_rates(SCORES, IS_DEFECT, 0.5)
+    assert {k: rates[k] for k in plain if not k.endswith("_ci95")} == {k: plain[k] for k in plain if not k.endswith("_ci95")}
+    assert (rates["n_good_groups"], rates["n_defect_groups"], rates["interval_basis"]) == (2, 4, "near-duplicate groups")
+    # 2 of 5 good images in 2 groups weighs as 0.8 of 2: wider than 2 of 5
+    assert rates["false_reject_rate_ci95"][1] - rates["false_reject_rate_ci95"][0] > (
+        plain["false_reject_rate_ci95"][1] - plain["false_reject_rate_ci95"][0]
+    )
+    # every defect its own group: the per-image interval
+    assert rates["escape_rate_ci95"] == pytest.approx(plain["escape_rate_ci95"])
+    assert "n_good_groups" not in plain
+
+
+def test_groups_of_another_length_are_refused() -> None:
+    with pytest.raises(ValueError, match="one group id per image"):
+        decision_rates(SCORES, IS_DEFECT, 0.5, np.arange(4))
+
+
 def test_rates_are_none_with_a_note_when_test_set_has_no_defects() -> None:
     rates = decision_rates(np.array([0.1, 0.6, 0.2]), np.array([False, False, False]), 0.5)
     assert rates["escape_rate"] is None and rates["escape_rate_ci95"] is None
