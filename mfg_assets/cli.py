@@ -84,7 +84,7 @@ def _threshold_setters_summary(report: dict) -> list[str]:
         "(catching each rejects this share of the good validation parts; review these first):"
     ]
     for row in rows:
-        where = row.get("source_path") or row.get("rel_path") or f"validation image {row['index']}"
+        where = row.get("source_path") or row.get("landed_path") or row.get("rel_path") or f"validation image {row['index']}"
         lines.append(
             f"  {where} ({row.get('true', '?')}): score {row['score']:.3f}, "
             f"{100 * row['false_reject_rate_to_catch']:.2f} % of good parts ({row['good_at_or_above']})"

@@ -24,7 +24,10 @@ from resources.landing import MARKER
 from resources.settings import mfg_home
 from resources.tasks import engine_for
 
-__all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
+__all__ = ["OnboardError", "OnboardRequest", "discover_classes", "landed_source", "onboard"]
+
+# the line of a landed batch's marker that names the folder `mfgv onboard` copied it from
+SOURCE_LINE = "source: "
 
 
 
@@ -114,8 +117,19 @@ def land_batch(data_dir: Path, landing_dir: Path) -> Path:
     if batch_dir.exists():
         shutil.rmtree(batch_dir)  # a copy that lost its marker to a crash: the new copy replaces it
     staging.rename(batch_dir)
-    (batch_dir / MARKER).write_text("onboarded by mfgv\n")
+    (batch_dir / MARKER).write_text(f"onboarded by mfgv\n{SOURCE_LINE}{data_dir.resolve()}\n")
     return batch_dir
+
+
+def landed_source(batch_dir: Path) -> Path | None:
+    """The folder ``mfgv onboard`` copied a landed batch from (its marker's ``source:`` line), or
+    ``None`` for batches that came otherwise (a camera's drop, a sync) or before markers named it."""
+    try:
+        lines = (batch_dir / MARKER).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = [line[len(SOURCE_LINE):] for line in lines if line.startswith(SOURCE_LINE)]
+    return Path(found[0]) if found and found[0] else None
 
 
 def _run_config(request: OnboardRequest) -> dg.RunConfig:
@@ -357,7 +371,7 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     )
     if not result.success:
         summary = _failure_summary(result)
-        refused = _write_refusal(request, result, started, summary, batch_dir.name)
+        refused = _write_refusal(request, result, started, summary, batch_dir)
         where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""
         raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{summary}{where}")
     # Kept once a model came of them (a refused or failed try leaves the variant's last good options):
@@ -365,7 +379,7 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     chosen = _chosen_options(run_config)
     saved = save_run_config(request.line, request.variant, chosen, home)
     echo(f"saved the options of this onboard for the variant's later runs (new batches, retrains): {saved}")
-    return _write_report(request, result, started, batch_dir.name)
+    return _write_report(request, result, started, batch_dir)
 
 
 def _materialized(result: Any, asset: str) -> dict[str, Any] | None:
@@ -377,7 +391,7 @@ def _materialized(result: Any, asset: str) -> dict[str, Any] | None:
     return None
 
 
-def _write_refusal(request: OnboardRequest, result: Any, started: float, summary: str, batch: str) -> str | None:
+def _write_refusal(request: OnboardRequest, result: Any, started: float, summary: str, batch: Path) -> str | None:
     """When the run stopped after the validation report (the release check refused the model, or a
     later step failed), still write the report JSON with the refusal, so the user sees what fell short."""
     metadata = _materialized(result, "validation_report")
@@ -396,12 +410,14 @@ def _write_refusal(request: OnboardRequest, result: Any, started: float, summary
     return str(metadata.get("report_html"))
 
 
-def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started: float, batch: str) -> dict[str, Any]:
+def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started: float, batch: Path) -> dict[str, Any]:
     """What a plant engineer asks first, from the full report JSON.
 
-    ``batch`` is the landing batch this onboard copied ``request.data_dir`` into: the images of it
-    that set the threshold get their path in the user's own folder (``source_path``), the file they
-    would open to review, next to the landed ``rel_path`` the lineage knows them by.
+    ``batch`` is the landing batch folder this onboard copied ``request.data_dir`` into. The images
+    that set the threshold get the file they would open to review: their path in the user's own
+    folder (``source_path``: this onboard's folder, or the one an earlier onboard of the variant
+    landed, while the file is still there), else the landed copy (``landed_path``), next to the
+    ``rel_path`` the lineage knows them by.
     """
     test = full["test"]
     report: dict[str, Any] = {
@@ -437,13 +453,21 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
     return report
 
 
-def _with_source_path(row: dict[str, Any], data_dir: Path, batch: str) -> dict[str, Any]:
-    """``row`` with ``source_path`` when its landed path lies in ``batch`` (images of earlier batches
-    of the variant came from folders this onboard does not know; their landed path stays the name)."""
+def _with_source_path(row: dict[str, Any], data_dir: Path, batch: Path) -> dict[str, Any]:
+    """``row`` with ``source_path`` (the user's file) or ``landed_path`` (the landed copy) of its
+    ``rel_path`` (``<batch>/<path in the batch>``); unchanged when neither file is there."""
     landed_batch, _, rel_path = str(row.get("rel_path", "")).partition("/")
-    if landed_batch != batch or not rel_path:
+    if not rel_path or landed_batch in (".", ".."):
         return row
-    return {**row, "source_path": str(data_dir.resolve() / rel_path)}
+    if landed_batch == batch.name:
+        return {**row, "source_path": str(data_dir.resolve() / rel_path)}
+    earlier = batch.parent / landed_batch
+    source = landed_source(earlier)
+    if source is not None and (source / rel_path).is_file():
+        return {**row, "source_path": str(source / rel_path)}
+    if (earlier / rel_path).is_file():
+        return {**row, "landed_path": str(earlier / rel_path)}
+    return row
 
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:
@@ -451,7 +475,7 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
 
 
-def _write_report(request: OnboardRequest, result: Any, started: float, batch: str) -> dict[str, Any]:
+def _write_report(request: OnboardRequest, result: Any, started: float, batch: Path) -> dict[str, Any]:
     from resources.artifact_store import ArtifactStore
 
     store = ArtifactStore()

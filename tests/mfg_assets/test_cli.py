@@ -72,6 +72,8 @@ def test_onboard_output_names_the_images_that_set_the_threshold() -> None:
     assert len(lines) == 3 and "review these first" in lines[0]
     assert lines[1] == "  onboard-1/MT_Break/exp6_num_105927.jpg (MT_Break): score 0.064, 76.44 % of good parts (146)"
     assert lines[2].startswith("  validation image 9 (MT_Uneven): score 0.410, 1.05 %")
+    report["threshold_set_by"][0]["landed_path"] = "/home/.mfg/landing/l/v/onboard-1/MT_Break/exp6_num_105927.jpg"
+    assert cli._threshold_setters_summary(report)[1].startswith("  /home/.mfg/landing/l/v/onboard-1/MT_Break/")
     report["threshold_set_by"][0]["source_path"] = "/plant/tiles/MT_Break/exp6_num_105927.jpg"
     assert cli._threshold_setters_summary(report)[1].startswith("  /plant/tiles/MT_Break/exp6_num_105927.jpg (MT_Break)")
     assert cli._threshold_setters_summary({"threshold_set_by": []}) == []

@@ -196,8 +196,32 @@ def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, 
 def test_threshold_images_of_this_onboards_batch_get_their_path_in_the_users_folder(tmp_path: Path) -> None:
     from mfg_assets.onboard import _with_source_path
 
+    landing = tmp_path / "landing"
     row = {"index": 3, "rel_path": "onboard-abc/MT_Break/Imgs/x.jpg"}
-    assert _with_source_path(row, tmp_path, "onboard-abc")["source_path"] == str(tmp_path.resolve() / "MT_Break/Imgs/x.jpg")
-    # an image of an earlier batch of the variant came from a folder this onboard does not know
-    assert "source_path" not in _with_source_path(row, tmp_path, "onboard-def")
-    assert "source_path" not in _with_source_path({"index": 3}, tmp_path, "onboard-abc")
+    got = _with_source_path(row, tmp_path, landing / "onboard-abc")
+    assert got["source_path"] == str(tmp_path.resolve() / "MT_Break/Imgs/x.jpg")
+    assert "source_path" not in _with_source_path({"index": 3}, tmp_path, landing / "onboard-abc")
+
+
+def test_threshold_images_of_an_earlier_batch_get_the_folder_it_was_onboarded_from(tmp_path: Path) -> None:
+    """An earlier onboard's marker names its folder; while the file is there, that is the one to review,
+    else the landed copy; a batch from elsewhere (a camera drop) has only its landed copy."""
+    from mfg_assets.onboard import _with_source_path, land_batch, landed_source
+
+    first = tmp_path / "first"
+    (first / "MT_Break").mkdir(parents=True)
+    (first / "MT_Break" / "x.jpg").write_bytes(b"jpg")
+    landing = tmp_path / "landing"
+    earlier = land_batch(first, landing)
+    assert landed_source(earlier) == first.resolve()
+    row = {"index": 1, "rel_path": f"{earlier.name}/MT_Break/x.jpg"}
+    now = landing / "onboard-now"
+    assert _with_source_path(row, tmp_path / "second", now)["source_path"] == str(first.resolve() / "MT_Break/x.jpg")
+    (first / "MT_Break" / "x.jpg").unlink()  # the plant tidied its folder since
+    moved = _with_source_path(row, tmp_path / "second", now)
+    assert "source_path" not in moved and moved["landed_path"] == str(earlier / "MT_Break/x.jpg")
+    (earlier / "_READY").write_text("")  # dropped by a camera, not onboarded: no source named
+    assert landed_source(earlier) is None
+    assert _with_source_path(row, tmp_path / "second", now)["landed_path"] == str(earlier / "MT_Break/x.jpg")
+    gone = {"index": 2, "rel_path": "onboard-gone/a.jpg"}
+    assert _with_source_path(gone, tmp_path, now) == gone
