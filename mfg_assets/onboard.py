@@ -20,14 +20,11 @@ import dagster as dg
 
 from resources.data.variants import VariantSpec, load_variant, partition_key, save_run_config, save_variant, validate_name
 from resources.errors import MfgVisionError
-from resources.landing import MARKER
+from resources.landing import MARKER, landed_source, onboard_marker
 from resources.settings import mfg_home
 from resources.tasks import engine_for
 
-__all__ = ["OnboardError", "OnboardRequest", "discover_classes", "landed_source", "onboard"]
-
-# the line of a landed batch's marker that names the folder `mfgv onboard` copied it from
-SOURCE_LINE = "source: "
+__all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
 
 
 
@@ -117,19 +114,8 @@ def land_batch(data_dir: Path, landing_dir: Path) -> Path:
     if batch_dir.exists():
         shutil.rmtree(batch_dir)  # a copy that lost its marker to a crash: the new copy replaces it
     staging.rename(batch_dir)
-    (batch_dir / MARKER).write_text(f"onboarded by mfgv\n{SOURCE_LINE}{data_dir.resolve()}\n")
+    (batch_dir / MARKER).write_text(onboard_marker(data_dir))
     return batch_dir
-
-
-def landed_source(batch_dir: Path) -> Path | None:
-    """The folder ``mfgv onboard`` copied a landed batch from (its marker's ``source:`` line), or
-    ``None`` for batches that came otherwise (a camera's drop, a sync) or before markers named it."""
-    try:
-        lines = (batch_dir / MARKER).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    found = [line[len(SOURCE_LINE):] for line in lines if line.startswith(SOURCE_LINE)]
-    return Path(found[0]) if found and found[0] else None
 
 
 def _run_config(request: OnboardRequest) -> dg.RunConfig:

@@ -13,10 +13,29 @@ import dagster as dg
 from resources.settings import mfg_home
 from resources.data.variants import NAME_PATTERN
 
-__all__ = ["LandingBatch", "LandingZone", "MARKER", "SIDECAR_FILES", "find_complete_batches"]
+__all__ = ["LandingBatch", "LandingZone", "MARKER", "SIDECAR_FILES", "find_complete_batches", "landed_source", "onboard_marker"]
 
 MARKER = "_READY"
 SIDECAR_FILES = frozenset({"labels.csv", "annotations.json", "metadata.csv", MARKER})
+# the line of an onboarded batch's marker that names the folder `mfgv onboard` copied it from
+_SOURCE_LINE = "source: "
+
+
+def onboard_marker(source: Path) -> str:
+    """The marker text of a batch ``mfgv onboard`` copied from ``source``: the folder is named, so a
+    report can later point the user at their own file rather than the landed copy."""
+    return f"onboarded by mfgv\n{_SOURCE_LINE}{source.resolve()}\n"
+
+
+def landed_source(batch_dir: Path) -> Path | None:
+    """The folder ``mfgv onboard`` copied a landed batch from (its marker's ``source:`` line), or
+    ``None`` for batches that came otherwise (a camera's drop, a sync) or before markers named it."""
+    try:
+        lines = (batch_dir / MARKER).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = [line[len(_SOURCE_LINE):] for line in lines if line.startswith(_SOURCE_LINE)]
+    return Path(found[0]) if found and found[0] else None
 
 
 @dataclass(frozen=True)

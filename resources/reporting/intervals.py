@@ -17,6 +17,8 @@ computes it (imported when first needed: scipy.stats takes about half a second t
 definitions that import this module should load fast).
 """
 
+import numpy as np
+
 CONFIDENCE = 0.95
 
 
@@ -44,6 +46,17 @@ def rate_interval(
         interval = binomtest(int(count), int(total)).proportion_ci(confidence_level=confidence, method="exact")
         return [float(interval.low), float(interval.high)]
     return _clopper_pearson(count / total * groups, float(groups), confidence)
+
+
+def groups_in(groups: np.ndarray | None, mask: np.ndarray) -> int | None:
+    """How many near-duplicate groups the images selected by ``mask`` fall in (``None`` without
+    ``groups``): the ``groups`` argument of :func:`rate_interval` for a rate over those images."""
+    if groups is None:
+        return None
+    groups, mask = np.asarray(groups), np.asarray(mask, dtype=bool)
+    if groups.shape != mask.shape:
+        raise ValueError(f"groups has shape {groups.shape}, scores {mask.shape}: give one group id per image")
+    return len(np.unique(groups[mask]))
 
 
 def _clopper_pearson(count: float, total: float, confidence: float) -> list[float]:

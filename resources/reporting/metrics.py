@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from resources.reporting.intervals import rate_interval
+from resources.reporting.intervals import groups_in, rate_interval
 
 __all__ = [
     "RATE_KEYS",
@@ -230,10 +230,7 @@ def decision_rates(
     are one part's worth of evidence.
     """
     s, d = _scores_and_labels(scores, is_defect)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != s.shape:
-            raise ValueError(f"groups has shape {groups.shape}, scores {s.shape}: give one group id per image")
+    good_groups, defect_groups = groups_in(groups, ~d), groups_in(groups, d)  # None without groups
     thr = float(threshold)
     if math.isnan(thr):
         raise ValueError("threshold is NaN; calibrate it first with calibrate_threshold")
@@ -249,8 +246,6 @@ def decision_rates(
         notes.append("false_reject_rate is None: the set has no good images")
     if n_defect == 0:
         notes.append("escape_rate is None: the set has no defective images")
-    good_groups = len(np.unique(groups[good])) if groups is not None else None
-    defect_groups = len(np.unique(groups[d])) if groups is not None else None
     rates = {
         "threshold": thr,
         "false_reject_rate": false_rejects / n_good if n_good else None,

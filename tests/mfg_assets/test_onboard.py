@@ -206,7 +206,8 @@ def test_threshold_images_of_this_onboards_batch_get_their_path_in_the_users_fol
 def test_threshold_images_of_an_earlier_batch_get_the_folder_it_was_onboarded_from(tmp_path: Path) -> None:
     """An earlier onboard's marker names its folder; while the file is there, that is the one to review,
     else the landed copy; a batch from elsewhere (a camera drop) has only its landed copy."""
-    from mfg_assets.onboard import _with_source_path, land_batch, landed_source
+    from mfg_assets.onboard import _with_source_path, land_batch
+    from resources.landing import landed_source
 
     first = tmp_path / "first"
     (first / "MT_Break").mkdir(parents=True)
