@@ -19,6 +19,8 @@ definitions that import this module should load fast).
 
 import numpy as np
 
+__all__ = ["CONFIDENCE", "groups_in", "rate_interval"]
+
 CONFIDENCE = 0.95
 
 
