@@ -261,7 +261,9 @@ def anomaly_report(
     test_maps, test_scores = trainer.score(checkpoint, test_images, keep_maps=True)
     val_defect = val_labels != classes.index(good)
     try:
-        chosen = choose_threshold(val_scores, val_defect, target_false_reject_rate=config.target_false_reject_rate)
+        chosen = choose_threshold(
+            val_scores, val_defect, target_false_reject_rate=config.target_false_reject_rate, groups=split_groups(val_rows)
+        )
     except ValueError as exc:
         raise dg.Failure(f"threshold calibration: {exc}") from exc
     threshold = float(chosen.calibration.threshold)

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
@@ -114,7 +114,7 @@ def land_batch(data_dir: Path, landing_dir: Path) -> Path:
     if batch_dir.exists():
         shutil.rmtree(batch_dir)  # a copy that lost its marker to a crash: the new copy replaces it
     staging.rename(batch_dir)
-    (batch_dir / MARKER).write_text(onboard_marker(data_dir))
+    (batch_dir / MARKER).write_text(onboard_marker(data_dir), encoding="utf-8")
     return batch_dir
 
 
@@ -441,19 +441,26 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
 
 def _with_source_path(row: dict[str, Any], data_dir: Path, batch: Path) -> dict[str, Any]:
     """``row`` with ``source_path`` (the user's file) or ``landed_path`` (the landed copy) of its
-    ``rel_path`` (``<batch>/<path in the batch>``); unchanged when neither file is there."""
+    ``rel_path`` (``<batch>/<path in the batch>``), each only while the file there still holds the
+    image (its ``sha256``: plants reuse file names); unchanged when neither does."""
     landed_batch, _, rel_path = str(row.get("rel_path", "")).partition("/")
-    if not rel_path or landed_batch in (".", ".."):
-        return row
-    if landed_batch == batch.name:
-        return {**row, "source_path": str(data_dir.resolve() / rel_path)}
+    inside = PurePosixPath(rel_path)
+    if landed_batch in ("", ".", "..") or not inside.parts or inside.is_absolute() or ".." in inside.parts:
+        return row  # not a path inside a batch: name nothing rather than a file elsewhere
     earlier = batch.parent / landed_batch
-    source = landed_source(earlier)
-    if source is not None and (source / rel_path).is_file():
-        return {**row, "source_path": str(source / rel_path)}
-    if (earlier / rel_path).is_file():
-        return {**row, "landed_path": str(earlier / rel_path)}
+    source = data_dir.resolve() if landed_batch == batch.name else landed_source(earlier)
+    for key, base in (("source_path", source), ("landed_path", earlier)):
+        if base is not None and _holds(base / inside, row.get("sha256")):
+            return {**row, key: str(base / inside)}
     return row
+
+
+def _holds(path: Path, sha256: str | None) -> bool:
+    """Whether ``path`` is a file with the image's content (any file when the row has no hash)."""
+    try:
+        return path.is_file() and (not sha256 or hashlib.sha256(path.read_bytes()).hexdigest() == sha256)
+    except OSError:
+        return False
 
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:

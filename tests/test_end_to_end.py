@@ -44,12 +44,13 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert report["test"]["false_reject_rate"] is not None and report["test"]["escape_rate"] is not None
     decision = report["test"]["decision"]  # each rate with the exact interval of its own counts, in near-duplicate groups
     assert decision["interval_basis"] == "near-duplicate groups"
-    assert 1 <= decision["n_defect_groups"] <= decision["n_defect"] and 1 <= decision["n_good_groups"] <= decision["n_good"]
+    assert 1 <= decision["n_defect_effective"] <= decision["n_defect_groups"] <= decision["n_defect"]
+    assert 1 <= decision["n_good_effective"] <= decision["n_good_groups"] <= decision["n_good"]
     assert report["test"]["escape_rate_ci95"] == pytest.approx(
-        rate_interval(decision["escapes"], decision["n_defect"], groups=decision["n_defect_groups"])
+        rate_interval(decision["escapes"], decision["n_defect"], effective_total=decision["n_defect_effective"]), abs=1e-3
     )
     assert report["test"]["false_reject_rate_ci95"] == pytest.approx(
-        rate_interval(decision["false_rejects"], decision["n_good"], groups=decision["n_good_groups"])
+        rate_interval(decision["false_rejects"], decision["n_good"], effective_total=decision["n_good_effective"]), abs=1e-3
     )
     assert "95 % CI" in done.stdout
     assert report["parity"]["passed"] is True

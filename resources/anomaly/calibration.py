@@ -46,9 +46,10 @@ class AnomalyThreshold:
 
 
 def choose_threshold(
-    scores: np.ndarray, is_defect: np.ndarray, *, target_false_reject_rate: float = 0.001
+    scores: np.ndarray, is_defect: np.ndarray, *, target_false_reject_rate: float = 0.001, groups: np.ndarray | None = None
 ) -> AnomalyThreshold:
-    """The threshold for validation ``scores`` (reject when score >= threshold), with the rule used."""
+    """The threshold for validation ``scores`` (reject when score >= threshold), with the rule used;
+    the rates' intervals count the images' near-duplicate ``groups`` when given."""
     s = np.asarray(scores, dtype=np.float64)
     d = np.asarray(is_defect, dtype=bool)
     if s.shape != d.shape or s.ndim != 1:
@@ -60,11 +61,11 @@ def choose_threshold(
         )
     good_only = calibrate_good_only(s[~d], target_false_reject_rate=target_false_reject_rate)
     if not d.any():
-        return AnomalyThreshold("good_only", good_only, decision_rates(s, d, good_only.threshold))
+        return AnomalyThreshold("good_only", good_only, decision_rates(s, d, good_only.threshold, groups))
     strict = calibrate_threshold(s, d, max_escape_rate=0.0)
     if strict.false_reject_rate < 1.0:
-        return AnomalyThreshold("zero_escapes", strict, decision_rates(s, d, strict.threshold))
-    rates = decision_rates(s, d, good_only.threshold)
+        return AnomalyThreshold("zero_escapes", strict, decision_rates(s, d, strict.threshold, groups))
+    rates = decision_rates(s, d, good_only.threshold, groups)
     logger.warning(
         "passing no defective validation image would reject every good one; using the good-only threshold "
         "(target false-reject rate %g), which lets %d of %d defective validation images pass",

@@ -50,8 +50,10 @@ _THRESHOLD_LABELS = {
 }
 _DECISION_ROWS = (
     ("threshold", "threshold"), ("n_good", "good images"), ("n_defect", "defective images"),
-    ("n_good_groups", "good parts (near-duplicate groups; the intervals count these)"),
-    ("n_defect_groups", "defective parts (near-duplicate groups; the intervals count these)"),
+    ("n_good_groups", "near-duplicate groups of the good images"),
+    ("n_good_effective", "independent good parts the intervals count"),
+    ("n_defect_groups", "near-duplicate groups of the defective images"),
+    ("n_defect_effective", "independent defective parts the intervals count"),
     ("false_rejects", "good parts rejected"), ("escapes", "defective parts passed"),
     ("rejected", "parts rejected"), ("false_reject_rate", "false-reject rate"),
     ("false_reject_rate_ci95", "false-reject rate, 95 % CI"), ("escape_rate", "escape rate"),

@@ -9,56 +9,66 @@ on for an escape rate.
 
 Images are not always independent trials: several shots of one part, or one crop under six exposures,
 decide alike, and counting them as six parts would claim a test set six times as large as it is. The
-split keeps such near-duplicates in one group (``group_id``); given the number of groups, the
-interval counts each group as one trial (Kish's effective sample size at its bound, where a group's
-images all decide alike: ``n_eff = groups``, ``count_eff = rate * groups``). That never claims more
-than the data holds, and equals the per-image interval when every image is its own group. scipy
-computes it (imported when first needed: scipy.stats takes about half a second to import, and the
-definitions that import this module should load fast).
+split keeps such near-duplicates in one group (``group_id``); given each image's group, the interval
+is computed on the effective sample size of Korn and Graubard (1998): the rate's variance is taken at
+its bound, every image of a group deciding alike, which for groups of ``m_g`` images is Kish's
+``n_eff = (sum m_g)^2 / sum m_g^2`` (the number of groups when they are of one size, fewer when one
+group holds most images), and the Clopper-Pearson interval of ``rate * n_eff`` in ``n_eff``. It
+equals the per-image interval when every image is its own group. scipy computes it (imported when
+first needed: scipy.stats takes about half a second to import, and the definitions that import this
+module should load fast).
 """
 
 import numpy as np
 
-__all__ = ["CONFIDENCE", "groups_in", "rate_interval"]
+__all__ = ["CONFIDENCE", "effective_size", "rate_interval"]
 
 CONFIDENCE = 0.95
 
 
 def rate_interval(
-    count: int, total: int, confidence: float = CONFIDENCE, *, groups: int | None = None
+    count: int, total: int, confidence: float = CONFIDENCE, *, effective_total: float | None = None
 ) -> list[float] | None:
     """``[low, high]`` for a rate measured as ``count`` of ``total``; ``None`` when ``total`` is 0.
 
-    ``groups``: how many near-duplicate groups the ``total`` images fall in (``None``: each image
-    its own). Fewer groups than images widen the interval to what that many independent parts
-    could vouch for. ``None`` rather than ``[0, 1]``: no parts measured is a missing figure, and
-    the report says why next to the rate itself (whose denominator is zero too).
+    ``effective_total``: what the ``total`` images are worth as independent parts
+    (:func:`effective_size` of their near-duplicate groups; ``None``: each image its own part).
+    Fewer widen the interval to what that many parts could vouch for. ``None`` rather than
+    ``[0, 1]``: no parts measured is a missing figure, and the report says why next to the rate
+    itself (whose denominator is zero too).
     """
     if total < 0 or count < 0 or count > total:
         raise ValueError(f"a rate needs 0 <= count <= total, got {count} of {total}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if groups is not None and not (min(1, total) <= groups <= total):
-        raise ValueError(f"{total} images fall in 1 to {total} groups, got {groups}")
+    if effective_total is not None and not (min(1, total) <= effective_total <= total):
+        raise ValueError(f"{total} images are worth 1 to {total} independent parts, got {effective_total}")
     if total == 0:
         return None
-    if groups is None or groups == total:
+    if effective_total is None or effective_total == total:
         from scipy.stats import binomtest
 
         interval = binomtest(int(count), int(total)).proportion_ci(confidence_level=confidence, method="exact")
         return [float(interval.low), float(interval.high)]
-    return _clopper_pearson(count / total * groups, float(groups), confidence)
+    return _clopper_pearson(count / total * effective_total, float(effective_total), confidence)
 
 
-def groups_in(groups: np.ndarray | None, mask: np.ndarray) -> int | None:
-    """How many near-duplicate groups the images selected by ``mask`` fall in (``None`` without
-    ``groups``): the ``groups`` argument of :func:`rate_interval` for a rate over those images."""
+def effective_size(groups: np.ndarray | None, mask: np.ndarray) -> tuple[int, float] | None:
+    """(groups, effective number of parts) of the images ``mask`` selects, ``None`` without ``groups``.
+
+    Kish's ``(sum m_g)^2 / sum m_g^2`` over the selected images' group sizes ``m_g``: between 1 and
+    the number of images, and the number of groups when every group holds as many of them.
+    """
     if groups is None:
         return None
     groups, mask = np.asarray(groups), np.asarray(mask, dtype=bool)
     if groups.shape != mask.shape:
         raise ValueError(f"groups has shape {groups.shape}, scores {mask.shape}: give one group id per image")
-    return len(np.unique(groups[mask]))
+    _, sizes = np.unique(groups[mask], return_counts=True)
+    if not sizes.size:
+        return 0, 0.0
+    total = float(sizes.sum())
+    return int(sizes.size), min(total, total * total / float((sizes.astype(np.float64) ** 2).sum()))
 
 
 def _clopper_pearson(count: float, total: float, confidence: float) -> list[float]:

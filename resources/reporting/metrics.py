@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from resources.reporting.intervals import groups_in, rate_interval
+from resources.reporting.intervals import effective_size, rate_interval
 
 __all__ = [
     "RATE_KEYS",
@@ -225,12 +225,12 @@ def decision_rates(
     A rate is ``None`` (not ``0.0``) when its denominator is zero, and ``note`` says why;
     otherwise ``note`` is ``None``. Each rate comes with its exact 95 % interval (``*_ci95``,
     ``[low, high]``; see :mod:`resources.reporting.intervals`): 0 escapes of 47 is not 0.00 %.
-    With ``groups`` (each image's near-duplicate group id), the intervals count groups, not images
-    (``n_good_groups``, ``n_defect_groups``, ``interval_basis`` say so): six exposures of one crop
-    are one part's worth of evidence.
+    With ``groups`` (each image's near-duplicate group id) they count parts, not images (six
+    exposures of one crop are about one part's evidence): ``n_*_groups``, ``n_*_effective``.
     """
     s, d = _scores_and_labels(scores, is_defect)
-    good_groups, defect_groups = groups_in(groups, ~d), groups_in(groups, d)  # None without groups
+    # (groups, effective parts) of each side; (None, None) counts images
+    good_parts, defect_parts = effective_size(groups, ~d) or (None, None), effective_size(groups, d) or (None, None)
     thr = float(threshold)
     if math.isnan(thr):
         raise ValueError("threshold is NaN; calibrate it first with calibrate_threshold")
@@ -250,8 +250,8 @@ def decision_rates(
         "threshold": thr,
         "false_reject_rate": false_rejects / n_good if n_good else None,
         "escape_rate": escapes / n_defect if n_defect else None,
-        "false_reject_rate_ci95": rate_interval(false_rejects, n_good, groups=good_groups),
-        "escape_rate_ci95": rate_interval(escapes, n_defect, groups=defect_groups),
+        "false_reject_rate_ci95": rate_interval(false_rejects, n_good, effective_total=good_parts[1]),
+        "escape_rate_ci95": rate_interval(escapes, n_defect, effective_total=defect_parts[1]),
         "n_good": n_good,
         "n_defect": n_defect,
         "false_rejects": false_rejects,
@@ -260,7 +260,8 @@ def decision_rates(
         "note": "; ".join(notes) if notes else None,
     }
     if groups is not None:
-        rates.update(n_good_groups=good_groups, n_defect_groups=defect_groups, interval_basis="near-duplicate groups")
+        rates.update(n_good_groups=good_parts[0], n_defect_groups=defect_parts[0], interval_basis="near-duplicate groups")
+        rates.update(n_good_effective=round(good_parts[1], 2), n_defect_effective=round(defect_parts[1], 2))
     return rates
 
 

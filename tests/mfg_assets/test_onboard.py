@@ -1,5 +1,6 @@
 """Onboarding refuses datasets it cannot train on, before any run, and says what to do."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -196,16 +197,18 @@ def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, 
 def test_threshold_images_of_this_onboards_batch_get_their_path_in_the_users_folder(tmp_path: Path) -> None:
     from mfg_assets.onboard import _with_source_path
 
+    (tmp_path / "MT_Break" / "Imgs").mkdir(parents=True)
+    (tmp_path / "MT_Break" / "Imgs" / "x.jpg").write_bytes(b"jpg")
     landing = tmp_path / "landing"
-    row = {"index": 3, "rel_path": "onboard-abc/MT_Break/Imgs/x.jpg"}
+    row = {"index": 3, "rel_path": "onboard-abc/MT_Break/Imgs/x.jpg", "sha256": hashlib.sha256(b"jpg").hexdigest()}
     got = _with_source_path(row, tmp_path, landing / "onboard-abc")
     assert got["source_path"] == str(tmp_path.resolve() / "MT_Break/Imgs/x.jpg")
     assert "source_path" not in _with_source_path({"index": 3}, tmp_path, landing / "onboard-abc")
 
 
 def test_threshold_images_of_an_earlier_batch_get_the_folder_it_was_onboarded_from(tmp_path: Path) -> None:
-    """An earlier onboard's marker names its folder; while the file is there, that is the one to review,
-    else the landed copy; a batch from elsewhere (a camera drop) has only its landed copy."""
+    """An earlier onboard's marker names its folder; while the file there still holds the image, that
+    is the one to review, else the landed copy; a batch from elsewhere (a camera drop) has only its copy."""
     from mfg_assets.onboard import _with_source_path, land_batch
     from resources.landing import landed_source
 
@@ -215,14 +218,24 @@ def test_threshold_images_of_an_earlier_batch_get_the_folder_it_was_onboarded_fr
     landing = tmp_path / "landing"
     earlier = land_batch(first, landing)
     assert landed_source(earlier) == first.resolve()
-    row = {"index": 1, "rel_path": f"{earlier.name}/MT_Break/x.jpg"}
+    row = {"index": 1, "rel_path": f"{earlier.name}/MT_Break/x.jpg", "sha256": hashlib.sha256(b"jpg").hexdigest()}
     now = landing / "onboard-now"
     assert _with_source_path(row, tmp_path / "second", now)["source_path"] == str(first.resolve() / "MT_Break/x.jpg")
+    (first / "MT_Break" / "x.jpg").write_bytes(b"another day's image under the same name")
+    renamed = _with_source_path(row, tmp_path / "second", now)
+    assert "source_path" not in renamed and renamed["landed_path"] == str(earlier / "MT_Break/x.jpg")
     (first / "MT_Break" / "x.jpg").unlink()  # the plant tidied its folder since
-    moved = _with_source_path(row, tmp_path / "second", now)
-    assert "source_path" not in moved and moved["landed_path"] == str(earlier / "MT_Break/x.jpg")
+    assert _with_source_path(row, tmp_path / "second", now)["landed_path"] == str(earlier / "MT_Break/x.jpg")
     (earlier / "_READY").write_text("")  # dropped by a camera, not onboarded: no source named
     assert landed_source(earlier) is None
     assert _with_source_path(row, tmp_path / "second", now)["landed_path"] == str(earlier / "MT_Break/x.jpg")
     gone = {"index": 2, "rel_path": "onboard-gone/a.jpg"}
     assert _with_source_path(gone, tmp_path, now) == gone
+
+
+@pytest.mark.parametrize("rel_path", ["b//etc/passwd", "/etc/passwd", "../x/a.jpg", "b/../../x.jpg", "b/", "b"])
+def test_a_rel_path_that_leaves_its_batch_names_no_file(tmp_path: Path, rel_path: str) -> None:
+    from mfg_assets.onboard import _with_source_path
+
+    row = {"index": 0, "rel_path": rel_path}
+    assert _with_source_path(row, tmp_path, tmp_path / "landing" / "b") == row

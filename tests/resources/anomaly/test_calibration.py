@@ -34,3 +34,10 @@ def test_a_threshold_that_would_reject_every_part_is_never_chosen() -> None:
 def test_no_good_validation_images_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match="move some good images into validation"):
         choose_threshold(np.array([0.9]), np.array([True]))
+
+
+def test_the_validation_rates_count_near_duplicate_groups_when_given() -> None:
+    scores, is_defect = np.array([0.1, 0.2, 0.3, 0.8, 0.9]), np.array([False, False, False, True, True])
+    chosen = choose_threshold(scores, is_defect, groups=np.array([0, 0, 0, 1, 2]))
+    assert chosen.validation_rates["n_good_groups"] == 1 and chosen.validation_rates["n_good_effective"] == 1.0
+    assert "n_good_groups" not in choose_threshold(scores, is_defect).validation_rates

@@ -147,7 +147,9 @@ def test_intervals_count_near_duplicate_groups_when_given() -> None:
     plain = decision_rates(SCORES, IS_DEFECT, 0.5)
     assert {k: rates[k] for k in plain if not k.endswith("_ci95")} == {k: plain[k] for k in plain if not k.endswith("_ci95")}
     assert (rates["n_good_groups"], rates["n_defect_groups"], rates["interval_basis"]) == (2, 4, "near-duplicate groups")
-    # 2 of 5 good images in 2 groups weighs as 0.8 of 2: wider than 2 of 5
+    # groups of 3 and 2 good images: (3 + 2)^2 / (9 + 4) = 1.92 parts; the 4 defects 4 parts
+    assert (rates["n_good_effective"], rates["n_defect_effective"]) == (1.92, 4.0)
+    # 2 of 5 good images worth 1.92 parts: wider than 2 of 5
     assert rates["false_reject_rate_ci95"][1] - rates["false_reject_rate_ci95"][0] > (
         plain["false_reject_rate_ci95"][1] - plain["false_reject_rate_ci95"][0]
     )
