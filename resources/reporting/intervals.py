@@ -14,7 +14,8 @@ is computed on the effective sample size of Korn and Graubard (1998): the rate's
 its bound, every image of a group deciding alike, which for groups of ``m_g`` images is Kish's
 ``n_eff = (sum m_g)^2 / sum m_g^2`` (the number of groups when they are of one size, fewer when one
 group holds most images), and the Clopper-Pearson interval of ``rate * n_eff`` in ``n_eff``. It
-equals the per-image interval when every image is its own group. scipy computes it (imported when
+equals the per-image interval when every image is its own group; on an effective size the coverage
+is approximate, no longer guaranteed as Clopper-Pearson's is. scipy computes it (imported when
 first needed: scipy.stats takes about half a second to import, and the definitions that import this
 module should load fast).
 """
