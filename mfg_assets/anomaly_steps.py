@@ -260,9 +260,10 @@ def anomaly_report(
     _, val_scores = trainer.score(checkpoint, val_images, keep_maps=False)
     test_maps, test_scores = trainer.score(checkpoint, test_images, keep_maps=True)
     val_defect = val_labels != classes.index(good)
+    val_groups = split_groups(val_rows)
     try:
         chosen = choose_threshold(
-            val_scores, val_defect, target_false_reject_rate=config.target_false_reject_rate, groups=split_groups(val_rows)
+            val_scores, val_defect, target_false_reject_rate=config.target_false_reject_rate, groups=val_groups
         )
     except ValueError as exc:
         raise dg.Failure(f"threshold calibration: {exc}") from exc
@@ -273,8 +274,7 @@ def anomaly_report(
         maps=test_maps, masks=masks, has_mask=has_mask, valid=valid, groups=split_groups(test_rows),
     )
     val = anomaly_split_section(
-        y_true=val_labels, scores=val_scores, classes=classes, good_class=good, threshold=threshold,
-        groups=split_groups(val_rows),
+        y_true=val_labels, scores=val_scores, classes=classes, good_class=good, threshold=threshold, groups=val_groups
     )
     errors = worst_anomaly_errors(test_labels, test_scores, classes, good, threshold, k=config.gallery_size)
     good_test = test_labels == classes.index(good)

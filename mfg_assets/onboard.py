@@ -402,8 +402,8 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
     ``batch`` is the landing batch folder this onboard copied ``request.data_dir`` into. The images
     that set the threshold get the file they would open to review: their path in the user's own
     folder (``source_path``: this onboard's folder, or the one an earlier onboard of the variant
-    landed, while the file is still there), else the landed copy (``landed_path``), next to the
-    ``rel_path`` the lineage knows them by.
+    landed, while the file there still holds the image), else the landed copy (``landed_path``),
+    next to the ``rel_path`` the lineage knows them by.
     """
     test = full["test"]
     report: dict[str, Any] = {
@@ -457,8 +457,10 @@ def _with_source_path(row: dict[str, Any], data_dir: Path, batch: Path) -> dict[
 
 def _holds(path: Path, sha256: str | None) -> bool:
     """Whether ``path`` is a file with the image's content (any file when the row has no hash)."""
+    from resources.artifact_store import sha256_file
+
     try:
-        return path.is_file() and (not sha256 or hashlib.sha256(path.read_bytes()).hexdigest() == sha256)
+        return path.is_file() and (not sha256 or sha256_file(path) == sha256)
     except OSError:
         return False
 
