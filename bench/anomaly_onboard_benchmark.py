@@ -55,6 +55,7 @@ def run_once(data: Path, seed: int, extra: list[str], scratch: Path, home: Path 
         "latency_ms": report["latency_ms"],
         "settings": report["training"]["settings"],
         "init": report["training"].get("init") or {},
+        "grouping": {k: (report.get("grouping") or {}).get(k) for k in ("group_by", "largest_group", "splits")},
     }
     print(json.dumps({k: v for k, v in run.items() if k not in ("settings", "init")}), flush=True)
     return run

@@ -79,6 +79,7 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
         "latency_ms": report["latency_ms"],
         "int8_float_convs": (report.get("int8") or {}).get("float_convs"),
         "recall": {name: row["recall"] for name, row in test["per_class"].items()},
+        "grouping": {k: (report.get("grouping") or {}).get(k) for k in ("group_by", "largest_group", "splits")},
     }
     if "cv" in report:
         run["cv"] = {k: report["cv"][k] for k in ("folds", "accuracy_mean", "accuracy_std", "false_reject_rate_mean")}
@@ -137,7 +138,7 @@ def markdown(title: str, result: dict) -> str:
 - Machine: {result['machine']}
 - Command: `{result['command']}`
 - Data: {result['n_images']} images ({', '.join(f'{k} {v}' for k, v in result['images'].items())}){'; good class `' + result['good_class'] + '`' if result['good_class'] else ''};
-  seeded stratified 60/20/20 split grouped by near-duplicate pHash ({first['test_images']} test images), one split per seed.
+  seeded stratified 60/20/20 split, each part's images in one split (grouped by {first['grouping'].get('group_by') or 'near-duplicate pHash'}; {first['test_images']} test images), one split per seed.
 - Recipe: `mfgv onboard` defaults{(' plus `' + ' '.join(result['extra']) + '`') if result['extra'] else ''}: {first['backbone']} at {first['image_size']} px
   (chosen from the data), {first['epochs']} epochs. FRR and escape rate at the threshold calibrated on validation (zero escapes there).
 

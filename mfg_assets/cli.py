@@ -69,6 +69,21 @@ def _test_summary(report: dict) -> str:
     return "test: " + ", ".join(parts)
 
 
+def _split_summary(report: dict) -> list[str]:
+    """How the data was split: by what images were grouped into parts, and what each split holds."""
+    grouping = report.get("grouping") or {}
+    if not grouping.get("splits"):
+        return []
+    held = ", ".join(
+        f"{name} {row['images']} images ({row['groups']} groups, {row['effective_parts']:g} effective parts)"
+        for name, row in grouping["splits"].items()
+    )
+    lines = [f"split grouped by {grouping['group_by']} ({grouping['reason']}): {held}"]
+    if grouping.get("fallback"):
+        lines.append(f"warning: {grouping['fallback']}")
+    return lines
+
+
 def _threshold_setters_summary(report: dict) -> list[str]:
     """Console lines naming the defective validation images that set the zero-escape threshold.
 
@@ -103,6 +118,8 @@ def _cmd_sample_anomaly_line(args: argparse.Namespace) -> int:
         test_per_defect=args.test_per_defect,
         image_size=args.image_size,
         fixtured=not args.free_pose,
+        look_alike=args.look_alike,
+        shots_per_part=args.shots_per_part,
     )
     shown = ", ".join(f"{k}={v}" for k, v in counts.items())
     print(f"wrote a sample line in the MVTec layout to {args.out_dir} (seed {args.seed}): {shown}")
@@ -137,9 +154,12 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         augment_copies=args.augment_copies,
         anomaly_settings=args.anomaly_settings,
         release_without_defects=args.release_without_defects,
+        group_by=args.group_by,
     )
     report = onboard(request, echo=print)
     print(json.dumps({k: report[k] for k in ("model_version", "dataset_version", "report_html")}, indent=2))
+    for line in _split_summary(report):
+        print(line)
     print(_test_summary(report))
     for line in _threshold_setters_summary(report):
         print(line)
@@ -297,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     anomaly_sample.add_argument("--image-size", type=_bounded(int, 32, 1024), default=128)
     anomaly_sample.add_argument("--free-pose", action="store_true",
                                 help="parts at any angle and lighting, as on the classification sample line (default: fixtured)")
+    anomaly_sample.add_argument("--look-alike", action="store_true",
+                                help="one jig, one light, one finish: parts differ only by dust, noise and defects")
+    anomaly_sample.add_argument("--shots-per-part", type=_bounded(int, 1, 20), default=1,
+                                help="photograph each part this many times; metadata.csv names its part_id")
     anomaly_sample.set_defaults(func=_cmd_sample_anomaly_line)
 
     onboard = commands.add_parser(
@@ -352,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="annotation check: fewest images a class may have")
     onboard.add_argument("--anomaly-settings", type=_json_object, default=None, metavar="JSON",
                          help='--task anomaly: detector settings, e.g. \'{"feature_levels": [2, 3]}\' (resources.anomaly.detector)')
+    onboard.add_argument("--group-by", default=None, choices=["auto", "metadata", "phash", "none"],
+                         help="what keeps one part's images in one split: metadata (part_id or capture_id column in "
+                              "metadata.csv), phash (near-copies of one picture), none (identical files only); default "
+                              "auto: metadata where every image has an id, else phash")
     onboard.add_argument("--release-without-defects", action="store_true",
                          help="--task anomaly: release a detector although no defective test image measured its escapes")
     onboard.set_defaults(func=_cmd_onboard)

@@ -2,11 +2,15 @@
 
 The id is a hash of the image hashes, their labels, their splits and the split spec, so the same
 data and spec always give the same version and any change gives a new one. Exact duplicates are
-merged at ingest; near-duplicates (pHash within a distance) are grouped and each group goes to one
-split, so no near-copy of a test image is trained on. A blocking check re-verifies that.
+merged at ingest; images of one part (part ids from ``metadata.csv``, else near-copies by pHash
+where they stand out from the line) are grouped and each group goes to one split, so no near-copy
+of a test image is trained on. A blocking check re-verifies that. A grouping that would collapse a
+split is refused, or with ``group_by=auto`` replaced by none, and the choice is recorded
+(``resources.data.split_plan``).
 """
 
 from collections.abc import Iterator
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -36,6 +40,29 @@ class SplitConfig(dg.Config):
     near_duplicate_max_distance: int = Field(
         4, ge=0, le=16, description="pHash Hamming distance at or below which two images are near-duplicates"
     )
+    near_copy_max_neighbours: int = Field(
+        8,
+        ge=0,
+        le=1_000_000,
+        description="images within that distance are near-copies only if neither has more than this many others as close",
+    )
+    group_by: Literal["auto", "metadata", "phash", "none"] = Field(
+        "auto",
+        description=(
+            "what keeps images of one part in one split: metadata (part_id/capture_id in metadata.csv), phash "
+            "(near-copies), none (identical files only), auto (metadata where every image has an id, else phash; "
+            "no grouping, recorded, if phash would collapse a split)"
+        ),
+    )
+
+
+def _split_line(record: dict) -> str:
+    """One log line: how the split was grouped and what each split holds."""
+    parts = ", ".join(
+        f"{name} {row['images']} images in {row['groups']} groups ({row['effective_parts']:g} effective parts)"
+        for name, row in record["splits"].items()
+    )
+    return f"split grouped by {record['group_by']} ({record['reason']}): {parts}; largest group {record['largest_group']}"
 
 
 def load_dataset_items(lineage: LineageStore, dataset_id: str) -> pd.DataFrame:
@@ -83,44 +110,56 @@ def dataset_version(
 ) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
     """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
     config = config_for_run(context, config, lineage.home_path())
+    from resources.data.grouping import PART_COLUMNS, GroupingError
     from resources.data.label_quality import consensus_labels
-    from resources.data.splitting import (
-        SplitSpec,
-        dataset_content_hash,
-        grouped_stratified_split,
-        keep_out_of_train,
-        leakage_violations,
-    )
+    from resources.data.split_plan import plan_split
+    from resources.data.splitting import SplitSpec, dataset_content_hash, leakage_violations
     from resources.tasks import engine_for
 
     spec = variant_for(context, lineage)
-    split_spec = SplitSpec(
+    requested = SplitSpec(
         train_fraction=config.train_fraction,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
         near_duplicate_max_distance=config.near_duplicate_max_distance,
+        near_copy_max_neighbours=config.near_copy_max_neighbours,
     )
     images = load_image_table(lineage, annotations.partition)
     labels = load_labels(lineage, annotations.id)
     consensus = consensus_labels(labels[labels["sha256"] != ""])
     first = images.sort_values(["batch", "rel_path"]).drop_duplicates("sha256").set_index("sha256")
+    part_columns = [c for c in PART_COLUMNS if c in first.columns]
     items = consensus.merge(
-        first[["artifact", "batch", "rel_path", "phash", "camera", "lighting"]],
+        first[["artifact", "batch", "rel_path", "phash", "camera", "lighting", *part_columns]],
         left_on="sha256",
         right_index=True,
         how="inner",
     )
     items["phash"] = [int(value, 16) for value in items["phash"]]
     engine = engine_for(spec.task)
-    strata = items[["sha256", "label", "phash"]].assign(stratum=[engine.stratify_key(label) for label in items["label"]])
-    split = grouped_stratified_split(strata, split_spec)
-    allowed = engine.train_labels(spec.good_class)
-    if allowed is not None:  # e.g. anomaly detection trains on good parts only
-        split = keep_out_of_train(split, allowed, config.seed)
-    split = split.drop(columns=["stratum"])
-    items = items.drop(columns=["phash"]).merge(split, on=["sha256", "label"], how="inner")
-    violations = leakage_violations(items[["sha256", "label", "phash", "split", "group_id"]], config.near_duplicate_max_distance)
+    candidates = items[["sha256", "label", "phash", "rel_path", *part_columns]].assign(
+        rel_path=items["batch"] + "/" + items["rel_path"], stratum=[engine.stratify_key(label) for label in items["label"]]
+    )
+    try:
+        plan = plan_split(
+            candidates, requested, config.group_by, engine.train_labels(spec.good_class), where=f"partition {annotations.partition}"
+        )
+    except GroupingError as exc:
+        raise dg.Failure(str(exc)) from exc
+    split_spec = plan.spec
+    if plan.fallback:
+        context.log.warning(plan.fallback)
+    context.log.info(_split_line(plan.record()))
+    split = plan.split[["sha256", "label", "group_id", "split"]]
+    items = items.merge(split, on=["sha256", "label"], how="inner")
+    violations = leakage_violations(
+        items[["sha256", "label", "phash", "split", "group_id", *part_columns]],
+        split_spec.near_duplicate_max_distance,
+        split_spec.near_copy_max_neighbours,
+        near_copies=split_spec.group_by == "phash",
+        by_part=split_spec.group_by == "metadata",
+    )
     content = dataset_content_hash(
         items[["sha256", "label", "split"]],
         split_spec,
@@ -144,7 +183,12 @@ def dataset_version(
         lineage,
         output_id=dataset_id,
         input_ids=[annotations.id, annotations.image_set_id],
-        parameters={**config.model_dump(), "classes": list(spec.classes), "good_class": spec.good_class},
+        parameters={
+            **config.model_dump(),
+            "classes": list(spec.classes),
+            "good_class": spec.good_class,
+            "grouping": plan.record(),
+        },
     )
     handle = DatasetVersion(
         id=dataset_id,
@@ -155,6 +199,7 @@ def dataset_version(
         counts=counts,
         split_spec=split_spec.model_dump(),
         annotation_set_id=annotations.id,
+        grouping=plan.record(),
     )
     store_handle(lineage, handle, annotations.partition)
     yield dg.Output(
@@ -165,6 +210,8 @@ def dataset_version(
             "n_images": len(items),
             "n_groups": int(items["group_id"].nunique()),
             "largest_group": int(items.groupby("group_id").size().max()),
+            "group_by": split_spec.group_by,
+            "grouping": dg.MetadataValue.json(plan.record()),
         },
     )
     yield blocking_check_result(
@@ -174,7 +221,7 @@ def dataset_version(
         description=(
             "no image shared between splits"
             if not violations
-            else f"{len(violations)} near-duplicate pairs straddle splits (first: {violations[0]}); "
+            else f"{len(violations)} near-duplicate pairs or parts straddle splits (first: {violations[0]}); "
             "lower near_duplicate_max_distance only if these are truly different parts"
         ),
         metadata={"n_violations": len(violations), "violations": dg.MetadataValue.json(violations[:100])},

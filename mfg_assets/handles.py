@@ -56,6 +56,9 @@ class DatasetVersion(_Handle):
     task: str = "classify"  # the variant's task: which engine (resources.tasks) the downstream assets use
     split_spec: dict[str, Any]
     annotation_set_id: str | None = None  # the labels (and masks) the split was made from
+    # how images were grouped into parts and what each split holds (resources.data.split_plan.SplitPlan.record);
+    # empty for versions made before it was recorded
+    grouping: dict[str, Any] = {}
 
 
 class AugmentedSet(_Handle):

@@ -27,7 +27,6 @@ from resources.tasks import engine_for
 __all__ = ["OnboardError", "OnboardRequest", "discover_classes", "onboard"]
 
 
-
 class OnboardError(MfgVisionError, ValueError):
     """The dataset or the request cannot be onboarded; the message says why and what to do."""
 
@@ -58,6 +57,7 @@ class OnboardRequest:
     augment_copies: int | None = None
     anomaly_settings: dict[str, Any] | None = None
     release_without_defects: bool = False
+    group_by: str | None = None
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
@@ -131,7 +131,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
         return {key: value for key, value in values.items() if value is not None}
 
     ops: dict[str, dg.Config] = {
-        "dataset_version": SplitConfig(seed=request.seed),
+        "dataset_version": SplitConfig(seed=request.seed, **given(group_by=request.group_by)),
         # The split's seed is the run's seed: the other steps take it from the dataset version.
         "augmented_set": AugmentConfig(**given(image_size=request.image_size, copies_per_image=request.augment_copies)),
         "hyperparameter_search": RecipeConfig(
@@ -301,13 +301,17 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     engine = engine_for(request.task)  # a task without an engine is refused before anything lands
     if request.label_format == "mvtec" and request.good_class is None:
         request = dataclasses.replace(request, good_class="good")  # the layout names its good parts
-    from mfg_assets.onboard_checks import PreflightError, scan_dataset
+    from mfg_assets.onboard_checks import PreflightError, check_part_ids_of, scan_dataset
 
     try:
         scan_dataset(data_dir)
     except PreflightError as exc:
         raise OnboardError(str(exc)) from exc
     classes = discover_classes(data_dir, request.label_format)
+    try:
+        check_part_ids_of(data_dir, request.label_format, request.group_by or "auto")
+    except PreflightError as exc:
+        raise OnboardError(str(exc)) from exc
     if problems := engine.variant_problems(classes, request.good_class):
         raise OnboardError(f"{data_dir}: {'; '.join(problems)}, e.g. good parts and one defect type")
     if request.good_class is not None and request.good_class not in classes:
@@ -431,7 +435,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
         "release": full.get("release"),
         "notes": full["notes"],
     }
-    for key in ("backbone", "hpo", "cv", "threshold_rule", "threshold_set_by"):
+    for key in ("backbone", "hpo", "cv", "threshold_rule", "threshold_set_by", "grouping"):
         if key in full:
             report[key] = full[key]
     if report.get("threshold_set_by"):

@@ -14,7 +14,7 @@ from typing import Any
 from resources.data.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
 from resources.errors import MfgVisionError
 
-__all__ = ["PreflightError", "check_cv_folds", "check_start_options", "class_counts"]
+__all__ = ["PreflightError", "check_cv_folds", "check_part_ids_of", "check_start_options", "class_counts"]
 
 
 class PreflightError(MfgVisionError, ValueError):
@@ -75,6 +75,66 @@ def class_counts(data_dir: Path, label_format: str) -> dict[str, int]:
     labels = labels_from_csv(label_file) if label_format == "csv" else labels_from_coco(label_file)
     distinct = labels.drop_duplicates("rel_path")
     return {str(k): int(v) for k, v in distinct["label"].value_counts().sort_index().items()}
+
+
+def _image_paths(data_dir: Path) -> list[str]:
+    return sorted(
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
+    )
+
+
+def dataset_labels(data_dir: Path, label_format: str):  # -> pd.DataFrame (rel_path, label)
+    """Each image's label as the dataset declares it (the first label a file gives)."""
+    import pandas as pd
+
+    if label_format == "folders":
+        paths = [p for p in _image_paths(data_dir) if "/" in p]
+        return pd.DataFrame({"rel_path": paths, "label": [p.split("/", 1)[0] for p in paths]})
+    if label_format == "mvtec":
+        from resources.data.mvtec_labels import labels_from_mvtec
+
+        labels = labels_from_mvtec(_image_paths(data_dir)).labels
+    else:
+        from resources.data.labels import labels_from_coco, labels_from_csv
+
+        label_file = data_dir / ("labels.csv" if label_format == "csv" else "annotations.json")
+        labels = labels_from_csv(label_file) if label_format == "csv" else labels_from_coco(label_file)
+    return labels[["rel_path", "label"]].drop_duplicates("rel_path").reset_index(drop=True)
+
+
+def check_part_ids_of(data_dir: Path, label_format: str, group_by: str) -> None:
+    """The part ids a dataset's ``metadata.csv`` gives must group its images: every image has one,
+    no part has two labels; ``--group-by metadata`` needs them at all (the asset checks again)."""
+    import pandas as pd
+
+    from resources.data.grouping import GroupingError, check_part_ids
+    from resources.data.ingest import PART_ID_ALIASES
+
+    metadata_file = data_dir / "metadata.csv"
+    if not metadata_file.is_file():
+        if group_by == "metadata":
+            raise PreflightError(
+                f"--group-by metadata: {metadata_file} does not exist; write it with a header path,part_id and one row "
+                "per image (or use --group-by phash)"
+            )
+        return
+    try:
+        metadata = pd.read_csv(metadata_file, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise PreflightError(f"{metadata_file}: cannot be read as CSV ({exc}); fix the file") from exc
+    if "path" not in metadata.columns:
+        raise PreflightError(f"{metadata_file}: has no 'path' column (columns: {', '.join(metadata.columns)}); add it")
+    ids = metadata.drop_duplicates("path", keep="last").rename(columns={"path": "rel_path"})
+    if "part_id" not in ids.columns and "serial" in ids.columns:
+        ids = ids.rename(columns={"serial": "part_id"})
+    keep = [c for c in ("rel_path", PART_ID_ALIASES[0], "capture_id") if c in ids.columns]
+    frame = dataset_labels(data_dir, label_format).merge(ids[keep], on="rel_path", how="left")
+    try:
+        check_part_ids(frame, where=str(metadata_file), required=group_by == "metadata")
+    except GroupingError as exc:
+        raise PreflightError(str(exc)) from exc
 
 
 def check_cv_folds(folds: int | None, counts: Mapping[str, int]) -> None:

@@ -160,6 +160,7 @@ def report_frame(
         "dataset_version": dataset.id,
         "classes": list(dataset.classes),
         "good_class": dataset.good_class,
+        "grouping": dict(dataset.grouping),
         **sections,
         "training": {
             "arch": model.arch,

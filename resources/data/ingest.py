@@ -15,9 +15,12 @@ import pandas as pd
 from resources.artifact_store import ArtifactStore
 from resources.landing import SIDECAR_FILES, LandingBatch
 
-__all__ = ["METADATA_COLUMNS", "BatchIngest", "ingest_batch"]
+__all__ = ["METADATA_COLUMNS", "PART_ID_ALIASES", "BatchIngest", "ingest_batch"]
 
 METADATA_COLUMNS = ("camera", "shift", "lighting", "capture_time")
+PART_ID_ALIASES = ("part_id", "serial")
+"""metadata.csv columns naming the physical part (``serial`` when there is no ``part_id``); with
+``capture_id`` they keep one part's images in one split (``resources.data.grouping``)."""
 
 
 @dataclass
@@ -38,7 +41,7 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     if "path" not in frame.columns:
         raise ValueError(
             f"has no 'path' column (columns: {', '.join(frame.columns)}); its header must be "
-            f"path,{','.join(METADATA_COLUMNS)}"
+            f"path,{','.join(METADATA_COLUMNS)} (optionally part_id, capture_id)"
         )
     return frame.drop_duplicates("path", keep="last").set_index("path")
 
@@ -46,6 +49,17 @@ def _read_metadata(path: Path) -> pd.DataFrame:
 def file_mtime_iso(path: Path) -> str:
     """The file's modification time (UTC, ISO 8601): the capture time when metadata gives none."""
     return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+
+
+def _part_value(meta: "pd.Series | None", columns: tuple[str, ...]) -> str:
+    """The first of ``columns`` the image's metadata row fills (stripped), else ''."""
+    if meta is None:
+        return ""
+    for column in columns:
+        value = str(meta.get(column) or "").strip()
+        if value:
+            return value
+    return ""
 
 
 def _parses_as_time(text: str) -> bool:
@@ -156,6 +170,8 @@ def ingest_batch(
                 "shift": (meta.get("shift") if meta is not None else "") or "unknown",
                 "lighting": (meta.get("lighting") if meta is not None else "") or "unknown",
                 "capture_time": capture_time,
+                "part_id": _part_value(meta, PART_ID_ALIASES),
+                "capture_id": _part_value(meta, ("capture_id",)),
                 "duplicate_of": facts.sha256 if facts.sha256 in known_hashes else "",
                 "run_id": run_id,
                 "ingested_at": now,

@@ -2,9 +2,14 @@
 
 Production-line images come in near-identical runs (the same part photographed twice, a camera that
 fires on a still conveyor). If one shot lands in train and its twin in test, test accuracy measures
-memory, not generalisation. So images are first grouped by perceptual-hash distance (transitively:
-a~b and b~c puts a, b and c together), and whole groups are assigned to one split, stratified by each
+memory, not generalisation. So images are first grouped into parts (:func:`part_groups`: part ids from
+``metadata.csv``, near-copies by perceptual hash where they stand out, identical files; see
+:mod:`resources.data.grouping`), and whole groups are assigned to one split, stratified by each
 group's majority label so every class appears in every split when it can.
+
+Near-copies are never chained across a whole line: on a fixtured line every part hashes alike, and
+the transitive rule this module once used put 333 of 352 parts in one group and left a test split of
+two images (:mod:`resources.data.near_copies` says how closeness is judged instead).
 
 The split is a pure function of the items and the ``SplitSpec``: same input, same output, whatever the
 row order, so a dataset version can be rebuilt from its id. ``leakage_violations`` re-checks a split
@@ -16,18 +21,25 @@ import json
 import logging
 import operator
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from resources.data.grouping import PART_COLUMNS, GroupBy, component_ids, same_value_edges
+from resources.data.near_copies import near_copy_pairs
+
 __all__ = [
     "SPLITS",
+    "PartGroups",
     "SplitSpec",
     "dataset_content_hash",
     "grouped_stratified_split",
     "keep_out_of_train",
     "leakage_violations",
+    "part_groups",
 ]
 
 logger = logging.getLogger(__name__)
@@ -35,8 +47,6 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _HASH_BITS = 64
 _MASK = (1 << _HASH_BITS) - 1
-# Pairs compared per numpy block in leakage_violations: bounds memory to a few tens of MB.
-_BLOCK_PAIRS = 4_000_000
 
 
 class SplitSpec(BaseModel):
@@ -59,6 +69,22 @@ class SplitSpec(BaseModel):
         description=(
             "largest 64-bit pHash Hamming distance at which two images count as near-duplicates and "
             "must share a split; 0 groups only identical hashes"
+        ),
+    )
+    near_copy_max_neighbours: int = Field(
+        8,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "two images within near_duplicate_max_distance are near-copies only when neither has more than this "
+            "many other images as close: on a line where many parts hash alike, closeness says nothing"
+        ),
+    )
+    group_by: Literal["metadata", "phash", "none"] = Field(
+        "phash",
+        description=(
+            "what keeps images together besides identical files: metadata (part_id / capture_id from "
+            "metadata.csv), phash (near-copies) or none"
         ),
     )
 
@@ -120,26 +146,41 @@ def _phash_array(values: pd.Series, what: str) -> np.ndarray:
     return out
 
 
-def _union_by_sha(group_of: np.ndarray, sha256: np.ndarray) -> np.ndarray:
-    """Merge groups that share a content hash, so identical files can never straddle splits even
-    if their stored pHashes disagree."""
-    parent = {int(g): int(g) for g in np.unique(group_of)}
+@dataclass(frozen=True)
+class PartGroups:
+    """Each item's part group (``group_id``, numbered by first item) and how many items have
+    look-alikes within the pHash distance that were not taken for copies (``look_alike_images``)."""
 
-    def find(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
+    group_id: np.ndarray
+    look_alike_images: int
 
-    first_group: dict[str, int] = {}
-    for sha, group in zip(sha256.tolist(), group_of.tolist()):
-        if sha in first_group:
-            a, b = find(first_group[sha]), find(group)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        else:
-            first_group[sha] = group
-    return np.array([find(int(g)) for g in group_of], dtype=np.int64)
+
+def part_groups(items: pd.DataFrame, spec: "SplitSpec") -> PartGroups:
+    """Group items into parts by ``spec.group_by``, in the items' order (callers pass a canonical
+    order). Identical files (``sha256``) always share a group; ``phash`` and ``metadata`` add
+    near-copies; ``metadata`` adds the ``part_id`` / ``capture_id`` columns, which it requires
+    (checked with names by :func:`resources.data.grouping.check_part_ids` first)."""
+    what = "part_groups"
+    n = len(items)
+    edges = [same_value_edges(items["sha256"].astype(str).tolist())]
+    look_alike = 0
+    if spec.group_by == GroupBy.PHASH:
+        pairs = near_copy_pairs(
+            _phash_array(items["phash"], what), spec.near_duplicate_max_distance, spec.near_copy_max_neighbours
+        )
+        edges.append((pairs.first, pairs.second))
+        look_alike = pairs.crowded
+    if spec.group_by == GroupBy.METADATA:
+        columns = [c for c in PART_COLUMNS if c in items.columns]
+        if not columns:
+            raise ValueError(
+                f"{what}: group_by metadata needs a {' or '.join(PART_COLUMNS)} column; the items have "
+                f"{list(items.columns)}"
+            )
+        for column in columns:
+            values = items[column].fillna("").astype(str).str.strip().tolist()
+            edges.append(same_value_edges(values))
+    return PartGroups(component_ids(n, edges), look_alike)
 
 
 def _stable_int(text: str) -> int:
@@ -177,17 +218,16 @@ def _assign_groups(
 
 
 def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
-    """Split items into train/val/test with near-duplicates kept together.
+    """Split items into train/val/test with each part's images kept together.
 
-    ``items`` has ``sha256``, ``label`` and ``phash`` (64-bit pHash), and optionally ``stratum``: the
-    task engine's stratification key (``TaskEngine.stratify_key``; the label when absent). Returns a
-    copy with ``group_id`` (near-duplicate group, int) and ``split`` added, rows and index as given.
+    ``items`` has ``sha256``, ``label`` and ``phash`` (64-bit pHash), the ``part_id`` / ``capture_id``
+    columns when ``spec.group_by`` is ``metadata``, and optionally ``stratum``: the task engine's
+    stratification key (``TaskEngine.stratify_key``; the label when absent). Returns a copy with
+    ``group_id`` (part group, int; :func:`part_groups`) and ``split`` added, rows and index as given.
     Groups go whole to one split; each stratum (by the group's majority stratum, ties to the first in
     sort order) is split by its own seeded shuffle; a stratum with at least three groups lands in
     every split. The result does not depend on row order.
     """
-    from resources.data.images import near_duplicate_groups
-
     what = "grouped_stratified_split"
     _require_columns(items, ("sha256", "label", "phash"), what)
     out = items.copy()
@@ -200,20 +240,7 @@ def grouped_stratified_split(items: pd.DataFrame, spec: SplitSpec) -> pd.DataFra
     strata = (items["stratum"] if "stratum" in items.columns else items["label"]).astype(str).to_numpy()
     # A canonical row order makes the groups, and so the split, independent of the input order.
     canonical = np.lexsort((hashes, labels, sha256))
-    raw_groups = near_duplicate_groups(
-        [int(h) for h in hashes[canonical]], spec.near_duplicate_max_distance
-    )
-    if len(raw_groups) != len(canonical):
-        raise RuntimeError(
-            f"{what}: near_duplicate_groups returned {len(raw_groups)} group ids for "
-            f"{len(canonical)} hashes; resources.data.images.near_duplicate_groups must return one per hash"
-        )
-    merged = _union_by_sha(np.asarray(raw_groups, dtype=np.int64), sha256[canonical])
-    # Renumber groups 0..G-1 by first appearance in canonical order.
-    _, first_seen, inverse = np.unique(merged, return_index=True, return_inverse=True)
-    rank = np.empty(len(first_seen), dtype=np.int64)
-    rank[np.argsort(first_seen, kind="stable")] = np.arange(len(first_seen))
-    group_canonical = rank[inverse]
+    group_canonical = part_groups(items.iloc[canonical], spec).group_id
     group_id = np.empty(len(items), dtype=np.int64)
     group_id[canonical] = group_canonical
 
@@ -280,14 +307,24 @@ def _split_order(name: str) -> tuple[int, str]:
     return (SPLITS.index(name), name) if name in SPLITS else (len(SPLITS), name)
 
 
-def leakage_violations(split: pd.DataFrame, max_distance: int) -> list[dict]:
-    """Every way a split leaks: one content hash in two splits, or two items in different splits
-    whose pHashes are within ``max_distance`` bits.
+def leakage_violations(
+    split: pd.DataFrame,
+    max_distance: int,
+    max_neighbours: int | None = None,
+    *,
+    near_copies: bool = True,
+    by_part: bool = False,
+) -> list[dict]:
+    """Every way a split leaks: one content hash in two splits, two near-copies in different splits
+    (pHash within ``max_distance`` bits, and neither with more than ``max_neighbours`` other images
+    as close: :mod:`resources.data.near_copies`; ``None``: every pair within the distance; not
+    checked with ``near_copies=False``, for a split grouped by identical files only), and with
+    ``by_part`` one ``part_id`` / ``capture_id`` in two splits.
 
     Independent of ``grouped_stratified_split`` (it uses no groups), so it also catches a split that
-    was edited by hand or produced by older code. Pairs are compared with vectorised XOR + popcount in
-    blocks; fine up to about 5,000 items. Returns dicts with sha256_a, sha256_b, split_a, split_b,
-    distance, sorted; an identical file is reported once per pair of splits with distance 0.
+    was edited by hand or produced by older code. Returns dicts with sha256_a, sha256_b, split_a,
+    split_b, distance (``None`` for a shared part id, then also ``part``), sorted; an identical file
+    is reported once per pair of splits with distance 0.
     """
     what = "leakage_violations"
     if not 0 <= max_distance <= _HASH_BITS:
@@ -311,44 +348,54 @@ def leakage_violations(split: pd.DataFrame, max_distance: int) -> list[dict]:
                     {"sha256_a": sha, "sha256_b": sha, "split_a": a, "split_b": b, "distance": 0}
                 )
 
-    names = sorted(table["split"].unique(), key=_split_order)
-    parts = {name: table.loc[table["split"] == name] for name in names}
+    # Near-copies are judged among distinct files: a file listed in two splits is one image.
+    files = table.drop_duplicates("sha256").reset_index(drop=True)
+    splits_of = table.groupby("sha256")["split"].agg(lambda names: sorted(set(names), key=_split_order))
+    pairs = near_copy_pairs(files["phash"].to_numpy() if near_copies else files["phash"].to_numpy()[:0], max_distance, max_neighbours)
     seen: set[tuple[str, str, str, str]] = set()
-    for i, name_a in enumerate(names):
-        for name_b in names[i + 1 :]:
-            a, b = parts[name_a], parts[name_b]
-            hashes_a, hashes_b = a["phash"].to_numpy(), b["phash"].to_numpy()
-            sha_a, sha_b = a["sha256"].to_numpy(), b["sha256"].to_numpy()
-            if not len(hashes_a) or not len(hashes_b):
-                continue
-            block = max(1, _BLOCK_PAIRS // len(hashes_b))
-            for start in range(0, len(hashes_a), block):
-                xor = hashes_a[start : start + block, None] ^ hashes_b[None, :]
-                distance = np.bitwise_count(xor)
-                rows, cols = np.nonzero(distance <= max_distance)
-                for r, c in zip(rows.tolist(), cols.tolist()):
-                    sa, sb = str(sha_a[start + r]), str(sha_b[c])
-                    if sa == sb:
-                        continue  # already reported as the same file in two splits
-                    key = (sa, sb, name_a, name_b)
-                    if key in seen:
-                        continue
+    for i, j, distance in zip(pairs.first.tolist(), pairs.second.tolist(), pairs.distance.tolist()):
+        sha_i, sha_j = str(files.at[i, "sha256"]), str(files.at[j, "sha256"])
+        for split_i in splits_of[sha_i]:
+            for split_j in splits_of[sha_j]:
+                if split_i == split_j:
+                    continue
+                (sa, na), (sb, nb) = sorted(((sha_i, split_i), (sha_j, split_j)), key=lambda x: _split_order(x[1]))
+                key = (sa, sb, na, nb)
+                if key not in seen:
                     seen.add(key)
-                    violations.append(
-                        {
-                            "sha256_a": sa,
-                            "sha256_b": sb,
-                            "split_a": name_a,
-                            "split_b": name_b,
-                            "distance": int(distance[r, c]),
-                        }
-                    )
+                    violations.append({"sha256_a": sa, "sha256_b": sb, "split_a": na, "split_b": nb, "distance": distance})
+
+    if by_part:
+        violations += _part_violations(split)
     violations.sort(
         key=lambda v: (_split_order(v["split_a"]), _split_order(v["split_b"]), v["sha256_a"], v["sha256_b"])
     )
     if violations:
         logger.warning("%s: %d leakage violation(s) at max_distance %d", what, len(violations), max_distance)
     return violations
+
+
+def _part_violations(split: pd.DataFrame) -> list[dict]:
+    """One violation per part or capture id and pair of splits it appears in (first files named)."""
+    found = []
+    for column in (c for c in PART_COLUMNS if c in split.columns):
+        ids = split[column].fillna("").astype(str).str.strip()
+        rows = split.assign(_id=ids)[ids != ""]
+        for value, group in rows.groupby("_id", sort=True):
+            names = sorted(set(group["split"].astype(str)), key=_split_order)
+            for i, a in enumerate(names):
+                for b in names[i + 1 :]:
+                    found.append(
+                        {
+                            "sha256_a": str(sorted(group.loc[group["split"] == a, "sha256"])[0]),
+                            "sha256_b": str(sorted(group.loc[group["split"] == b, "sha256"])[0]),
+                            "split_a": a,
+                            "split_b": b,
+                            "distance": None,
+                            "part": f"{column} {value}",
+                        }
+                    )
+    return found
 
 
 def dataset_content_hash(

@@ -59,6 +59,19 @@ def _empty_class(root: Path) -> Path:
     return root
 
 
+def _metadata(root: Path, header: str, rows: dict[str, str]) -> Path:
+    """The two-class images with a metadata.csv: ``rows`` maps an image path to the rest of its row."""
+    _images(root)
+    lines = [f"{path},{rest}" for path, rest in rows.items()]
+    (root / "metadata.csv").write_text("\n".join([header, *lines]) + "\n")
+    return root
+
+
+EVERY_IMAGE = [f"{c}/{c}{i}.png" for c in ("good", "bad") for i in range(6)]
+ONE_PART_TWO_LABELS = {path: f"cam1,{'p-shared' if path in ('good/good0.png', 'bad/bad0.png') else path}" for path in EVERY_IMAGE}
+SOME_WITHOUT_PART = {path: f"cam1,{'' if path.startswith('bad/bad') and path < 'bad/bad3' else path}" for path in EVERY_IMAGE}
+
+
 def _mvtec(root: Path, defect_in_train: bool = False) -> Path:
     for folder in ("train/good", "test/good", "test/crack", *(["train/crack"] if defect_in_train else [])):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -136,6 +149,14 @@ CASES = [
             "--init-from l9-x-v1: no such registered model version"),
     Onboard("anomaly settings for a classifier", _images, ("--anomaly-settings", '{"top_share": 0.1}'),
             "--anomaly-settings: for --task anomaly only"),
+    Onboard("part id with two labels", lambda r: _metadata(r, "path,camera,part_id", ONE_PART_TWO_LABELS), (),
+            "carry more than one label, first part_id 'p-shared': bad/bad0.png (bad), good/good0.png (good)"),
+    Onboard("part id empty for some images", lambda r: _metadata(r, "path,camera,serial", SOME_WITHOUT_PART), (),
+            "gives part_id for 9 image(s) but not for 3 (bad/bad0.png, bad/bad1.png, bad/bad2.png)"),
+    Onboard("group by metadata without part ids", lambda r: _metadata(r, "path,camera", {p: "cam1" for p in EVERY_IMAGE}),
+            ("--group-by", "metadata"), "--group-by metadata needs a part_id (or serial, or capture_id) column"),
+    Onboard("group by metadata without metadata.csv", _images, ("--group-by", "metadata"),
+            "--group-by metadata: "),
     Onboard("mvtec defect under train", lambda r: _mvtec(r, defect_in_train=True), ("--task", "anomaly", "--format", "mvtec"),
             "train/ may hold only train/good/, but 3 image(s) lie in other folders (first: train/crack/000.png"),
 ]
@@ -173,6 +194,7 @@ def test_bad_dataset_or_option_is_refused_with_its_reason(
         ("--escape-budget", "nan", "out of range"),
         ("--seed", "-1", "out of range"),
         ("--epoch", "3", "unrecognized arguments: --epoch"),
+        ("--group-by", "parts", "invalid choice: 'parts'"),
     ],
 )
 def test_bad_numeric_options_are_refused_before_any_ingest(

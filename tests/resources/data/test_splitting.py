@@ -1,8 +1,5 @@
-"""Leakage-free split: determinism, near-duplicate grouping, stratification, leakage re-check, dataset id."""
+"""Leakage-free split: determinism, part grouping, stratification, leakage re-check, dataset id."""
 
-import importlib
-import sys
-import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,32 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from resources.data.splitting import SplitSpec, dataset_content_hash, grouped_stratified_split, leakage_violations
-
-
-def reference_groups(hashes: Sequence[int], max_distance: int) -> list[int]:
-    """Brute-force transitive grouping, used only while resources.data.images is not written yet."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    values = np.array([int(h) for h in hashes], dtype=np.uint64)
-    close = np.bitwise_count(values[:, None] ^ values[None, :]) <= max_distance
-    _, groups = connected_components(csr_matrix(close), directed=False)
-    return groups.tolist()
-
-
-@pytest.fixture(autouse=True)
-def near_duplicate_groups(monkeypatch: pytest.MonkeyPatch):
-    """The real resources.data.images.near_duplicate_groups when it exists, else the reference above."""
-    try:
-        module = importlib.import_module("resources.data.images")
-        if hasattr(module, "near_duplicate_groups"):
-            return module.near_duplicate_groups
-    except ImportError:
-        pass
-    stand_in = types.ModuleType("resources.data.images")
-    stand_in.near_duplicate_groups = reference_groups
-    monkeypatch.setitem(sys.modules, "resources.data.images", stand_in)
-    return reference_groups
 
 
 def flip_bits(value: int, bits: Sequence[int]) -> int:
@@ -68,6 +39,7 @@ def make_items(per_class: dict[str, int], seed: int = 0, twins: int = 0) -> pd.D
 def test_spec_defaults_and_bounds() -> None:
     spec = SplitSpec()
     assert spec.fractions() == (0.6, 0.2, 0.2) and spec.near_duplicate_max_distance == 4
+    assert spec.group_by == "phash" and spec.near_copy_max_neighbours == 8
     with pytest.raises(ValidationError, match=r"must be 1, got 0.7 \+ 0.2 \+ 0.2 = 1.1"):
         SplitSpec(train_fraction=0.7)
     with pytest.raises(ValidationError, match="greater than 0"):
@@ -189,17 +161,38 @@ def test_split_rejects_bad_input() -> None:
         grouped_stratified_split(pd.DataFrame({"sha256": ["a"], "label": [None], "phash": [1]}), SplitSpec())
 
 
-def test_split_calls_resources_images(monkeypatch: pytest.MonkeyPatch, near_duplicate_groups) -> None:
-    images = importlib.import_module("resources.data.images")
-    calls = []
+def test_images_hashing_alike_are_not_chained_into_one_group() -> None:
+    """A fixtured line: 150 different parts share a hash, 60 are a bit off it. The transitive rule put
+    them all in one group (a split of 208/2/0); near-copies are judged where they stand out."""
+    base = 0x0F0F_F0F0_3C3C_C3C3
+    hashes = [base] * 150 + [flip_bits(base, [i % 64, (i * 7 + 3) % 64]) for i in range(60)]
+    items = pd.DataFrame({"sha256": [f"s{i:03d}" for i in range(210)], "label": ["good"] * 210, "phash": hashes})
+    old = grouped_stratified_split(items, SplitSpec(near_copy_max_neighbours=1_000_000))
+    assert old["group_id"].nunique() == 1
+    out = grouped_stratified_split(items, SplitSpec())
+    assert out["group_id"].value_counts().max() <= 9
+    shares = out["split"].value_counts(normalize=True)
+    assert abs(shares["train"] - 0.6) < 0.05 and abs(shares["test"] - 0.2) < 0.05, shares.to_dict()
 
-    def spy(hashes: Sequence[int], max_distance: int) -> list[int]:
-        calls.append((len(hashes), max_distance))
-        return near_duplicate_groups(hashes, max_distance)
 
-    monkeypatch.setattr(images, "near_duplicate_groups", spy)
-    grouped_stratified_split(make_items({"good": 5, "dent": 5}), SplitSpec(near_duplicate_max_distance=3))
-    assert calls == [(10, 3)]
+def test_metadata_grouping_keeps_a_parts_images_together_whatever_their_hashes() -> None:
+    items = make_items({"good": 40, "dent": 20}, seed=3)
+    items = items.assign(part_id=[f"p{i // 2}" for i in range(len(items))])  # two shots a part, unrelated hashes
+    by_hash = grouped_stratified_split(items, SplitSpec())
+    assert (by_hash.groupby("part_id")["split"].nunique() > 1).any()
+    by_part = grouped_stratified_split(items, SplitSpec(group_by="metadata"))
+    assert (by_part.groupby("part_id")["split"].nunique() == 1).all()
+    assert by_part["group_id"].nunique() == 30
+    with pytest.raises(ValueError, match="needs a part_id or capture_id column"):
+        grouped_stratified_split(items.drop(columns=["part_id"]), SplitSpec(group_by="metadata"))
+
+
+def test_group_by_none_keeps_only_identical_files_together() -> None:
+    items = make_items({"good": 50}, twins=10, seed=6)
+    items = pd.concat([items, items.iloc[[0]]], ignore_index=True)  # the same file twice
+    out = grouped_stratified_split(items, SplitSpec(group_by="none"))
+    assert out["group_id"].nunique() == len(items) - 1
+    assert out.loc[0, "group_id"] == out.loc[len(items) - 1, "group_id"]
 
 
 # -------------------------------------------------------------------------------------------- leakage

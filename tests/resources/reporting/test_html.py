@@ -81,6 +81,13 @@ def _full_report() -> tuple[dict[str, Any], list[np.ndarray]]:
         "parity": {"max_abs_diff": 2e-6, "top1_agreement": 1.0},
         "latency_ms": {"p50": 3.2, "p95": 4.1},
         "notes": ["trained on 2 CPU cores", "note with <b>markup</b> & ampersand"],
+        "grouping": {
+            "requested": "auto", "group_by": "phash", "reason": "auto: no part ids in metadata.csv", "fallback": None,
+            "near_duplicate_max_distance": 4, "near_copy_max_neighbours": 8, "look_alike_images": 37, "largest_group": 9,
+            "splits": {"train": {"images": 158, "groups": 131, "effective_parts": 77.0},
+                       "val": {"images": 103, "groups": 77, "effective_parts": 45.5},
+                       "test": {"images": 91, "groups": 76, "effective_parts": 52.1}},
+        },
     }
     return report, images
 
@@ -91,6 +98,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     out = tmp_path_factory.mktemp("report") / "sub" / "report.html"
     path = render_report_html(report, gallery_images=images, out_path=out)
     return report, path.read_text(encoding="utf-8"), path
+
+
+def test_the_data_split_says_how_images_were_grouped_and_what_each_split_is_worth(
+    rendered: tuple[dict[str, Any], str, Path],
+) -> None:
+    _, text, _ = rendered
+    assert "<h2>Data split</h2>" in text and "Grouped by <b>phash</b>: auto: no part ids in metadata.csv." in text
+    assert '<tr><td>val</td><td class="num">103</td><td class="num">77</td><td class="num">45.5</td></tr>' in text
+    assert "37 images have another within 4 bits" in text and "Largest group: 9 images." in text
 
 
 def test_file_is_written_and_shows_versions_and_numbers(rendered: tuple[dict[str, Any], str, Path]) -> None:
