@@ -31,7 +31,6 @@ demo: $(VENV)/.installed
 	$(BIN)/mfgv sample-line $(DEMO_DIR)/sample-line --seed 7 --good-images 600 --images-per-class 60 --image-size 128
 	$(BIN)/mfgv onboard $(DEMO_DIR)/sample-line --task classify --format folders \
 		--line line1 --variant bracket-a --good-class good --report-json $(DEMO_DIR)/report.json
-	@$(BIN)/python -m mfg_assets.demo_summary $(DEMO_DIR)/report.json
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -57,6 +57,15 @@ def record_lineage(
         input_hashes=input_hashes,
     )
     context.log.info(f"lineage: {output_id} <- {', '.join(input_ids) or '(landing zone)'}")
+    # The same facts on the materialization, where the UI shows them (the lineage table has them all).
+    context.add_output_metadata(
+        {
+            "lineage output": output_id,
+            "lineage inputs": dg.MetadataValue.md("\n".join(f"- `{i}`" for i in input_ids) or "(landing zone)"),
+            "code version": code_version(),
+        },
+        output_name=context.assets_def.get_output_name_for_asset_key(context.asset_key),  # not its checks' outputs
+    )
 
 
 def inspection_asset(name: str, *, kinds: set[str], checks: Mapping[str, str] | None = None):
@@ -91,3 +100,9 @@ def blocking_check_result(
         description=description,
         metadata=dict(metadata or {}),
     )
+
+
+def per_product(partition: str, figures: Mapping[str, float | None]) -> dict[str, float]:
+    """Numeric metadata keyed by the product, ``"accuracy [line1.bracket-a]"``, so that the UI's plots
+    draw one line per product; a figure not computed is NaN (Dagster plots only numbers)."""
+    return {f"{key} [{partition}]": float("nan") if value is None else float(value) for key, value in figures.items()}

@@ -108,7 +108,7 @@ def dataset_version(
     annotations: AnnotationSet,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[DatasetVersion] | dg.AssetCheckResult]:
-    """Seeded, stratified, near-duplicate-grouped split; content-addressed."""
+    """Seeded, stratified split with each part's images in one split (part ids, else near-copies); content-addressed."""
     config = config_for_run(context, config, lineage.home_path())
     from resources.data.grouping import PART_COLUMNS, GroupingError
     from resources.data.label_quality import consensus_labels

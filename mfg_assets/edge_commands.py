@@ -4,6 +4,7 @@ They share the platform's state under ``MFG_HOME``: the sync server's folder ``M
 the signing key under ``MFG_HOME/keys`` (devices get the ``.pub.pem`` file).
 """
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,9 @@ def promote(line: str, variant: str, *, echo: Callable[[str], None] = print) -> 
 def _run_deploy_job(line: str, variant: str, config: dict[str, Any], echo: Callable[[str], None]) -> dict[str, Any]:
     from mfg_assets.definitions import defs
     from mfg_assets.instance import fail_abandoned_runs, get_instance, run_tags
-    from mfg_assets.onboard import OnboardError, _failure_summary
+    from mfg_assets.onboard import OnboardError
+    from mfg_assets.run_outcome import failure_summary
+    from mfg_assets.progress import run_loggers
 
     instance = get_instance()
     for run_id in fail_abandoned_runs(instance):
@@ -94,7 +97,7 @@ def _run_deploy_job(line: str, variant: str, config: dict[str, Any], echo: Calla
     result = defs.resolve_job_def("deploy_job").execute_in_process(
         run_config={
             "ops": {"deployment": {"config": config}},
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            "loggers": run_loggers(logging.getLogger("mfgv").isEnabledFor(logging.DEBUG)),
         },
         instance=instance,
         partition_key=key,
@@ -102,7 +105,7 @@ def _run_deploy_job(line: str, variant: str, config: dict[str, Any], echo: Calla
         tags=run_tags(),
     )
     if not result.success:
-        raise OnboardError(f"deploy run {result.run_id} for {key} failed:\n{_failure_summary(result)}")
+        raise OnboardError(f"deploy run {result.run_id} for {key} failed:\n{failure_summary(result)}")
     record = result.output_for_node("deployment")
     echo(f"deployed {record.model_version} to line {line} as {record.ring} ({record.deployment_id})")
     return record.model_dump()

@@ -6,13 +6,36 @@ from pathlib import Path
 import dagster as dg
 
 from edge_sync.durable import write_atomic
+from resources.errors import MfgVisionError
 from resources.settings import apply_offline_switches, dagster_home, mfg_home
 
-__all__ = ["prepare_home", "get_instance"]
+__all__ = ["HomeUnusable", "get_instance", "prepare_home", "require_writable_home"]
 
-DAGSTER_YAML = """# Written by mfgv (dagster.yaml v2): the platform never phones home, and the daemon fails runs whose
-# process died (mfg_assets.run_launcher) instead of leaving them STARTED forever.
+
+class HomeUnusable(MfgVisionError):
+    """MFG_HOME cannot be written, or its Dagster config cannot be read; the message says what to do."""
+
+
+def require_writable_home(home: Path) -> None:
+    """Refuse, with the fix, an MFG_HOME that cannot be created or written (a file in the way, a
+    read-only disk, another user's folder) before a command starts work in it."""
+    probe = home / f".mfgv-write-check-{os.getpid()}"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HomeUnusable(
+            f"MFG_HOME={home} cannot be written ({exc.strerror or exc}: {exc.filename or home}); set MFG_HOME to a "
+            "folder you can write (e.g. export MFG_HOME=$PWD/.mfg), or fix the folder's permissions"
+        ) from exc
+
+DAGSTER_YAML = """# Written by mfgv (dagster.yaml v3): the platform never phones home, the UI opens without Dagster's
+# community sign-up dialog, and the daemon fails runs whose process died (mfg_assets.run_launcher)
+# instead of leaving them STARTED forever.
 telemetry:
+  enabled: false
+nux:
   enabled: false
 run_launcher:
   module: mfg_assets.run_launcher
@@ -22,13 +45,14 @@ run_monitoring:
   poll_interval_seconds: 30
 """
 _OURS = "# Written by mfgv"
-_CURRENT = "(dagster.yaml v2)"
+_CURRENT = "(dagster.yaml v3)"
 
 
 def prepare_home(home: Path | None = None) -> Path:
     """Create MFG_HOME and its Dagster home (telemetry off); point DAGSTER_HOME at it."""
     home = home or mfg_home()
     target = dagster_home(home)
+    require_writable_home(home)
     target.mkdir(parents=True, exist_ok=True)
     config = target / "dagster.yaml"
     if _needs_writing(config):
@@ -48,12 +72,25 @@ def _needs_writing(config: Path) -> bool:
 
 
 def get_instance(home: Path | None = None) -> dg.DagsterInstance:
-    prepare_home(home)
-    return dg.DagsterInstance.get()
+    """The Dagster instance under MFG_HOME; a config that cannot be read is refused with the fix."""
+    import yaml
+
+    home = prepare_home(home)
+    try:
+        return dg.DagsterInstance.get()
+    except (yaml.YAMLError, dg.DagsterInvalidConfigError) as exc:
+        config = dagster_home(home) / "dagster.yaml"
+        first = str(exc).strip().splitlines()
+        raise HomeUnusable(
+            f"{config} is not a valid Dagster instance config ({' '.join(first[:3])}); fix it, or move it aside and run "
+            "`mfgv init` to write mfgv's own"
+        ) from exc
 
 
-PROCESS_TAG = "mfgv/process"
-"""Run tag naming the process that executes an in-process run (``resources.storage.scratch.process_tag``)."""
+PROCESS_TAG = ".dagster/mfgv-process"
+"""Run tag naming the process that executes an in-process run (``resources.storage.scratch.process_tag``);
+hidden from the UI's runs list like Dagster's own bookkeeping."""
+LEGACY_PROCESS_TAG = "mfgv/process"  # before 2026-12-07: still read on old runs
 
 
 def run_tags() -> dict[str, str]:

@@ -9,6 +9,7 @@ what a plant engineer asks first: accuracy, false-reject and escape rates, thres
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import dagster as dg
 
+from mfg_assets.run_outcome import failure_summary
 from resources.data.variants import VariantSpec, load_variant, partition_key, save_run_config, save_variant, validate_name
 from resources.errors import MfgVisionError
 from resources.landing import MARKER, landed_source, onboard_marker
@@ -58,6 +60,8 @@ class OnboardRequest:
     anomaly_settings: dict[str, Any] | None = None
     release_without_defects: bool = False
     group_by: str | None = None
+    force: bool = False
+    no_good_class: bool = False
 
 
 def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
@@ -124,6 +128,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
     from mfg_assets.augment import AugmentConfig
     from mfg_assets.cross_validation import CrossValidationConfig
     from mfg_assets.datasets import SplitConfig
+    from mfg_assets.progress import run_loggers
     from mfg_assets.search import RecipeConfig
     from mfg_assets.validation import ValidationConfig
 
@@ -159,41 +164,8 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
     ops["annotations"] = AnnotationConfig(**given(min_images_per_class=request.min_images_per_class))
     # Every asset whose options onboard sets gets a config, empty or not: this command line is the
     # whole choice, so no asset falls back to an earlier onboard's saved options (saved_options).
-    # INFO, not Dagster's DEBUG event stream: a line per phase and per epoch is what a user follows.
-    return dg.RunConfig(ops=ops, loggers={"console": {"config": {"log_level": "INFO"}}})
-
-
-def _root_cause(error: Any) -> str:
-    """The message a user can act on: the platform's own ``dg.Failure`` if there is one in the chain
-    (it says what to do), else the innermost exception. Dagster wraps a failing op's error in its own
-    ("Error occurred while executing op ..."), which names no cause."""
-    chain = [error]
-    while getattr(chain[-1], "cause", None) is not None:
-        chain.append(chain[-1].cause)
-    failure = next((e for e in chain if getattr(e, "cls_name", "") == "Failure"), None)
-    chosen = failure or chain[-1]
-    message = chosen.message.strip()
-    # Dagster writes "<module path>.<class>: <text>"; the module path is noise to a user, and the
-    # class of the platform's own Failure says nothing its text does not.
-    head, sep, text = message.partition(": ")
-    if sep and head.split(".")[-1] == chosen.cls_name and " " not in head:
-        return text.strip() if failure is not None else f"{chosen.cls_name}: {text.strip()}"
-    return message
-
-
-def _failure_summary(result: Any) -> str:
-    from dagster import DagsterEventType
-
-    lines = []
-    for event in result.all_events:
-        if event.event_type == DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
-            lines.append(f"step {event.step_key} failed: {_root_cause(error) if error else 'unknown error'}")
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                lines.append(f"check {evaluation.check_name} failed: {evaluation.description}")
-    return "\n".join(lines) or "the run failed; open the run in the Dagster UI (make ui) for details"
+    # A progress line, not Dagster's event stream (mfg_assets.progress); -v adds the stream.
+    return dg.RunConfig(ops=ops, loggers=run_loggers(logging.getLogger("mfgv").isEnabledFor(logging.DEBUG)))
 
 
 def _chosen_options(run_config: dg.RunConfig) -> dict[str, Any]:
@@ -301,16 +273,14 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     engine = engine_for(request.task)  # a task without an engine is refused before anything lands
     if request.label_format == "mvtec" and request.good_class is None:
         request = dataclasses.replace(request, good_class="good")  # the layout names its good parts
-    from mfg_assets.onboard_checks import PreflightError, check_part_ids_of, scan_dataset
+    from mfg_assets import onboard_checks as checks
 
     try:
-        scan_dataset(data_dir)
-    except PreflightError as exc:
-        raise OnboardError(str(exc)) from exc
-    classes = discover_classes(data_dir, request.label_format)
-    try:
-        check_part_ids_of(data_dir, request.label_format, request.group_by or "auto")
-    except PreflightError as exc:
+        checks.scan_dataset(data_dir)
+        checks.check_not_mvtec_as_folders(data_dir, request.label_format)
+        classes = discover_classes(data_dir, request.label_format)
+        checks.check_part_ids_of(data_dir, request.label_format, request.group_by or "auto")
+    except checks.PreflightError as exc:
         raise OnboardError(str(exc)) from exc
     if problems := engine.variant_problems(classes, request.good_class):
         raise OnboardError(f"{data_dir}: {'; '.join(problems)}, e.g. good parts and one defect type")
@@ -321,6 +291,10 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     if request.pretrained_weights:  # later runs (started by sensors) work in another folder
         request = dataclasses.replace(request, pretrained_weights=str(Path(request.pretrained_weights).expanduser().resolve()))
     request = _preflight(request, data_dir, classes)
+    try:
+        checks.check_good_class_named(classes, request.good_class, request.no_good_class, request.task)
+    except checks.PreflightError as exc:
+        raise OnboardError(str(exc)) from exc
     home = mfg_home()
     spec = VariantSpec(
         line=request.line,
@@ -338,6 +312,13 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         spec = _same_variant(existing, spec)
     instance = get_instance(home)
     landing_dir = home / "landing" / request.line / request.variant
+    run_config = _run_config(request)
+    if existing is not None and not request.force and (landing_dir / f"onboard-{_listing_hash(data_dir)}" / MARKER).exists():
+        from mfg_assets.onboard_unchanged import unchanged_report, unchanged_version
+
+        same = unchanged_version(request.line, request.variant, landing_dir, _chosen_options(run_config), home)
+        if same is not None:
+            return unchanged_report(same, request.report_json)
     batch_dir = land_batch(data_dir, landing_dir)
     if existing is None:  # registered once its data landed: a failed copy leaves no half-registered variant
         save_variant(spec, home)
@@ -355,12 +336,11 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     job_name = job_for_task(spec.task)
     job = defs.resolve_job_def(job_name)
     echo(f"running {job_name} for partition {key} (Dagster home {instance.root_directory})")
-    run_config = _run_config(request)
     result = job.execute_in_process(
         run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
     if not result.success:
-        summary = _failure_summary(result)
+        summary = failure_summary(result)
         refused = _write_refusal(request, result, started, summary, batch_dir)
         where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""
         raise OnboardError(f"run {result.run_id} for {key} did not finish:\n{summary}{where}")

@@ -14,7 +14,18 @@ from typing import Any
 from resources.data.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
 from resources.errors import MfgVisionError
 
-__all__ = ["PreflightError", "check_cv_folds", "check_part_ids_of", "check_start_options", "class_counts"]
+__all__ = [
+    "PreflightError",
+    "check_cv_folds",
+    "check_good_class_named",
+    "check_part_ids_of",
+    "check_start_options",
+    "class_counts",
+    "check_not_mvtec_as_folders",
+]
+
+GOOD_WORDS = frozenset({"good", "ok", "okay", "pass", "passed", "normal", "free", "acceptable", "nodefect", "defectfree"})
+"""Words in a class name that say "acceptable parts" (``good``, ``OK``, ``MT_Free``, ``no_defect``...)."""
 
 
 class PreflightError(MfgVisionError, ValueError):
@@ -135,6 +146,40 @@ def check_part_ids_of(data_dir: Path, label_format: str, group_by: str) -> None:
         check_part_ids(frame, where=str(metadata_file), required=group_by == "metadata")
     except GroupingError as exc:
         raise PreflightError(str(exc)) from exc
+
+
+def _good_like(name: str) -> bool:
+    import re
+
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    joined = "".join(words)
+    return bool(GOOD_WORDS.intersection(words)) or joined in GOOD_WORDS or joined in ("nodefects", "nondefective")
+
+
+def check_good_class_named(classes: tuple[str, ...], good_class: str | None, no_good_class: bool, task: str) -> None:
+    """A class that looks like the good parts, with no --good-class, would train a model without
+    false-reject and escape rates and say nothing: ask which it is before anything is copied."""
+    if good_class is not None or no_good_class or task != "classify":
+        return
+    named = [c for c in classes if _good_like(c)]
+    if named:
+        raise PreflightError(
+            f"class {named[0]!r} looks like the good parts, but no --good-class was given: pass --good-class {named[0]} "
+            "to get false-reject and escape rates and a calibrated threshold, or --no-good-class to train every class "
+            "as a defect type"
+        )
+
+
+def check_not_mvtec_as_folders(data_dir: Path, label_format: str) -> None:
+    """An MVTec AD layout read as class folders would become classes ``ground_truth, test, train``."""
+    if label_format != "folders":
+        return
+    folders = {p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if {"train", "test"} <= folders and folders <= {"train", "test", "ground_truth", "validation"}:
+        raise PreflightError(
+            f"{data_dir} looks like the MVTec AD layout (train/, test/{', ground_truth/' if 'ground_truth' in folders else ''}), "
+            "not one folder per class: onboard it with --task anomaly --format mvtec"
+        )
 
 
 def check_cv_folds(folds: int | None, counts: Mapping[str, int]) -> None:

@@ -40,8 +40,15 @@ from resources.storage.processes import (
 
 __all__ = ["LAUNCH_TAG", "LocalRunLauncher", "launch_tags", "run_worker_gone"]
 
-LAUNCH_TAG = "mfgv/launched"
-"""Run tag written as a run is launched or begun: ``resources.storage.processes.launch_record`` as JSON."""
+LAUNCH_TAG = ".dagster/mfgv-launched"
+"""Run tag written as a run is launched or begun: ``resources.storage.processes.launch_record`` as JSON.
+Dagster's hidden prefix keeps this machine bookkeeping out of the UI's runs list."""
+LEGACY_LAUNCH_TAG = "mfgv/launched"  # before 2026-12-07: still read on old runs
+
+
+def tag_of(run: dg.DagsterRun, tag: str, legacy: str) -> str | None:
+    """A run's tag under its current (hidden) key, else under the visible key older mfgv wrote."""
+    return run.tags.get(tag) or run.tags.get(legacy)
 
 
 def launch_tags() -> dict[str, str]:
@@ -84,7 +91,7 @@ def _launch_record(run: dg.DagsterRun) -> dict | None:
     """The machine, boot and clock reading recorded at launch (:data:`LAUNCH_TAG`); None for runs launched
     before it was recorded, or a tag that does not parse."""
     try:
-        record = json.loads(run.tags.get(LAUNCH_TAG) or "null")
+        record = json.loads(tag_of(run, LAUNCH_TAG, LEGACY_LAUNCH_TAG) or "null")
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
@@ -108,13 +115,25 @@ def _worker_pid_reused(launched: dict | None, pid: int, started_at: float) -> bo
     return isinstance(clock_at_boot, (int, float)) and started_after(pid, started_at, float(clock_at_boot))
 
 
+_EARLIER_KEPT = (
+    " The assets this run marks failed keep their earlier materializations: a model registered before stays "
+    "registered and deployable."
+)
+
+
 def run_worker_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """Why ``run``'s process is known to be gone, or None when it runs or cannot be judged from here."""
-    from mfg_assets.instance import PROCESS_TAG
+    """Why ``run``'s process is known to be gone, or None when it runs or cannot be judged from here
+    (and that what earlier runs made stands, which the UI's red assets do not say)."""
+    why = _why_gone(instance, run)
+    return None if why is None else why + _EARLIER_KEPT
+
+
+def _why_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    from mfg_assets.instance import LEGACY_PROCESS_TAG, PROCESS_TAG
     from resources.storage.scratch import process_is_gone, tagged_pid
 
     grpc_info = run.tags.get(GRPC_INFO_TAG)
-    tag = run.tags.get(PROCESS_TAG)
+    tag = tag_of(run, PROCESS_TAG, LEGACY_PROCESS_TAG)
     launched = _launch_record(run)
     # An in-process run has no job origin to launch from; a launched one that carries PROCESS_TAG got it
     # from the parent it re-executes (Dagster copies tags), before or after GRPC_INFO_TAG is written.

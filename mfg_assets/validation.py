@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
+from mfg_assets.common import blocking_check_result, inspection_asset, per_product, record_lineage
 from mfg_assets.datasets import load_split_images, split_groups
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
@@ -59,6 +59,11 @@ class ValidationConfig(dg.Config):
             "(or when passing none of them would reject every good one)"
         ),
     )
+
+
+def _rate(value: float | None) -> str:
+    """A rate or threshold for a log line: four significant digits, not seventeen."""
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _split_section(
@@ -293,27 +298,29 @@ def validation_report(
     )
     store_handle(lineage, handle, context.partition_key)
     context.log.info(
-        f"test accuracy {handle.accuracy:.4f}, FRR {handle.false_reject_rate}, escape rate {handle.escape_rate}, "
-        f"threshold {handle.threshold}; report {artifact_store.path(html_artifact)}"
+        f"test accuracy {handle.accuracy:.4f}, FRR {_rate(handle.false_reject_rate)}, escape rate {_rate(handle.escape_rate)}, "
+        f"threshold {_rate(handle.threshold)}; report {artifact_store.path(html_artifact)}"
     )
+    # Figures a person plots are keyed by the product (line.variant): Dagster plots a metadata key as
+    # one line across every partition, which read two products' accuracies as one model's regression.
+    figures = {
+        "accuracy": handle.accuracy,
+        "false_reject_rate": handle.false_reject_rate,
+        "escape_rate": handle.escape_rate,
+        "threshold": handle.threshold,
+        **{key: test.get(key) for key in ("image_auroc", "pixel_auroc", "pro") if key in test},
+    }
     yield dg.Output(
         handle,
         metadata={
             "report_id": report_id,
-            "accuracy": handle.accuracy,
-            "false_reject_rate": handle.false_reject_rate if handle.false_reject_rate is not None else float("nan"),
-            "escape_rate": handle.escape_rate if handle.escape_rate is not None else float("nan"),
-            "threshold": handle.threshold if handle.threshold is not None else float("nan"),
+            "product": context.partition_key,
+            **per_product(context.partition_key, figures),
             **{
                 f"{key}_ci95": dg.MetadataValue.text(pct_with_interval(test.get(key), test.get(f"{key}_ci95"), "n/a"))
                 for key in ("false_reject_rate", "escape_rate")
             },
             **({"per_class": dg.MetadataValue.json(test["per_class"])} if "per_class" in test else {}),
-            **{
-                key: float("nan") if test.get(key) is None else float(test[key])
-                for key in ("image_auroc", "pixel_auroc", "pro")
-                if key in test
-            },
             "report_html": dg.MetadataValue.path(str(artifact_store.path(html_artifact))),
             "report_json": dg.MetadataValue.path(str(artifact_store.path(json_artifact))),
         },
@@ -325,5 +332,5 @@ def validation_report(
         description="meets the release criteria"
         if handle.release_passed
         else "; ".join(handle.release_failures) + " — collect more or better-labelled data, or train longer",
-        metadata={"accuracy": handle.accuracy},
+        metadata=per_product(context.partition_key, {"accuracy": handle.accuracy}),
     )

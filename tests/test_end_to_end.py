@@ -79,7 +79,7 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert version.status.value == "candidate"
     assert version.dataset_version == report["dataset_version"]
 
-    lineage = _mfgv(mfg_home, "lineage", "line1-bracket-a-v1")
+    lineage = _mfgv(mfg_home, "lineage", "line1-bracket-a-v1", "--full")
     assert lineage.returncode == 0, lineage.stderr
     items = LineageStore().read_table("dataset_items", "dataset_id = ?", [report["dataset_version"]])
     assert len(items) == 60
@@ -88,12 +88,29 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     for asset in ("registered_model", "exported_model", "validation_report", "trained_model", "augmented_set",
                   "dataset_version", "annotations", "raw_images"):
         assert f"{asset}:" in lineage.stdout, asset
+    short = _mfgv(mfg_home, "lineage", "line1-bracket-a-v1")  # the default: the tree and counts, not every image
+    assert short.returncode == 0 and len(short.stdout.splitlines()) < 60 and items["sha256"].iloc[0] not in short.stdout
+    assert "--full" in short.stdout
+    unknown = _mfgv(mfg_home, "lineage", "line1-bracket-a-v9")
+    assert unknown.returncode == 2 and "registered versions: line1-bracket-a-v1" in unknown.stderr
+    models = _mfgv(mfg_home, "models")
+    assert models.stdout.splitlines()[0].split()[:3] == ["version", "status", "task"]
+    assert "line1-bracket-a-v1" in models.stdout and f"{100 * report['test']['accuracy']:.2f} %" in models.stdout
 
     with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
         runs = instance.get_run_records()
         assert len(runs) == 1 and runs[0].dagster_run.job_name == "classify_job"
         event = instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
         assert event is not None and event.dagster_event.partition == "line1.bracket-a"
+
+    # The same command again: nothing changed, so nothing is trained; the registered version is named.
+    same = _mfgv(
+        mfg_home, "onboard", str(tiny_line), "--task", "classify", "--format", "folders", "--line", "line1",
+        "--variant", "bracket-a", "--good-class", "good", "--report-json", str(tmp_path / "again.json"), *FAST,
+    )
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "nothing changed since line1-bracket-a-v1" in same.stdout and "--force" in same.stdout
+    assert json.loads((tmp_path / "again.json").read_text())["model_version"] == "line1-bracket-a-v1"
 
     # A second batch of the same variant lands (with a corrupt file): it extends the data.
     batch = mfg_home / "landing" / "line1" / "bracket-a" / "b2"
@@ -219,7 +236,7 @@ def test_a_line_without_a_good_class_trains_validates_and_registers(mfg_home: Pa
     rates are absent."""
     report_path = tmp_path / "report.json"
     done = _mfgv(
-        mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "all-defects",
+        mfg_home, "onboard", str(tiny_line), "--line", "line1", "--variant", "all-defects", "--no-good-class",
         "--report-json", str(report_path), "--cv-folds", "2", *FAST,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -5,12 +5,18 @@ updated in place: every write is a new Parquet file (written to a temporary name
 a reader never sees half a file), and the DuckDB file ``MFG_HOME/mfg.duckdb`` only holds views over
 those files. Opening the DuckDB file is serialised across processes with an exclusive ``flock``, and
 read-modify-write sequences (such as allocating the next model version) run inside that lock.
+
+Because the DuckDB file holds nothing but views, a corrupt one loses nothing: it is set aside and
+rebuilt from the Parquet tables, with a warning that says so. A Parquet file damaged after it was
+written (this module never leaves half a file) is named with what to do, not a DuckDB traceback.
 """
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +28,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edge_sync.durable import fsync_dir, fsync_file
+from resources.errors import MfgVisionError
 from resources.storage.scratch import scratch_name
 
-__all__ = ["Warehouse", "TABLE_NAME"]
+__all__ = ["TABLE_NAME", "Warehouse", "WarehouseDamaged"]
+
+logger = logging.getLogger(__name__)
+_PARQUET_NAMED = re.compile(r"'([^']+\.parquet)'")
+
+
+class WarehouseDamaged(MfgVisionError):
+    """A table file cannot be read; the message names it and what to do."""
+
+
+@contextmanager
+def _damaged_files_named() -> Iterator[None]:
+    """DuckDB's error about an unreadable Parquet file, as a message that names it and the way out."""
+    try:
+        yield
+    except duckdb.InvalidInputException as exc:
+        named = _PARQUET_NAMED.search(str(exc))
+        if not named:
+            raise
+        raise WarehouseDamaged(
+            f"{named.group(1)}: this table file cannot be read ({str(exc).splitlines()[0]}). mfgv writes table "
+            "files whole, so it was damaged afterwards (a disk error, a partial copy or restore). Restore it from "
+            "a backup, or move it out of the tables folder and rerun the step that wrote it (its rows are lost "
+            "until then)"
+        ) from exc
 
 TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -98,18 +129,36 @@ class Warehouse:
         with open(self._lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                connection = duckdb.connect(str(self.duckdb_path))
+                connection = self._open()
                 try:
-                    self._refresh_views(connection)
+                    with _damaged_files_named():
+                        self._refresh_views(connection)
                     yield connection
                 finally:
                     connection.close()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Connect to the DuckDB file; a corrupt one is set aside and rebuilt (it only holds views)."""
+        try:
+            return duckdb.connect(str(self.duckdb_path))
+        except duckdb.IOException as exc:
+            if "not a valid DuckDB database file" not in str(exc):
+                raise
+            aside = self.duckdb_path.with_name(f"{self.duckdb_path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.duckdb_path, aside)
+            logger.warning(
+                "%s was not a valid DuckDB file (%s); it holds only views over the Parquet tables, so it was rebuilt "
+                "from them and nothing is lost (the damaged file is kept as %s)",
+                self.duckdb_path, exc, aside,
+            )
+            return duckdb.connect(str(self.duckdb_path))
+
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as connection:
-            return connection.execute(sql, params or []).fetchdf()
+            with _damaged_files_named():
+                return connection.execute(sql, params or []).fetchdf()
 
     def _refresh_views(self, connection: duckdb.DuckDBPyConnection) -> None:
         if not self.tables_dir.exists():

@@ -157,6 +157,9 @@ CASES = [
             ("--group-by", "metadata"), "--group-by metadata needs a part_id (or serial, or capture_id) column"),
     Onboard("group by metadata without metadata.csv", _images, ("--group-by", "metadata"),
             "--group-by metadata: "),
+    Onboard("good folder without --good-class", _images, (),
+            "class 'good' looks like the good parts, but no --good-class was given: pass --good-class good"),
+    Onboard("mvtec layout as folders", _mvtec, (), "looks like the MVTec AD layout (train/, test/), not one folder per class"),
     Onboard("mvtec defect under train", lambda r: _mvtec(r, defect_in_train=True), ("--task", "anomaly", "--format", "mvtec"),
             "train/ may hold only train/good/, but 3 image(s) lie in other folders (first: train/crack/000.png"),
 ]

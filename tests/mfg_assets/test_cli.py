@@ -60,31 +60,29 @@ def test_every_platform_error_class_has_the_root() -> None:
         assert issubclass(error, MfgVisionError), error
 
 
-def test_onboard_output_names_the_images_that_set_the_threshold() -> None:
-    report = {
-        "threshold_set_by": [
-            {"index": 7, "score": 0.0636, "good_at_or_above": 146, "false_reject_rate_to_catch": 0.7644,
-             "rel_path": "onboard-1/MT_Break/exp6_num_105927.jpg", "true": "MT_Break"},
-            {"index": 9, "score": 0.41, "good_at_or_above": 2, "false_reject_rate_to_catch": 0.0105, "true": "MT_Uneven"},
-        ]
-    }
-    lines = cli._threshold_setters_summary(report)
-    assert len(lines) == 3 and "review these first" in lines[0]
-    assert lines[1] == "  onboard-1/MT_Break/exp6_num_105927.jpg (MT_Break): score 0.064, 76.44 % of good parts (146)"
-    assert lines[2].startswith("  validation image 9 (MT_Uneven): score 0.410, 1.05 %")
-    report["threshold_set_by"][0]["landed_path"] = "/home/.mfg/landing/l/v/onboard-1/MT_Break/exp6_num_105927.jpg"
-    assert cli._threshold_setters_summary(report)[1].startswith("  /home/.mfg/landing/l/v/onboard-1/MT_Break/")
-    report["threshold_set_by"][0]["source_path"] = "/plant/tiles/MT_Break/exp6_num_105927.jpg"
-    assert cli._threshold_setters_summary(report)[1].startswith("  /plant/tiles/MT_Break/exp6_num_105927.jpg (MT_Break)")
-    assert cli._threshold_setters_summary({"threshold_set_by": []}) == []
-    assert cli._threshold_setters_summary({}) == []  # anomaly reports and reports without a good class
+def test_every_option_of_every_command_has_help_text() -> None:
+    import argparse
+
+    from mfg_assets.cli import _handlers
+    from mfg_assets.cli_parser import build_parser
+
+    parser = build_parser(_handlers())
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions  # noqa: SLF001
+        if not isinstance(action, argparse._HelpAction) and not action.help  # noqa: SLF001
+    ]
+    assert missing == []
 
 
-def test_onboard_output_gives_each_test_rate_with_its_interval() -> None:
-    report = {"test": {"accuracy": 0.9880, "false_reject_rate": 0.0, "false_reject_rate_ci95": [0.0, 0.0303],
-                       "escape_rate": 0.0213, "escape_rate_ci95": [0.0005, 0.1129]}}
-    line = cli._test_summary(report)
-    assert "false-reject rate 0.00 % (95 % CI 0.00–3.03 %)" in line
-    assert "escape rate 2.13 % (95 % CI 0.05–11.29 %)" in line
-    no_good_class = cli._test_summary({"test": {"accuracy": 0.5, "false_reject_rate": None, "escape_rate": None}})
-    assert "false-reject rate n/a, escape rate n/a" in no_good_class
+def test_a_misspelled_option_gets_a_did_you_mean(capsys) -> None:
+    import pytest
+
+    from mfg_assets.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["onboard", "data", "--line", "l1", "--variant", "v1", "--good-clas", "good"])
+    assert exit_info.value.code == 2
+    assert "--good-clas: did you mean --good-class?" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def run_with_fake_trainer(instance: dg.DagsterInstance, key: str, tiny_line: Pat
     instance.add_dynamic_partitions(line_variant_partitions.name, [key])
     assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
     resources = {**defs.resources, "trainer": FakeTrainer()}
-    return dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=_run_config(request))
+    return dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=dg.RunConfig(ops=_run_config(request).ops))  # Dagster's console logger: an ephemeral job has no progress line
 
 
 def test_the_graph_validates_exports_and_registers_whatever_trainer_is_bound(mfg_home: Path, tiny_line: Path) -> None:

@@ -148,7 +148,7 @@ def test_init_from_a_model_with_other_input_channels_or_task_is_refused(mfg_home
 def test_run_summaries_name_the_cause_not_dagsters_wrapper() -> None:
     from types import SimpleNamespace
 
-    from mfg_assets.onboard import _root_cause
+    from mfg_assets.run_outcome import root_cause as _root_cause
 
     def error(cls_name: str, message: str, cause=None):
         return SimpleNamespace(cls_name=cls_name, message=message, cause=cause)

@@ -13,7 +13,7 @@ from dagster._core.events import EngineEventData
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-from mfg_assets.instance import DAGSTER_YAML, PROCESS_TAG, fail_abandoned_runs, get_instance
+from mfg_assets.instance import DAGSTER_YAML, LEGACY_PROCESS_TAG, PROCESS_TAG, fail_abandoned_runs, get_instance
 from mfg_assets.run_launcher import LAUNCH_TAG, LocalRunLauncher, _server_is_local
 from resources.storage.scratch import process_tag
 
@@ -58,6 +58,7 @@ def test_the_instance_mfgv_writes_monitors_runs_with_this_launcher(mfg_home: Pat
     assert isinstance(instance.run_launcher, LocalRunLauncher)
     assert instance.run_launcher.supports_check_run_worker_health
     assert instance.run_monitoring_enabled and instance.run_monitoring_settings["poll_interval_seconds"] == 30
+    assert not instance.nux_enabled  # the UI opens without Dagster's community sign-up dialog
 
 
 def test_a_config_an_older_mfgv_wrote_is_upgraded_and_a_persons_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +70,9 @@ def test_a_config_an_older_mfgv_wrote_is_upgraded_and_a_persons_is_kept(tmp_path
     old.write_text("# Written by mfgv: the platform never phones home.\ntelemetry:\n  enabled: false\n")
     prepare_home(tmp_path / "old")
     assert old.read_text() == DAGSTER_YAML
+    old.write_text("# Written by mfgv (dagster.yaml v2): ...\ntelemetry:\n  enabled: false\n")  # before the dialog was off
+    prepare_home(tmp_path / "old")
+    assert old.read_text() == DAGSTER_YAML and "nux:\n  enabled: false" in DAGSTER_YAML
     mine = tmp_path / "mine" / "dagster" / "dagster.yaml"
     mine.parent.mkdir(parents=True)
     mine.write_text("telemetry:\n  enabled: false\n")
@@ -110,9 +114,10 @@ def test_a_run_of_an_mfgv_process_that_died_is_failed_by_the_daemon_and_by_mfgv(
     assert _monitor(instance, by_daemon).status == dg.DagsterRunStatus.FAILURE
     assert "the mfgv process that executed this run" in _failure_message(instance, by_daemon.run_id)
     by_mfgv = _started_run(instance, {PROCESS_TAG: gone}, None)
+    by_older_mfgv = _started_run(instance, {LEGACY_PROCESS_TAG: gone}, None)  # its tag was visible then
     mine = _started_run(instance, {PROCESS_TAG: process_tag()}, None)
     worker_gone = _started_run(instance, {GRPC_INFO_TAG: json.dumps({"socket": "/tmp/x.sock"})}, _dead_pid())
-    assert sorted(fail_abandoned_runs(instance)) == sorted([by_mfgv.run_id, worker_gone.run_id])
+    assert sorted(fail_abandoned_runs(instance)) == sorted([by_mfgv.run_id, by_older_mfgv.run_id, worker_gone.run_id])
     assert instance.get_run_by_id(mine.run_id).status == dg.DagsterRunStatus.STARTED
 
 
@@ -298,5 +303,5 @@ def test_runs_mfgv_executes_itself_carry_its_process_and_launch_record() -> None
     from resources.storage.processes import boot_id, machine_tag
 
     tags = run_tags()
-    assert tags[PROCESS_TAG] == process_tag()
+    assert tags[PROCESS_TAG] == process_tag() and all(key.startswith(".dagster/") for key in tags)  # hidden in the UI
     assert json.loads(tags[LAUNCH_TAG])["machine"] == machine_tag() and json.loads(tags[LAUNCH_TAG])["boot_id"] == boot_id()
