@@ -223,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mfg_assets.console import configure_console_logging
 
     configure_console_logging(args.verbose)
+    if args.command in ("onboard", "deploy", "promote", "rollback"):  # commands that run Dagster jobs here
+        from mfg_assets.console import interrupts_to_this_process_only
+
+        interrupts_to_this_process_only()
     apply_offline_switches()
     from pydantic import ValidationError
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from mfg_assets.run_outcome import failure_summary
+from mfg_assets.run_outcome import failure_summary, interrupted
 from resources.data.variants import VariantSpec, load_variant, partition_key, save_run_config, save_variant, validate_name
 from resources.errors import MfgVisionError
 from resources.landing import MARKER, landed_source, onboard_marker
@@ -340,6 +340,8 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
         run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=run_tags()
     )
     if not result.success:
+        if interrupted(result):
+            raise KeyboardInterrupt  # the CLI says in one line what was kept
         summary = failure_summary(result)
         refused = _write_refusal(request, result, started, summary, batch_dir)
         where = f"\nthe validation report (with the refusal) is at {refused}" if refused else ""

@@ -38,9 +38,12 @@ def split_lines(report: dict) -> list[str]:
     grouping = report.get("grouping") or {}
     if not grouping.get("splits"):
         return []
+    splits = grouping["splits"]
     held = ", ".join(
-        f"{name} {row['images']} images ({row['groups']} groups, {row['effective_parts']:g} effective parts)"
-        for name, row in grouping["splits"].items()
+        f"{name} {splits[name]['images']} images ({splits[name]['groups']} groups, "
+        f"{splits[name]['effective_parts']:g} effective parts)"
+        for name in ("train", "val", "test")
+        if name in splits
     )
     lines = [f"split grouped by {grouping['group_by']} ({grouping['reason']}): {held}"]
     if grouping.get("fallback"):

@@ -20,7 +20,10 @@ __all__ = ["PROGRESS_LOGGER", "ProgressLine", "progress_logger", "run_loggers"]
 
 PROGRESS_LOGGER = "mfgv_progress"
 _COUNT = re.compile(r"\b(?:epoch|fold|trial|batch)\s+(\d+)\s*/\s*(\d+)\b", re.IGNORECASE)
-_NOISE = ("lineage: ",)  # recorded in the lineage tables; not news to a person watching
+# recorded in the lineage tables, or said by the failure summary: not news to a person watching
+_NOISE = ("lineage: ", "Dependencies for step ")
+_OPEN = "[{elapsed}] {desc}"
+_COUNTED = "[{elapsed}, {remaining} left] {n_fmt}/{total_fmt} {desc}"
 
 
 def _clock(seconds: float) -> str:
@@ -59,9 +62,11 @@ class ProgressLine(logging.Handler):
                 elif kind == "STEP_FAILURE":
                     self._finish_step(step, "failed")
                 return
+            if message.startswith(_NOISE):
+                return
             if record.levelno >= logging.WARNING:
                 self._permanent(f"{logging.getLevelName(record.levelno).lower()}: {step or 'run'}: {message}")
-            elif record.levelno >= logging.INFO and not message.startswith(_NOISE):
+            elif record.levelno >= logging.INFO:
                 self._status(step, message)
         except Exception:  # a display problem must never fail the run
             self.handleError(record)
@@ -73,11 +78,8 @@ class ProgressLine(logging.Handler):
         if self.live:
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                desc=step or "run", total=None, file=self.stream, leave=False, dynamic_ncols=True,
-                bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
-            )
-            self._bar.set_postfix_str("starting", refresh=True)
+            self._bar = tqdm(total=None, file=self.stream, leave=False, bar_format=_OPEN)
+            self._describe(step, "starting")
         else:
             self._print(f"[{_clock(time.monotonic() - self.started)}] {step}: started")
 
@@ -98,7 +100,16 @@ class ProgressLine(logging.Handler):
             done, total = int(count.group(1)), int(count.group(2))
             self._bar.total = total
             self._bar.n = done
-        self._bar.set_postfix_str(message[:160], refresh=True)
+            self._bar.bar_format = _COUNTED
+        self._describe(step, message)
+
+    def _describe(self, step: str | None, message: str) -> None:
+        """The live line's text, cut to the terminal's width so it never wraps (a wrapped line stays)."""
+        import shutil
+
+        room = max(20, shutil.get_terminal_size((100, 20)).columns - 32)
+        text = f"{step or 'run'}: {message}"
+        self._bar.set_description_str(text if len(text) <= room else text[: room - 1] + "…", refresh=True)
 
     def _permanent(self, text: str) -> None:
         if self._bar is not None:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-__all__ = ["failure_summary", "root_cause"]
+__all__ = ["failure_summary", "interrupted", "root_cause"]
 
 
 def root_cause(error: Any) -> str:
@@ -36,3 +36,17 @@ def failure_summary(result: Any) -> str:
             if not evaluation.passed:
                 lines.append(f"check {evaluation.check_name} failed: {evaluation.description}")
     return "\n".join(lines) or "the run failed; open the run in the Dagster UI (make ui) for details"
+
+
+def interrupted(result: Any) -> bool:
+    """Whether the run stopped because the user interrupted it (Ctrl-C), not because a step failed."""
+    from dagster import DagsterEventType
+
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            while error is not None:
+                if getattr(error, "cls_name", "") == "DagsterExecutionInterruptedError":
+                    return True
+                error = getattr(error, "cause", None)
+    return False

@@ -261,6 +261,12 @@ def validation_report(
             row = rows.iloc[entry["index"]]
             entry["sha256"] = row["sha256"]
             entry["rel_path"] = f"{row['batch']}/{row['rel_path']}"
+    line, variant = split_partition_key(context.partition_key)
+    from resources.registry import ModelRegistry
+
+    report["model_name"] = ModelRegistry(home=str(lineage.home_path())).expected_version(
+        line, variant, trained_model.checkpoint.sha256
+    )
     json_bytes = json.dumps(report, indent=2, sort_keys=True, default=float).encode()
     json_artifact = artifact_store.put_bytes(json_bytes, kind="reports", suffix=".json")
     plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}

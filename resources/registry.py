@@ -107,6 +107,17 @@ class ModelRegistry(dg.ConfigurableResource):
             warehouse.append("model_registry", [row], prefix=row["version"])
         return _to_version(row)
 
+    def expected_version(self, line: str, variant: str, checkpoint_sha256: str) -> str:
+        """The version this checkpoint has, or the one ``register`` would give it now: what a report
+        written before registration names the model by (a run registering meanwhile takes it first)."""
+        rows = self._warehouse().read("model_registry", "line = ? AND variant = ?", [line, variant])
+        if rows.empty:
+            return f"{line}-{variant}-v1"
+        same = rows[rows["checkpoint_sha256"] == checkpoint_sha256]
+        if not same.empty:
+            return str(same.sort_values("registered_at")["version"].iloc[-1])
+        return f"{line}-{variant}-v{rows['version'].nunique() + 1}"
+
     def get(self, version: str) -> ModelVersion:
         rows = self._warehouse().read("model_registry", "version = ?", [version])
         if rows.empty:

@@ -128,6 +128,24 @@ def _threshold_value(report: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _short_id(value: Any) -> str:
+    """A content id shortened for the summary tiles (``dataset:143baaf1952c…``); the JSON has it whole."""
+    text = _num(value)
+    kind, sep, digest = text.partition(":")
+    return f"{kind}:{digest[:12]}…" if sep and len(digest) > 16 else text
+
+
+def _model_label(report: Mapping[str, Any]) -> str:
+    """The model by the version name it is registered under; refused models are not registered."""
+    name = report.get("model_name")
+    if not name:
+        return _num(report.get("model_version"))
+    release = report.get("release")
+    if isinstance(release, Mapping) and release.get("passed") is False:
+        return f"not registered (refused; would have been {name})"
+    return str(name)
+
+
 def _summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     test = report.get("test") or {}
     val = report.get("val") or {}
@@ -140,8 +158,8 @@ def _summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("False-reject rate (test)", pct_with_interval(frr, test.get("false_reject_rate_ci95"), missing_rate)),
         ("Escape rate (test)", pct_with_interval(esc, test.get("escape_rate_ci95"), missing_rate)),
         ("Threshold", _num(thr.get("threshold")) if thr else ("n/a (no good class)" if not rates_known else "—")),
-        ("Model version", _num(report.get("model_version"))),
-        ("Dataset version", _num(report.get("dataset_version"))),
+        ("Model version", _model_label(report)),
+        ("Dataset version", _short_id(report.get("dataset_version"))),
     ]
     if thr and thr.get("max_escape_rate") is not None:
         items.append(("Escape target (validation)", f"≤ {_pct(thr['max_escape_rate'])}"))
@@ -199,7 +217,8 @@ def _split_view(title: str, split: Any, report: Mapping[str, Any], caption: str 
         if s.size:
             decision = split.get("decision") or {}
             thr = decision.get("threshold", threshold)
-            figures.append((histogram_png(s, d, None if thr is None else float(thr), title), f"{title} defect-score histogram"))
+            label = "anomaly score (the detector's distance to good parts)" if report.get("task") == "anomaly" else "defect score (1 − P(good))"
+            figures.append((histogram_png(s, d, None if thr is None else float(thr), title, label), f"{title} defect-score histogram"))
     return {"title": title, "caption": caption, "data": split, "figures": figures, "notes": notes}
 
 

@@ -132,7 +132,11 @@ def roc_png(roc: Mapping[str, Any], operating_point: tuple[float, float] | None,
     return _figure_uri(fig)
 
 
-def histogram_png(scores: np.ndarray, is_defect: np.ndarray, threshold: float | None, title: str) -> str:
+def histogram_png(
+    scores: np.ndarray, is_defect: np.ndarray, threshold: float | None, title: str, score_label: str = "defect score (1 − P(good))"
+) -> str:
+    """Good and defective images' scores with the threshold; ``score_label`` says what the score is
+    (a classifier's 1 − P(good), an anomaly detector's own distance score)."""
     lo = float(scores.min())
     hi = float(scores.max())
     if threshold is not None:
@@ -154,7 +158,7 @@ def histogram_png(scores: np.ndarray, is_defect: np.ndarray, threshold: float | 
     if threshold is not None:
         ax.axvline(threshold, color="#1d2329", linestyle="--", linewidth=1.5,
                    label=f"threshold {_num(threshold)} (reject ≥)")
-    ax.set_xlabel("defect score (1 − P(good))")
+    ax.set_xlabel(score_label)
     ax.set_ylabel("images")
     ax.set_title(_mpl_text(f"{title}: defect scores"))
     ax.legend(fontsize=8)
