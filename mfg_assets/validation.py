@@ -229,6 +229,7 @@ def validation_report(
             f"{hyperparameter_search.id}; materialize the graph in one run"
         )
     val_rows = None
+    threshold_images: list = []
     if dataset_version.task == "anomaly":
         from mfg_assets.anomaly_steps import anomaly_report
 
@@ -253,6 +254,7 @@ def validation_report(
             groups={"val": split_groups(val_rows), "test": split_groups(test_rows)},
         )
         gallery = [test_images[e["index"]] for e in report["worst_errors"]]
+        threshold_images = [val_images[row["index"]] for row in report.get("threshold_set_by") or []]
     named = [(report["worst_errors"], test_rows)]
     if report.get("threshold_set_by"):  # classification with a good class: validation images
         named.append((report["threshold_set_by"], val_rows))
@@ -272,7 +274,9 @@ def validation_report(
     plots = {name: artifact_store.read_bytes(artifact) for name, artifact in hyperparameter_search.plots.items()}
     with scratch_dir(artifact_store.root_path(), "report") as work:
         html_path = work / f"{json_artifact.sha256}.html"
-        render_report_html(report, gallery_images=gallery, out_path=html_path, search_plots=plots)
+        render_report_html(
+            report, gallery_images=gallery, out_path=html_path, search_plots=plots, threshold_images=threshold_images
+        )
         html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
     report_id = f"report:{json_artifact.sha256}"
     record_lineage(

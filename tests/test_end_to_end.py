@@ -32,6 +32,11 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
         "--variant", "bracket-a", "--good-class", "good", "--report-json", str(report_path), *FAST,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    printed = done.stdout + done.stderr  # progress and a closing summary, not library chatter
+    for noise in ("great_expectations", "Replaced initializer", "BetaWarning", "alembic", "dagster - DEBUG", "Traceback"):
+        assert noise not in printed, noise
+    assert len(printed.splitlines()) < 80, printed[-3000:]
+    assert "trained_model: done in" in printed and "model version      line1-bracket-a-v1" in done.stdout
     report = json.loads(report_path.read_text())
     for key in ("task", "line", "variant", "model_version", "dataset_version", "train_seconds", "total_seconds",
                 "threshold", "exports", "parity", "report_html"):
@@ -102,6 +107,10 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
         assert len(runs) == 1 and runs[0].dagster_run.job_name == "classify_job"
         event = instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
         assert event is not None and event.dagster_event.partition == "line1.bracket-a"
+        validation = instance.get_latest_materialization_event(dg.AssetKey("validation_report"))
+        shown = validation.asset_materialization.metadata
+        assert "accuracy [line1.bracket-a]" in shown and "accuracy" not in shown  # one plot line per product
+        assert shown["lineage output"].value.startswith("report:") and "code version" in shown
 
     # The same command again: nothing changed, so nothing is trained; the registered version is named.
     same = _mfgv(

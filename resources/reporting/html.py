@@ -88,6 +88,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
                   padding: 4px; font-size: 0.8em; }
 .gallery figure.correct { border-color: #9aa5b1; }
 .gallery img { display: block; width: 160px; height: auto; image-rendering: pixelated; }
+td img { width: 96px; height: auto; image-rendering: pixelated; }
 .gallery figcaption { margin-top: 0.3em; word-break: break-all; }
 .muted { color: #5b6670; }
 """
@@ -245,6 +246,7 @@ def render_report_html(
     gallery_images: Sequence[np.ndarray] = (),
     out_path: Path,
     search_plots: Mapping[str, bytes] | None = None,
+    threshold_images: Sequence[np.ndarray] = (),
 ) -> Path:
     """Write the validation report to ``out_path`` as one self-contained HTML file.
 
@@ -305,6 +307,7 @@ def render_report_html(
         splits=[split for split in splits if split is not None],
         gallery=gallery,
         gallery_has_images=bool(images),
+        threshold_thumbnails=[thumbnail_uri(image, i) for i, image in enumerate(threshold_images)],
         training=training,
         training_figures=[(training_png(history), "training curves")] if history else [],
         history_keys=_HISTORY_KEYS,

@@ -11,12 +11,10 @@ from PIL import Image
 from mfg_assets.annotations import annotations
 from mfg_assets.datasets import dataset_version
 from mfg_assets.ingest import raw_images
-from resources.artifact_store import ArtifactStore
 from resources.data.variants import VariantSpec, save_variant
-from resources.landing import LandingZone
 from resources.lineage import LineageStore
+from tests.mfg_assets.test_ingest_and_annotations import _materialize as materialize_assets
 
-PARTITION = "line1.a"
 PARTS = {"good": 20, "bad": 10}
 
 
@@ -41,15 +39,8 @@ def _look_alike_batch(home: Path, name: str, serial: bool = True, conflict: bool
 
 
 def _materialize(instance: dg.DagsterInstance, group_by: str = "auto") -> dg.ExecuteInProcessResult:
-    if PARTITION not in instance.get_dynamic_partitions("line_variant"):
-        instance.add_dynamic_partitions("line_variant", [PARTITION])
-    return dg.materialize(
-        [raw_images, annotations, dataset_version],
-        partition_key=PARTITION,
-        instance=instance,
-        resources={"landing": LandingZone(), "artifact_store": ArtifactStore(), "lineage": LineageStore()},
-        run_config={"ops": {"dataset_version": {"config": {"group_by": group_by}}}},
-        raise_on_error=False,
+    return materialize_assets(
+        instance, [raw_images, annotations, dataset_version], {"ops": {"dataset_version": {"config": {"group_by": group_by}}}}
     )
 
 

@@ -212,3 +212,13 @@ def test_gallery_length_mismatch_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be uint8"):
         render_report_html(report, gallery_images=[np.zeros((8, 8, 3), np.float32)], out_path=tmp_path / "r.html")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_the_images_that_set_the_threshold_are_shown_beside_their_paths(tmp_path: Path) -> None:
+    report, images = _full_report()
+    thumb = np.full((20, 30, 3), 200, dtype=np.uint8)
+    path = render_report_html(report, gallery_images=images, out_path=tmp_path / "r.html", threshold_images=[thumb])
+    text = path.read_text(encoding="utf-8")
+    row = text[text.index("Defective validation images that set the threshold"):]
+    assert row.index("data:image/png;base64,") < row.index("batch-1/scratch/s_017.png")
+    assert 'alt="batch-1/scratch/s_017.png"' in row
