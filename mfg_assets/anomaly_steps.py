@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mfg_assets.common import blocking_check_result, record_lineage
-from mfg_assets.datasets import load_split_images, split_groups
+from mfg_assets.datasets import load_dataset_items, load_split_images, split_groups
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import AugmentedSet, DatasetVersion, ExportedModel, TrainedModel, TrainingRecipe, ValidationReport
 from resources.anomaly.feature_source import feature_source_hashes, resolve_feature_source
@@ -155,11 +155,13 @@ def fit_anomaly_model(
         result = trainer.fit(images, settings)
     except AnomalyError as exc:
         raise dg.Failure(str(exc)) from exc
-    flagged = [entry for entry in result.suspicious_training_images if entry.get("flagged")]
+    named = _named_training_images(lineage, dataset, result.suspicious_training_images, len(images))
+    flagged = [entry for entry in named if entry.get("flagged")]
     if flagged:
         context.log.warning(
-            f"{len(flagged)} training image(s) score like defects among the good ones (robust z > 5; indices "
-            f"{[e['index'] for e in flagged]}): check them for defects, withdraw or relabel them, and refit"
+            f"{len(flagged)} training image(s) score like defects among the good ones (robust z > 5): "
+            f"{', '.join(e.get('rel_path', str(e['index'])) for e in flagged[:5])}"
+            f"{' and more' if len(flagged) > 5 else ''}; check them for defects, withdraw or relabel them, and refit"
         )
     checkpoint = store.put_bytes(result.checkpoint, kind="checkpoints", suffix=".pt")
     model_id = f"model:{checkpoint.sha256}"
@@ -181,7 +183,7 @@ def fit_anomaly_model(
         "bank_size": result.bank_size,
         "fit_seconds": result.fit_seconds,
         "contamination_check": result.contamination_check,
-        "suspicious_training_images": result.suspicious_training_images,
+        "suspicious_training_images": named,
     }
     handle = TrainedModel(
         id=model_id,
@@ -208,7 +210,7 @@ def fit_anomaly_model(
             "n_patches": result.n_patches,
             "n_training_images": result.n_images,
             "flagged_training_images": len(flagged),
-            "suspicious_training_images": dg.MetadataValue.json(result.suspicious_training_images),
+            "suspicious_training_images": dg.MetadataValue.json(named),
             "init": dg.MetadataValue.json(init),
             "checkpoint_bytes": checkpoint.n_bytes,
         },
@@ -236,6 +238,21 @@ def split_masks(
             masks[index] = fit_mask(store.path(by_image[sha]["mask_artifact"]), (width, height), size, resize)
             has_mask[index] = True
     return masks, has_mask, valid
+
+
+def _named_training_images(lineage: LineageStore, dataset: DatasetVersion, entries: list[dict], n_images: int) -> list[dict]:
+    """The detector's suspicious training images with the file each is (``rel_path``, ``artifact``):
+    the fit's images are the train split's rows in ``load_split_images`` order (no augmented copies
+    for this task), so position ``index`` is row ``index``."""
+    rows = load_dataset_items(lineage, dataset.id)
+    rows = rows[rows["split"] == "train"].reset_index(drop=True)
+    if len(rows) != n_images:  # not the rows the fit saw: name nothing rather than the wrong file
+        return list(entries)
+    return [
+        {**entry, "rel_path": f"{rows.at[entry['index'], 'batch']}/{rows.at[entry['index'], 'rel_path']}",
+         "artifact": str(rows.at[entry["index"], "artifact"])}
+        for entry in entries
+    ]
 
 
 def anomaly_report(

@@ -230,12 +230,21 @@ def validation_report(
         )
     val_rows = None
     threshold_images: list = []
+    suspicious_images: list = []
     if dataset_version.task == "anomaly":
         from mfg_assets.anomaly_steps import anomaly_report
 
         report, gallery, test_rows = anomaly_report(
             context, config, trained_model, dataset_version, anomaly_trainer, artifact_store, lineage
         )
+        from resources.data.images import load_rgb
+
+        fit = dict(trained_model.settings.get("fit") or {})
+        suspicious_images = [
+            load_rgb(artifact_store.path(entry["artifact"]))
+            for entry in fit.get("suspicious_training_images") or []
+            if entry.get("flagged") and entry.get("artifact")
+        ]
     else:
         model = load_inference_model(artifact_store.path(trained_model.checkpoint))
         size, resize = trained_model.image_size, trained_model.resize
@@ -275,7 +284,8 @@ def validation_report(
     with scratch_dir(artifact_store.root_path(), "report") as work:
         html_path = work / f"{json_artifact.sha256}.html"
         render_report_html(
-            report, gallery_images=gallery, out_path=html_path, search_plots=plots, threshold_images=threshold_images
+            report, gallery_images=gallery, out_path=html_path, search_plots=plots, threshold_images=threshold_images,
+            suspicious_images=suspicious_images,
         )
         html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
     report_id = f"report:{json_artifact.sha256}"

@@ -129,6 +129,13 @@ def _threshold_value(report: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _flagged_training_images(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Good training images the detector scores like defects (``training.fit``), most suspicious first."""
+    fit = (report.get("training") or {}).get("fit") if isinstance(report.get("training"), Mapping) else None
+    entries = (fit or {}).get("suspicious_training_images") or [] if isinstance(fit, Mapping) else []
+    return [e for e in entries if isinstance(e, Mapping) and e.get("flagged")]
+
+
 def _short_id(value: Any) -> str:
     """A content id shortened for the summary tiles (``dataset:143baaf1952c…``); the JSON has it whole."""
     text = _num(value)
@@ -247,6 +254,7 @@ def render_report_html(
     out_path: Path,
     search_plots: Mapping[str, bytes] | None = None,
     threshold_images: Sequence[np.ndarray] = (),
+    suspicious_images: Sequence[np.ndarray] = (),
 ) -> Path:
     """Write the validation report to ``out_path`` as one self-contained HTML file.
 
@@ -308,6 +316,8 @@ def render_report_html(
         gallery=gallery,
         gallery_has_images=bool(images),
         threshold_thumbnails=[thumbnail_uri(image, i) for i, image in enumerate(threshold_images)],
+        suspicious=_flagged_training_images(report),
+        suspicious_thumbnails=[thumbnail_uri(image, i) for i, image in enumerate(suspicious_images)],
         training=training,
         training_figures=[(training_png(history), "training curves")] if history else [],
         history_keys=_HISTORY_KEYS,

@@ -222,3 +222,18 @@ def test_the_images_that_set_the_threshold_are_shown_beside_their_paths(tmp_path
     row = text[text.index("Defective validation images that set the threshold"):]
     assert row.index("data:image/png;base64,") < row.index("batch-1/scratch/s_017.png")
     assert 'alt="batch-1/scratch/s_017.png"' in row
+
+
+def test_training_images_that_score_like_defects_are_named_with_thumbnails(tmp_path: Path) -> None:
+    report, images = _full_report()
+    report["training"]["fit"] = {"suspicious_training_images": [
+        {"index": 3, "score": 2.5, "robust_z": 7.1, "flagged": True, "rel_path": "b1/train/good/017.png"},
+        {"index": 9, "score": 1.1, "robust_z": 1.2, "flagged": False, "rel_path": "b1/train/good/003.png"},
+    ]}
+    thumb = np.full((20, 20, 3), 90, dtype=np.uint8)
+    text = render_report_html(report, out_path=tmp_path / "r.html", suspicious_images=[thumb]).read_text(encoding="utf-8")
+    start = text.index("Training images that look unlike the other good parts")
+    section = text[start : text.index("<h2>", start)]
+    assert "b1/train/good/017.png" in section and "7.1" in section
+    assert "b1/train/good/003.png" not in section  # not flagged: not listed
+    assert section.index("data:image/png;base64,") < section.index("b1/train/good/017.png")
