@@ -36,7 +36,7 @@ def run_once(data: Path, seed: int, extra: list[str], scratch: Path, home: Path 
     command = [
         "/usr/bin/time", "-f", "peak_rss_kb=%M", str(REPO / ".venv" / "bin" / "mfgv"), "onboard", str(data),
         "--task", "anomaly", "--format", "mvtec", "--line", "bench", "--variant", f"seed{seed}", "--seed", str(seed),
-        "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1", *extra,
+        "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1", "--force", *extra,
     ]
     done, wall = run_onboard(command, home, scratch / f"log-{seed}.txt", seed)
     peak_kb = next(int(line.split("=")[1]) for line in done.stderr.splitlines() if line.startswith("peak_rss_kb="))

@@ -53,7 +53,7 @@ def run_once(data: Path, seed: int, good_class: str | None, extra: list[str], sc
     report_path = scratch / f"report-{seed}.json"
     command = [
         str(REPO / ".venv" / "bin" / "mfgv"), "onboard", str(data), "--line", "bench", "--variant", f"seed{seed}",
-        "--seed", str(seed), "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1",
+        "--seed", str(seed), "--report-json", str(report_path), "--min-accuracy", "0", "--max-test-escape-rate", "1", "--force",
         *(["--good-class", good_class] if good_class else []), *extra,
     ]
     _done, wall = run_onboard(command, home, scratch / f"log-{seed}.txt", seed)

@@ -223,10 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mfg_assets.console import configure_console_logging
 
     configure_console_logging(args.verbose)
+    restore_interrupts = None
     if args.command in ("onboard", "deploy", "promote", "rollback"):  # commands that run Dagster jobs here
         from mfg_assets.console import interrupts_to_this_process_only
 
-        interrupts_to_this_process_only()
+        restore_interrupts = interrupts_to_this_process_only()
     apply_offline_switches()
     from pydantic import ValidationError
 
@@ -246,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mfgv {args.command}: interrupted. {_AFTER_INTERRUPT.get(args.command, _KEPT)}", file=sys.stderr)
         return 130
+    finally:
+        if restore_interrupts is not None:
+            restore_interrupts()
 
 
 _KEPT = "What had finished is kept, nothing half-written is; run the same command again to finish."

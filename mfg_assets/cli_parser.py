@@ -13,9 +13,9 @@ __all__ = ["SuggestingParser", "build_parser"]
 
 
 class SuggestingParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose "unrecognized arguments" and "invalid choice" errors name the
-    closest known option or choice. ``allow_abbrev`` is off everywhere: ``--epoch`` must not
-    quietly mean ``--epochs``."""
+    """An ``ArgumentParser`` whose "unrecognized arguments" error names the closest known option of
+    any command (argparse lists the valid choices itself). ``allow_abbrev`` is off everywhere:
+    ``--epoch`` must not quietly mean ``--epochs``."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)

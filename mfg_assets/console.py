@@ -10,6 +10,7 @@ record of a run either way.
 
 import logging
 import warnings
+from collections.abc import Callable
 
 __all__ = ["OWN_LOGGERS", "configure_console_logging", "interrupts_to_this_process_only"]
 
@@ -25,12 +26,24 @@ class _OwnOrSerious(logging.Filter):
         return record.levelno >= floor
 
 
+class _AboveTheProgressLine(logging.StreamHandler):
+    """Writes each record above the live progress line (``tqdm.write``), never into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def configure_console_logging(verbose: bool) -> None:
     """Set up the root logger for one ``mfgv`` command (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _AboveTheProgressLine()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if verbose:
         root.setLevel(logging.DEBUG)
@@ -42,7 +55,7 @@ def configure_console_logging(verbose: bool) -> None:
     root.addHandler(handler)
 
 
-def interrupts_to_this_process_only() -> None:
+def interrupts_to_this_process_only() -> Callable[[], None]:
     """Ctrl-C reaches this process alone, not the helpers Dagster starts beside a run.
 
     Dagster captures a step's output with a ``tail`` and a ``watch_orphans.py`` child in the
@@ -62,3 +75,9 @@ def interrupts_to_this_process_only() -> None:
             _thread.interrupt_main(signal.SIGINT)
 
     threading.Thread(target=forward, name="mfgv-interrupt", daemon=True).start()
+
+    def restore() -> None:
+        """Deliver SIGINT to this thread again (the command is done; a caller such as a test goes on)."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    return restore

@@ -351,7 +351,11 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     chosen = _chosen_options(run_config)
     saved = save_run_config(request.line, request.variant, chosen, home)
     echo(f"saved the options of this onboard for the variant's later runs (new batches, retrains): {saved}")
-    return _write_report(request, result, started, batch_dir)
+    report = _write_report(request, result, started, batch_dir)
+    from mfg_assets.onboard_unchanged import remember_onboarded
+
+    remember_onboarded(request.line, request.variant, report["model_version"], home)
+    return report
 
 
 def _materialized(result: Any, asset: str) -> dict[str, Any] | None:

@@ -148,20 +148,32 @@ def check_part_ids_of(data_dir: Path, label_format: str, group_by: str) -> None:
         raise PreflightError(str(exc)) from exc
 
 
-def _good_like(name: str) -> bool:
+_GOOD_NAMES = frozenset({"good", "ok", "okay", "pass", "passed", "normal", "free", "acceptable", "nodefect", "nodefects",
+                         "defectfree", "nondefective", "nodefective"})
+_NEGATIONS = frozenset({"not", "no", "non", "nok", "nio", "ng", "un"})
+
+
+def _good_like(name: str) -> int:
+    """How surely a class name means acceptable parts: 2 for a whole name (``good``, ``no_defect``),
+    1 for a good word among others (``MT_Free``), 0 for none or a negated one (``not_ok``, ``no_good``)."""
     import re
 
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    joined = "".join(words)
-    return bool(GOOD_WORDS.intersection(words)) or joined in GOOD_WORDS or joined in ("nodefects", "nondefective")
+    if "".join(words) in _GOOD_NAMES:
+        return 2
+    if _NEGATIONS.intersection(words):
+        return 0
+    return 1 if GOOD_WORDS.intersection(words) else 0
 
 
 def check_good_class_named(classes: tuple[str, ...], good_class: str | None, no_good_class: bool, task: str) -> None:
     """A class that looks like the good parts, with no --good-class, would train a model without
     false-reject and escape rates and say nothing: ask which it is before anything is copied."""
+    if good_class is not None and no_good_class:
+        raise PreflightError("--good-class and --no-good-class contradict each other: pass one of them")
     if good_class is not None or no_good_class or task != "classify":
         return
-    named = [c for c in classes if _good_like(c)]
+    named = sorted((c for c in classes if _good_like(c)), key=lambda c: -_good_like(c))
     if named:
         raise PreflightError(
             f"class {named[0]!r} looks like the good parts, but no --good-class was given: pass --good-class {named[0]} "

@@ -10,7 +10,7 @@ Three sources, in the order a plant can trust them:
 
 ``group_by`` picks: ``metadata`` (the ids; no pHash links, which between look-alike parts would only
 join parts the ids keep apart), ``phash``, ``none`` (identical files only), or ``auto``: metadata
-where the images have ids, else phash. The choice and why it was made are recorded with the dataset
+where every image has an id, else phash (saying so when only some have one). The choice and why it was made are recorded with the dataset
 version.
 """
 
@@ -28,6 +28,7 @@ __all__ = [
     "GroupingError",
     "check_part_ids",
     "component_ids",
+    "every_image_has_a_part_id",
     "has_part_ids",
     "resolve_group_by",
     "same_value_edges",
@@ -58,6 +59,12 @@ def _filled(frame: pd.DataFrame, column: str) -> pd.Series:
 def has_part_ids(frame: pd.DataFrame) -> bool:
     """Whether any image carries a part or capture id."""
     return any(_filled(frame, column).any() for column in PART_COLUMNS)
+
+
+def every_image_has_a_part_id(frame: pd.DataFrame) -> bool:
+    """Whether one id column names the part (or capture) of every image, and no other is half filled."""
+    present = [column for column in PART_COLUMNS if _filled(frame, column).any()]
+    return bool(present) and all(_filled(frame, column).all() for column in present)
 
 
 def _first(paths: Sequence[str], limit: int = 3) -> str:
@@ -107,8 +114,13 @@ def resolve_group_by(requested: str, frame: pd.DataFrame) -> tuple[GroupBy, str]
     choice = GroupBy(requested)
     if choice is not GroupBy.AUTO:
         return choice, f"--group-by {choice.value} as asked"
-    if has_part_ids(frame):
+    if every_image_has_a_part_id(frame):
         return GroupBy.METADATA, "auto: metadata.csv names the part (or capture) of every image"
+    if has_part_ids(frame):  # e.g. batches landed before their metadata.csv had ids: group all alike
+        return GroupBy.PHASH, (
+            "auto: only some images have a part id in metadata.csv (earlier batches without one?), so near-copies by "
+            "perceptual hash; give every batch's images their part_id, or pass --group-by metadata to be told which lack one"
+        )
     return GroupBy.PHASH, "auto: no part ids in metadata.csv, so near-copies by perceptual hash"
 
 

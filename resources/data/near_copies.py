@@ -4,8 +4,8 @@ Two images whose 64-bit pHashes differ by at most a few bits are the same pictur
 or shot twice in a row, *unless* the whole line looks like that: on a fixtured line (one jig, one
 pose, one light) hundreds of different parts hash within a bit or two of each other, often to the
 very same value, and linking them transitively (a~b, b~c) once put 333 of 352 parts in one group
-(BENCHMARKS.md, "Splits where every part looks alike"). So closeness counts only where it is
-rare: a pair within ``max_distance`` bits is a near-copy when neither image has more than
+(BENCHMARKS.md, "Splits where every part looks alike: before and after"). So closeness counts only
+where it is rare: a pair within ``max_distance`` bits is a near-copy when neither image has more than
 ``max_neighbours`` other images that close (ties counted). A re-shot part stands out against a
 varied line; on a line where a hundred parts hash alike nothing stands out, pHash groups nothing,
 and part ids (``metadata.csv``) are the way to keep one part's images together.

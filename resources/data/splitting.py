@@ -7,9 +7,11 @@ memory, not generalisation. So images are first grouped into parts (:func:`part_
 :mod:`resources.data.grouping`), and whole groups are assigned to one split, stratified by each
 group's majority label so every class appears in every split when it can.
 
-Near-copies are never chained across a whole line: on a fixtured line every part hashes alike, and
-the transitive rule this module once used put 333 of 352 parts in one group and left a test split of
-two images (:mod:`resources.data.near_copies` says how closeness is judged instead).
+Near-copies are linked only where their closeness stands out: on a fixtured line every part hashes
+alike, and the transitive rule this module once used put 333 of 352 parts in one group and left a test
+split of two images (:mod:`resources.data.near_copies` says how closeness is judged instead). Groups
+are still the connected components of those links, so a slowly drifting run of frames, each close to
+the next, can chain; :mod:`resources.data.split_plan` catches a group big enough to collapse a split.
 
 The split is a pure function of the items and the ``SplitSpec``: same input, same output, whatever the
 row order, so a dataset version can be rebuilt from its id. ``leakage_violations`` re-checks a split
@@ -165,10 +167,13 @@ def part_groups(items: pd.DataFrame, spec: "SplitSpec") -> PartGroups:
     edges = [same_value_edges(items["sha256"].astype(str).tolist())]
     look_alike = 0
     if spec.group_by == GroupBy.PHASH:
+        # Judged among distinct files, as leakage_violations judges them: a file listed twice is one image.
+        first_rows = np.unique(items["sha256"].astype(str).to_numpy(), return_index=True)[1]
+        first_rows.sort()
         pairs = near_copy_pairs(
-            _phash_array(items["phash"], what), spec.near_duplicate_max_distance, spec.near_copy_max_neighbours
+            _phash_array(items["phash"].iloc[first_rows], what), spec.near_duplicate_max_distance, spec.near_copy_max_neighbours
         )
-        edges.append((pairs.first, pairs.second))
+        edges.append((first_rows[pairs.first], first_rows[pairs.second]))
         look_alike = pairs.crowded
     if spec.group_by == GroupBy.METADATA:
         columns = [c for c in PART_COLUMNS if c in items.columns]

@@ -148,6 +148,9 @@ class Warehouse:
                 raise
             aside = self.duckdb_path.with_name(f"{self.duckdb_path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(self.duckdb_path, aside)
+            wal = self.duckdb_path.with_name(self.duckdb_path.name + ".wal")
+            if wal.exists():  # a log of the damaged file would be replayed into the new one
+                os.replace(wal, aside.with_name(aside.name + ".wal"))
             logger.warning(
                 "%s was not a valid DuckDB file (%s); it holds only views over the Parquet tables, so it was rebuilt "
                 "from them and nothing is lost (the damaged file is kept as %s)",

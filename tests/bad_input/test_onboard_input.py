@@ -72,6 +72,12 @@ ONE_PART_TWO_LABELS = {path: f"cam1,{'p-shared' if path in ('good/good0.png', 'b
 SOME_WITHOUT_PART = {path: f"cam1,{'' if path.startswith('bad/bad') and path < 'bad/bad3' else path}" for path in EVERY_IMAGE}
 
 
+def _rename(root: Path, names: dict[str, str]) -> Path:
+    for old, new in names.items():
+        (root / old).rename(root / new)
+    return root
+
+
 def _mvtec(root: Path, defect_in_train: bool = False) -> Path:
     for folder in ("train/good", "test/good", "test/crack", *(["train/crack"] if defect_in_train else [])):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -159,6 +165,9 @@ CASES = [
             "--group-by metadata: "),
     Onboard("good folder without --good-class", _images, (),
             "class 'good' looks like the good parts, but no --good-class was given: pass --good-class good"),
+    Onboard("good and no good class", _images, ("--good-class", "good", "--no-good-class"), "contradict each other"),
+    Onboard("not_ok is not the good class", lambda r: _rename(_images(r), {"good": "ok", "bad": "not_ok"}), (),
+            "class 'ok' looks like the good parts, but no --good-class was given: pass --good-class ok"),
     Onboard("mvtec layout as folders", _mvtec, (), "looks like the MVTec AD layout (train/, test/), not one folder per class"),
     Onboard("mvtec defect under train", lambda r: _mvtec(r, defect_in_train=True), ("--task", "anomaly", "--format", "mvtec"),
             "train/ may hold only train/good/, but 3 image(s) lie in other folders (first: train/crack/000.png"),

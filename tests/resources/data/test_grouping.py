@@ -15,6 +15,9 @@ def _frame(part_ids: list[str], labels: list[str] | None = None) -> pd.DataFrame
 
 def test_auto_uses_part_ids_where_they_exist_and_phash_otherwise() -> None:
     assert resolve_group_by("auto", _frame(["p1", "p1", "p2"]))[0] is GroupBy.METADATA
+    # batches landed before their metadata.csv had ids: all images are grouped alike, and the reason says why
+    mixed, why = resolve_group_by("auto", _frame(["p1", "", "p2"]))
+    assert mixed is GroupBy.PHASH and "only some images have a part id" in why
     assert resolve_group_by("auto", _frame(["", "", ""]))[0] is GroupBy.PHASH
     assert resolve_group_by("auto", pd.DataFrame({"rel_path": ["a"], "label": ["good"]}))[0] is GroupBy.PHASH
     assert resolve_group_by("none", _frame(["p1"])) == (GroupBy.NONE, "--group-by none as asked")

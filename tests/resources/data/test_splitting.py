@@ -266,3 +266,15 @@ def test_keep_out_of_train_moves_whole_groups_to_val_and_test_alternately() -> N
     assert out.loc[out["label"] == "dent", "split"].item() == "val"
     assert out.loc[[0, 1, 7], "split"].tolist() == ["train", "val", "test"]  # the rest untouched
     assert keep_out_of_train(split, frozenset({"good"}), seed=0).equals(out)  # seeded
+
+
+def test_a_file_listed_twice_counts_once_when_closeness_is_judged() -> None:
+    """Grouping and the leakage check judge near-copies among distinct files alike, so a fresh split has
+    no violation even when one file is listed several times."""
+    base = 0x0F0F_F0F0_3C3C_C3C3
+    rows = [("same", base)] * 3 + [("near", base ^ 1)] + [(f"far{i}", base ^ (0xFFFF << (4 * i % 48))) for i in range(36)]
+    items = pd.DataFrame({"sha256": [r[0] for r in rows], "label": ["good"] * len(rows), "phash": [r[1] for r in rows]})
+    for seed in range(20):
+        spec = SplitSpec(seed=seed, near_copy_max_neighbours=1)
+        out = grouped_stratified_split(items, spec)
+        assert leakage_violations(out, 4, 1) == [], seed
