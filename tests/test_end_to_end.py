@@ -73,7 +73,7 @@ def test_onboard_runs_the_real_graph_and_new_batches_extend_it(mfg_home: Path, t
     assert report["int8"]["n_holdout"] > 0
     html = Path(report["report_html"]).read_text()
     assert "data:image/png;base64," in html
-    assert report["model_id"] in html
+    assert report["model_version"] in html  # the model by its version name, not by its hash
     # The images that set the threshold are named by the file in the user's folder, to open and review
     set_by = report["threshold_set_by"]
     assert set_by and all(Path(row["source_path"]).is_file() for row in set_by)
