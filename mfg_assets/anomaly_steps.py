@@ -388,7 +388,8 @@ def anomaly_export(
         int8=None,
     )
     store_handle(lineage, handle, context.partition_key)
-    context.log.info(f"exported {', '.join(build.files)} to {store.path(stored)}; latency ms/image {build.latency_ms}")
+    shown = ", ".join(f"{fmt} {ms:.1f}" for fmt, ms in build.latency_ms.items() if isinstance(ms, int | float))
+    context.log.info(f"exported {', '.join(build.files)} to {store.path(stored)}; ms per image: {shown}")
     yield dg.Output(
         handle,
         metadata={

@@ -7,6 +7,7 @@ Heavy libraries are only imported by the commands that need them, so ``mfgv --he
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -247,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mfgv {args.command}: interrupted. {_AFTER_INTERRUPT.get(args.command, _KEPT)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of the output (`| head`, a closed pager) stopped reading: not this command's failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if restore_interrupts is not None:
             restore_interrupts()

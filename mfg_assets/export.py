@@ -153,7 +153,8 @@ def exported_model(
         int8=int8,
     )
     store_handle(lineage, handle, context.partition_key)
-    context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; latency ms/image {latency}")
+    shown = ", ".join(f"{fmt} {ms:.1f}" for fmt, ms in latency.items() if isinstance(ms, int | float))
+    context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; ms per image: {shown}")
     yield dg.Output(
         handle,
         metadata={

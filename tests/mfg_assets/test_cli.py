@@ -86,3 +86,13 @@ def test_a_misspelled_option_gets_a_did_you_mean(capsys) -> None:
         main(["onboard", "data", "--line", "l1", "--variant", "v1", "--good-clas", "good"])
     assert exit_info.value.code == 2
     assert "--good-clas: did you mean --good-class?" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_is_not_an_error(mfg_home, monkeypatch) -> None:
+    """`mfgv lineage VERSION | head` closes the pipe early: no BrokenPipeError traceback, exit 0."""
+    def writes_into_a_closed_pipe(args) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_models", writes_into_a_closed_pipe)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # pytest's captured stdout stays as it is
+    assert cli.main(["models"]) == 0
