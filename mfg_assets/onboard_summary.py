@@ -15,12 +15,8 @@ def _pct(value: float | None) -> str:
 
 def figures_line(report: dict) -> str:
     """One line of the test split's headline figures, as the report JSON has them."""
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} %"
-
     test = report["test"]
-    parts = [f"test accuracy {pct(test.get('accuracy'))}"]
+    parts = [f"test accuracy {_pct(test.get('accuracy'))}"]
     for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO")):
         if key in test:
             parts.append(f"{name} {'n/a' if test[key] is None else format(test[key], '.3f')}")

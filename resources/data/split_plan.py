@@ -60,12 +60,14 @@ class SplitPlan:
 def split_summary(split: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per split: images, groups, and effective parts (Kish's (sum m)^2 / sum m^2 of group sizes:
     the number of independent parts the split is worth when groups differ in size)."""
+    from resources.reporting.intervals import effective_size
+
+    groups = split["group_id"].to_numpy(dtype=np.int64)
     out: dict[str, dict[str, float]] = {}
     for name in SPLITS:
-        sizes = split.loc[split["split"] == name].groupby("group_id").size().to_numpy(dtype=np.float64)
-        total = float(sizes.sum())
-        effective = total * total / float((sizes**2).sum()) if total else 0.0
-        out[name] = {"images": int(total), "groups": int(sizes.size), "effective_parts": round(effective, 1)}
+        mask = (split["split"] == name).to_numpy()
+        n_groups, effective = effective_size(groups, mask)
+        out[name] = {"images": int(mask.sum()), "groups": n_groups, "effective_parts": round(effective, 1)}
     return out
 
 
