@@ -315,6 +315,7 @@ def anomaly_report(
         notes=notes,
         threshold=chosen.as_dict(),
         threshold_rule=chosen.rule,
+        score_label="anomaly score (the detector's distance to good parts)",
         val=val,
         test=test,
         worst_errors=errors,

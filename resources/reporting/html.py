@@ -225,7 +225,7 @@ def _split_view(title: str, split: Any, report: Mapping[str, Any], caption: str 
         if s.size:
             decision = split.get("decision") or {}
             thr = decision.get("threshold", threshold)
-            label = "anomaly score (the detector's distance to good parts)" if report.get("task") == "anomaly" else "defect score (1 − P(good))"
+            label = str(report.get("score_label") or "defect score (1 − P(good))")  # the task's report says what its score is
             figures.append((histogram_png(s, d, None if thr is None else float(thr), title, label), f"{title} defect-score histogram"))
     return {"title": title, "caption": caption, "data": split, "figures": figures, "notes": notes}
 

@@ -237,3 +237,10 @@ def test_training_images_that_score_like_defects_are_named_with_thumbnails(tmp_p
     assert "b1/train/good/017.png" in section and "7.1" in section
     assert "b1/train/good/003.png" not in section  # not flagged: not listed
     assert section.index("data:image/png;base64,") < section.index("b1/train/good/017.png")
+
+
+def test_a_task_names_its_own_score_on_the_histogram_axis(tmp_path: Path) -> None:
+    report, _ = _full_report()
+    plain = render_report_html(report, out_path=tmp_path / "a.html").read_text(encoding="utf-8")
+    named = render_report_html({**report, "score_label": "anomaly score"}, out_path=tmp_path / "b.html").read_text(encoding="utf-8")
+    assert plain != named  # the axis label is drawn into the histogram image
