@@ -39,7 +39,7 @@ def calibration_images(size: int, folder: Path):
 
 
 def measure(name: str, size: int, images, repeats: int, out: Path, float_convs: list[int]) -> dict:
-    from resources.classify.backbones import get_spec, load_backbone
+    from resources.models.backbones import get_spec, load_backbone
     from resources.classify.model import _inference_module_class
     from resources.classify.exporter import ExportFormat, export_onnx, export_openvino, quantize_onnx_int8
     from resources.classify.parity import measure_latency
@@ -71,7 +71,7 @@ def main() -> int:
     parser.add_argument("--write", type=Path, default=None)
     parser.add_argument("--int8-float-convs", type=int, nargs="*", default=[], help="also time INT8 with these many leading convolutions in float")
     args = parser.parse_args()
-    from resources.classify.backbones import backbone_names
+    from resources.models.backbones import backbone_names
 
     with tempfile.TemporaryDirectory(prefix="backbone-latency-") as tmp:
         images = calibration_images(args.size, Path(tmp) / "line")

@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 from edge_sync.contract.imaging import fit_to_input  # noqa: E402
 from resources.classify import trainer  # noqa: E402
 from resources.classify.model import load_inference_model, to_float_nchw  # noqa: E402
-from resources.classify.train_settings import TrainSettings  # noqa: E402
+from resources.models.train_settings import TrainSettings  # noqa: E402
 from resources.data.images import perceptual_hash  # noqa: E402
 from resources.data.splitting import SplitSpec, grouped_stratified_split  # noqa: E402
 from resources.reporting.metrics import calibrate_threshold, decision_rates, threshold_setters  # noqa: E402
@@ -211,7 +211,7 @@ def epoch_model(checkpoint: bytes, state: dict):
 
     import torch
 
-    from resources.classify.model_init import checkpoint_bytes
+    from resources.models.model_init import checkpoint_bytes
 
     payload = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
     payload["state_dict"] = {k.removeprefix("module."): v.contiguous() for k, v in state.items() if k != "n_averaged"}

@@ -57,6 +57,10 @@ PIL_DECODE_ERRORS: tuple[type[BaseException], ...] = (
     ZeroDivisionError,
 )
 
+_REEXPORT = "re-export the model with the platform's exporter of its task"
+"""The fix for a model file this runtime cannot run: the platform's export writes what it can."""
+
+
 class ModelFormat(StrEnum):
     """The exported formats a device can run; the value is what manifests and metadata store."""
 
@@ -175,7 +179,7 @@ class _BasePredictor:
         if len(shape) != 4:
             raise InferenceError(
                 f"{self.path}: expected a model taking one N×3×H×W image tensor, its input has "
-                f"shape {shape}; export the classifier with resources.classify.exporter.export_onnx"
+                f"shape {shape}; {_REEXPORT}"
             )
         channels = _static_dim(shape[1])
         if channels is not None and channels != 3:
@@ -205,7 +209,7 @@ class _BasePredictor:
         if out.ndim != 2 or out.shape[0] != n_images:
             raise InferenceError(
                 f"{self.path}: expected N×C probabilities for {n_images} images, the model returned "
-                f"shape {out.shape}; re-export it with resources.classify.exporter.export_onnx"
+                f"shape {out.shape}; {_REEXPORT}"
             )
         return out
 
@@ -248,15 +252,15 @@ class _OnnxRuntimePredictor(_BasePredictor):
         if len(inputs) != 1 or len(outputs) < 1:
             raise InferenceError(
                 f"{path}: expected one image input and a probabilities output, found inputs "
-                f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the "
-                "classifier with resources.classify.exporter.export_onnx"
+                f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; "
+                f"{_REEXPORT}"
             )
         self._input_name = inputs[0].name
         self._output_name = outputs[0].name
         if inputs[0].type != "tensor(float)":
             raise InferenceError(
-                f"{path}: expected a float32 image input, found {inputs[0].type}; export the "
-                "classifier with resources.classify.exporter.export_onnx"
+                f"{path}: expected a float32 image input, found {inputs[0].type}; "
+                f"{_REEXPORT}"
             )
         self._check_input_layout(list(inputs[0].shape))
 
@@ -310,14 +314,14 @@ class _OpenVinoPredictor(_BasePredictor):
             model = core.read_model(str(path), str(weights))
         except Exception as exc:  # openvino raises RuntimeError subclasses with the parser's text
             raise InferenceError(
-                f"{path}: OpenVINO cannot read this IR ({exc}); re-export it with "
-                "resources.classify.exporter.export_openvino"
+                f"{path}: OpenVINO cannot read this IR ({exc}); "
+                f"{_REEXPORT}"
             ) from exc
         if len(model.inputs) != 1 or len(model.outputs) < 1:
             raise InferenceError(
                 f"{path}: expected one image input and a probabilities output, found "
-                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs; export the classifier "
-                "with resources.classify.exporter.export_onnx, then export_openvino"
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                f"{_REEXPORT}"
             )
         partial = model.inputs[0].get_partial_shape()
         if partial.rank.is_dynamic:

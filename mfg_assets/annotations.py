@@ -1,12 +1,13 @@
 """``annotations``: labels for every ingested image, imported from the batch's own label files.
 
-Supported layouts per batch: folder-per-class, ``labels.csv`` (``path,label[,reviewer]``) and COCO
-classification ``annotations.json``. Each reviewer's label is kept as its own row, so reviewer
+Supported layouts per batch: folder-per-class, ``labels.csv`` (``path,label[,reviewer]``), a COCO
+``annotations.json`` with one category per image, and the MVTec layout with defect masks. Each reviewer's label is kept as its own row, so reviewer
 agreement can be measured; the blocking checks below stop training on a bad label set.
 """
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -19,6 +20,8 @@ from mfg_assets.masks import split_off_masks
 from mfg_assets.saved_options import config_for_run
 from resources.data.mvtec_labels import MVTEC_FORMAT
 from resources.artifact_store import ArtifactStore
+from resources.engine_io import BatchFiles
+from resources.errors import MfgVisionError
 from resources.lineage import LineageStore
 
 __all__ = ["AnnotationConfig", "CHECK_DESCRIPTIONS", "annotations", "load_label_masks", "load_labels", "way_out"]
@@ -29,8 +32,8 @@ CHECK_DESCRIPTIONS = {
     "labels_in_taxonomy": "every label is a class of the variant's taxonomy (great-expectations)",
     "no_conflicting_duplicates": "no image content appears twice with different labels",
     "min_images_per_class": (
-        "every class has at least the minimum number of images (for an anomaly variant its good class, which the "
-        "detector learns from; defect types may be rare)"
+        "every class has at least the minimum number of images (for a task that learns from good parts only, its "
+        "good class; defect types may be rare)"
     ),
     "reviewer_agreement": "Cohen's kappa between every pair of reviewers is over the threshold",
 }
@@ -93,6 +96,50 @@ def load_labels(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
     return lineage.read_table("labels", "annotation_set_id = ?", [annotation_set_id])
 
 
+def _batch_files(batch_row: pd.Series, batch_images: pd.DataFrame, store: ArtifactStore) -> BatchFiles:
+    """The batch's images and label files by their path in the batch, for a task's own label reader."""
+    sidecars = json.loads(batch_row["sidecars"])
+    return BatchFiles(
+        batch=str(batch_row["batch"]),
+        images={row.rel_path: store.path(row.artifact) for row in batch_images.drop_duplicates("rel_path").itertuples()},
+        sidecars={name: store.path(entry["relpath"]) for name, entry in sidecars.items()},
+    )
+
+
+def _with_image_hashes(table: pd.DataFrame, by_path: pd.Series) -> pd.DataFrame:
+    """A geometry table keyed by (batch, rel_path), with each row's image content hash."""
+    keys = list(zip(table["batch"], table["rel_path"], strict=True))
+    return table.assign(image_sha256=[by_path.get(key, "") for key in keys])
+
+
+def _quarantine_labels(
+    context: dg.AssetExecutionContext,
+    lineage: LineageStore,
+    partition: str,
+    batch: str,
+    items: list[dict[str, str]],
+) -> None:
+    """Images a task's label reader set aside: each logged and kept in the quarantine table with its
+    reason (the rest of the batch goes on). Replaced per batch, so a re-run does not count twice."""
+    now = datetime.now(UTC).isoformat()
+    rows = []
+    for item in items:
+        context.log.warning(f"quarantined {batch}/{item['rel_path']}: {item['detail']}")
+        rows.append(
+            {
+                "partition": partition,
+                "batch": batch,
+                "rel_path": item["rel_path"],
+                "reason": item["reason"],
+                "detail": item["detail"],
+                "quarantined_to": item.get("stored", ""),
+                "run_id": context.run_id,
+                "quarantined_at": now,
+            }
+        )
+    lineage.warehouse().replace_keyed("quarantine", rows, prefix=batch, key=f"{partition}/{batch}/labels")
+
+
 def load_label_masks(lineage: LineageStore, annotation_set_id: str) -> pd.DataFrame:
     """The defect masks of an annotation set (``--format mvtec``): one row per image that has one."""
     return lineage.read_table("label_masks", "annotation_set_id = ?", [annotation_set_id])
@@ -118,7 +165,6 @@ def annotations(
     from resources.data.batches import current_batches
     from resources.data.label_quality import run_all
     from resources.tasks import engine_for
-    from resources.data.labels import LabelImportError
 
     spec = variant_for(context, lineage)
     images = load_image_table(lineage, raw_images.partition)
@@ -126,12 +172,23 @@ def annotations(
     masks = pd.DataFrame()
     if spec.label_format == MVTEC_FORMAT:  # masks are annotations of images, not images to label
         images, masks = split_off_masks(context, images, batches, artifact_store, lineage, raw_images.partition)
+    engine = engine_for(spec.task)
     frames = []
+    geometry: dict[str, list[pd.DataFrame]] = {}
     for _, batch_row in batches.iterrows():
         batch_images = images[images["batch"] == batch_row["batch"]]
         try:
-            labels = _batch_labels(batch_row, sorted(batch_images["rel_path"]), spec.label_format, artifact_store)
-        except LabelImportError as exc:
+            own = engine.batch_labels(
+                _batch_files(batch_row, batch_images, artifact_store), spec.label_format, spec.good_class
+            )
+            if own is None:
+                labels = _batch_labels(batch_row, sorted(batch_images["rel_path"]), spec.label_format, artifact_store)
+            else:
+                labels = own.labels
+                for table, rows in own.tables.items():
+                    geometry.setdefault(table, []).append(rows.assign(batch=batch_row["batch"]))
+                _quarantine_labels(context, lineage, raw_images.partition, batch_row["batch"], own.quarantined)
+        except MfgVisionError as exc:
             raise dg.Failure(f"{exc}; {way_out(raw_images.partition, batch_row['batch'])}") from exc
         labels = labels.assign(batch=batch_row["batch"])
         frames.append(labels)
@@ -139,10 +196,16 @@ def annotations(
     by_path = images.drop_duplicates(["batch", "rel_path"]).set_index(["batch", "rel_path"])["sha256"]
     keys = list(zip(labels["batch"], labels["rel_path"], strict=True))
     labels["sha256"] = [by_path.get(key, "") for key in keys]
+    tables = {name: _with_image_hashes(pd.concat(parts, ignore_index=True), by_path) for name, parts in geometry.items()}
     content = hash_rows(
         [
             *labels[["sha256", "batch", "rel_path", "label", "reviewer"]].itertuples(index=False),
             *([] if masks.empty else masks[["image_sha256", "mask_sha256"]].itertuples(index=False)),
+            *(
+                (name, *row)
+                for name, table in sorted(tables.items())
+                for row in table.drop(columns=["batch"]).astype(str).itertuples(index=False)
+            ),
         ]
     )
     annotation_set_id = f"labels:{content}"
@@ -153,6 +216,11 @@ def annotations(
         if not masks.empty:
             lineage.append_table(
                 "label_masks", masks.assign(annotation_set_id=annotation_set_id), prefix=raw_images.partition
+            )
+        for name, table in tables.items():
+            lineage.append_table(
+                name, table.assign(annotation_set_id=annotation_set_id, partition=raw_images.partition),
+                prefix=raw_images.partition,
             )
     record_lineage(
         context,
@@ -179,6 +247,7 @@ def annotations(
             "reviewers": dg.MetadataValue.json(list(handle.reviewers)),
             "images_per_class": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
             "n_masks": len(masks),
+            **{f"n_{name}": len(table) for name, table in tables.items()},
         },
     )
     outcomes = run_all(
@@ -187,7 +256,7 @@ def annotations(
         spec.classes,
         min_images_per_class=config.min_images_per_class,
         min_kappa=config.min_kappa,
-        good_only=spec.good_class if engine_for(spec.task).train_labels(spec.good_class) is not None else None,
+        good_only=spec.good_class if engine.train_labels(spec.good_class) is not None else None,
     )
     for name in CHECK_DESCRIPTIONS:
         outcome = outcomes[name]

@@ -91,18 +91,17 @@ def augmented_set(
     from edge_sync.contract.imaging import ResizeMode
     from resources.data.augmentation import PRESETS, augment_images, describe_pipeline
     from resources.data.images import choose_input_size
-    from resources.tasks import engine_for
+    from resources.tasks import OptionRefused, engine_for
 
     if config.preset not in PRESETS:
         raise dg.Failure(f"augmentation preset {config.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     if config.resize not in {m.value for m in ResizeMode}:
         raise dg.Failure(f"resize {config.resize!r} is unknown; choose one of {', '.join(m.value for m in ResizeMode)}")
     engine = engine_for(dataset_version.task)
-    if config.copies_per_image and engine.task != "classify":
-        raise dg.Failure(
-            f"copies_per_image {config.copies_per_image}: offline augmented copies are made for classification only; "
-            f"the {engine.task} task learns from its training images as they are: set it to 0 (--augment-copies 0)"
-        )
+    try:
+        engine.refuse({"augment_copies": config.copies_per_image > 0})
+    except OptionRefused as exc:
+        raise dg.Failure(str(exc)) from exc
     image_size = config.image_size if config.image_size is not None else engine.default_input_size
     if image_size is not None and config.image_size is None:
         context.log.info(f"input size {image_size} px: the {engine.task} task's default")

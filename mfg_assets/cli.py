@@ -92,6 +92,7 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         min_accuracy=args.min_accuracy,
         max_test_escape_rate=args.max_test_escape_rate,
         escape_budget=args.escape_budget,
+        device=args.device,
         min_images_per_class=args.min_images_per_class,
         augment_copies=args.augment_copies,
         anomaly_settings=args.anomaly_settings,

@@ -114,11 +114,13 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     onboard.add_argument("data_dir", help="the dataset folder (see --format)")
     onboard.add_argument(
         "--task", default="classify",
-        help="inspection task (resources.tasks): classify or anomaly in this release; others are refused with why",
+        help="inspection task (resources.tasks): classify, anomaly or detect in this release; others are refused with why",
     )
     onboard.add_argument(
-        "--format", default="folders", choices=["folders", "csv", "coco", "mvtec"],
-        help="how labels are given; mvtec: train/good, test/<type>, ground_truth/<type>/*_mask.png (--task anomaly)",
+        "--format", default="folders", choices=["folders", "csv", "coco", "mvtec", "yolo", "voc"],
+        help="how labels are given; mvtec: train/good, test/<type>, ground_truth/<type>/*_mask.png (--task anomaly); "
+             "boxes (--task detect): coco (annotations.json + images/), yolo (labels/*.txt + data.yaml or classes.txt "
+             "+ images/) or voc (Annotations/*.xml + JPEGImages/)",
     )
     onboard.add_argument("--line", required=True, help="production line name (letters, digits, - and _), e.g. line1")
     onboard.add_argument("--variant", required=True, help="product variant on that line, e.g. bracket-a")
@@ -155,6 +157,9 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     onboard.add_argument("--escape-budget", type=_bounded(float, 0.0, 0.5), default=None,
                          help="operating threshold: escape rate allowed on validation (default 0: pass no defective "
                               "validation image); a budget trades escapes for fewer false rejects")
+    onboard.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                         help="where training runs: auto (a CUDA GPU when torch sees one, else the CPU; the default), "
+                              "cpu or cuda (fails when there is none); recorded in lineage")
     onboard.add_argument("--min-images-per-class", type=_bounded(int, 1, 10**6), default=None,
                          help="annotation check: fewest images a class may have")
     onboard.add_argument("--anomaly-settings", type=_json_object, default=None, metavar="JSON",

@@ -11,7 +11,7 @@ from resources.data.variants import VariantSpec, load_variant, split_partition_k
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 
-__all__ = ["blocking_check_result", "inspection_asset", "hash_rows", "record_lineage", "run_seed", "variant_for"]
+__all__ = ["blocking_check_result", "json_metadata", "inspection_asset", "hash_rows", "record_lineage", "run_seed", "variant_for"]
 
 
 def variant_for(context: dg.AssetExecutionContext, lineage: LineageStore) -> VariantSpec:
@@ -106,3 +106,8 @@ def per_product(partition: str, figures: Mapping[str, float | None]) -> dict[str
     """Numeric metadata keyed by the product, ``"accuracy [line1.bracket-a]"``, so that the UI's plots
     draw one line per product; a figure not computed is NaN (Dagster plots only numbers)."""
     return {f"{key} [{partition}]": float("nan") if value is None else float(value) for key, value in figures.items()}
+
+
+def json_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """An engine's plain metadata as Dagster metadata: dicts and lists as JSON, the rest as is."""
+    return {key: dg.MetadataValue.json(value) if isinstance(value, dict | list | tuple) else value for key, value in values.items()}

@@ -166,8 +166,9 @@ def dataset_version(
         extra={
             "classes": ",".join(spec.classes),
             "good_class": spec.good_class or "",
-            # classify ids as before; other tasks' labels carry more than the label (masks): their set's id
-            **({"task": spec.task, "annotations": annotations.id} if spec.task != "classify" else {}),
+            # a label that is only a class keeps the ids it always had; labels that carry more (masks,
+            # boxes, text) put the task and their annotation set's id in the dataset's id
+            **({"task": spec.task, "annotations": annotations.id} if engine.labels_carry_more_than_class else {}),
         },
     )
     dataset_id = f"dataset:{content}"

@@ -16,7 +16,7 @@ from mfg_assets.deployment import deployment
 from mfg_assets.export import exported_model
 from mfg_assets.ingest import raw_images
 from mfg_assets.edge_metrics import edge_feedback, edge_metrics
-from mfg_assets.jobs import anomaly_job, classify_job, deploy_job, edge_metrics_job, retrain_job
+from mfg_assets.jobs import TASK_JOBS, deploy_job, edge_metrics_job, retrain_job
 from mfg_assets.progress import PROGRESS_LOGGER, progress_logger
 from mfg_assets.registry import registered_model
 from mfg_assets.rollback import rollback_job
@@ -25,11 +25,11 @@ from mfg_assets.training import trained_model
 from mfg_assets.validation import validation_report
 from resources.artifact_store import ArtifactStore
 from resources.edge import EdgePolicy, EdgeSync
+from resources.engines import Engines
 from resources.landing import LandingZone
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
 from resources.settings import apply_offline_switches
-from resources.trainers import AnomalyTrainer, ClassificationTrainer
 from sensors.edge import edge_housekeeping_schedule, edge_loop_sensor
 from sensors.landing import landing_zone_sensor
 
@@ -72,7 +72,7 @@ defs = dg.Definitions(
         edge_metrics,
         edge_feedback,
     ],
-    jobs=[classify_job, anomaly_job, deploy_job, retrain_job, edge_metrics_job, rollback_job],
+    jobs=[*TASK_JOBS.values(), deploy_job, retrain_job, edge_metrics_job, rollback_job],
     sensors=[landing_zone_sensor, edge_loop_sensor],
     schedules=[edge_housekeeping_schedule],
     # the UI's runs log to Dagster's console as always; mfgv's runs choose the progress line instead
@@ -83,8 +83,7 @@ defs = dg.Definitions(
         "lineage": LineageStore(),
         "registry": ModelRegistry(),
         "landing": LandingZone(),
-        "trainer": ClassificationTrainer(),
-        "anomaly_trainer": AnomalyTrainer(),
+        "engines": Engines(),
         "edge": EdgeSync(),
         "edge_policy": EdgePolicy(),
     },

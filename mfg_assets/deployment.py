@@ -20,8 +20,10 @@ from mfg_assets.common import inspection_asset, record_lineage
 from mfg_assets.datasets import load_split_images
 from mfg_assets.handle_store import load_handle
 from mfg_assets.handles import DatasetVersion, DeploymentRecord, ExportedModel, RegisteredModel, ValidationReport
+from mfg_assets.task_data import engine_failures
 from resources.artifact_store import ArtifactStore
 from resources.edge import EdgeSync
+from resources.engines import Engines
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
 
@@ -179,34 +181,20 @@ def registered_inputs(
     return paired
 
 
-def anomaly_decision(raw_threshold: float | None) -> dict:
-    """The manifest fields of an anomaly model's decision: the device divides the raw image score by
-    ``score_scale`` (twice the calibrated raw threshold), so it rejects at 0.5 exactly where the
-    report's threshold rejects, and its score histogram shares the [0, 1] bins of every task."""
-    from edge_sync.contract import ANOMALY_SCHEMA_VERSION
-
-    if raw_threshold is None or not raw_threshold > 0:
-        raise dg.Failure(
-            f"the anomaly model's calibrated threshold is {raw_threshold}: a device needs a positive one; "
-            "re-run the validation report with held-out good images"
-        )
-    return {"schema_version": ANOMALY_SCHEMA_VERSION, "score_scale": 2.0 * float(raw_threshold), "threshold": 0.5}
-
-
 def baseline_histograms(report: dict, train_images: np.ndarray) -> tuple[list[int], list[int]]:
     """Test-split defect-score histogram and training brightness histogram, in the device's bins.
 
     Both go through the contract's binning (``edge_sync.contract.windows``), and the brightness is
     that of each training image's model input, as the device measures its camera images, so the
     health sensor's PSI compares like with like."""
-    from edge_sync.contract import anomaly_defect_score, brightness_histogram, input_brightness, score_histogram
+    from edge_sync.contract import brightness_histogram, input_brightness, score_histogram
+    from resources.tasks import engine_for
 
-    scores = report["test"].get("defect_scores")
-    if scores is None:  # no good class: the device scores 1 - max probability
-        scores = []
-    elif report.get("task") == "anomaly":  # raw detector scores, in the device's units
-        scale = anomaly_decision(report["threshold"]["threshold"])["score_scale"]
-        scores = [anomaly_defect_score(score, scale) for score in scores]
+    # The task's engine puts the report's test scores in the device's units (none without a good
+    # class: the device then scores 1 - max probability and there is no baseline to compare).
+    scores = report["test"].get("defect_scores") or []
+    if report.get("task"):
+        scores = engine_for(report["task"]).device_scores(report)
     return score_histogram(scores), brightness_histogram(input_brightness(image) for image in train_images)
 
 
@@ -219,6 +207,7 @@ def deployment(
     validation_report: ValidationReport,
     dataset_version: DatasetVersion,
     edge: EdgeSync,
+    engines: Engines,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> dg.Output[DeploymentRecord]:
@@ -265,6 +254,8 @@ def deployment(
                 f"line {line} has no canary device: flag one with `mfgv edge-device add DEVICE --line {line} --canary`, "
                 "or deploy with ring=fleet"
             )
+    with engine_failures():
+        device_fields = engines.engine(dataset_version.task).device_fields(validation_report.threshold)
     package = artifact_store.path(exported_model.package)
     now = datetime.now(UTC)
     # The run id's head keeps two deployments of one version and ring in the same second apart (the id
@@ -284,11 +275,7 @@ def deployment(
         input=InputSpec(height=exported_model.input_size, width=exported_model.input_size, resize=exported_model.resize),
         classes=dataset_version.classes,
         good_class=dataset_version.good_class,
-        **(
-            anomaly_decision(validation_report.threshold)
-            if dataset_version.task == "anomaly"
-            else {"threshold": validation_report.threshold}
-        ),
+        **device_fields,
         dataset_version=dataset_version.id,
         ring=Ring(config.ring),
         devices=tuple(devices) if config.ring == "canary" else (),

@@ -13,17 +13,16 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mfg_assets.common import blocking_check_result, inspection_asset, record_lineage
-from mfg_assets.datasets import load_split_images
+from mfg_assets.common import blocking_check_result, inspection_asset, json_metadata, record_lineage
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import DatasetVersion, ExportedModel, TrainedModel, ValidationReport
+from mfg_assets.task_data import StoredTaskData, engine_failures
 from resources.artifact_store import ArtifactStore
-from resources.classify.exporter import PARITY_TOLERANCE
-from resources.classify.int8_precision import INT8_MAX_DISAGREEMENT
+from resources.engines import Engines
+from resources.export_limits import INT8_MAX_DISAGREEMENT, PARITY_TOLERANCE
 from resources.lineage import LineageStore
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
-from resources.trainers import AnomalyTrainer
 
 __all__ = ["ExportConfig", "exported_model"]
 
@@ -44,7 +43,13 @@ class ExportConfig(dg.Config):
         le=1.0,
         description="largest allowed probability difference between torch and an FP32 export (1e-4 catches bf16/FP16 drift)",
     )
-    int8: bool = Field(True, description="also write a statically quantised INT8 ONNX model")
+    int8: bool | None = Field(
+        None,
+        description=(
+            "also write a statically quantised INT8 ONNX model (None: the task's default, which is yes where the "
+            "task exports INT8; true for a task without INT8 is refused)"
+        ),
+    )
     calibration_images: int = Field(32, ge=1, le=1024, description="training images used to calibrate INT8")
     int8_max_disagreement: float = Field(
         INT8_MAX_DISAGREEMENT,
@@ -52,7 +57,7 @@ class ExportConfig(dg.Config):
         lt=1.0,
         description=(
             "fraction of validation images on which INT8 may decide differently from FP32 before more of the "
-            "network's leading convolutions stay in float (resources.classify.int8_precision)"
+            "network's leading convolutions stay in float"
         ),
     )
     int8_max_accuracy_drop: float = Field(
@@ -68,38 +73,18 @@ def exported_model(
     trained_model: TrainedModel,
     validation_report: ValidationReport,
     dataset_version: DatasetVersion,
-    anomaly_trainer: AnomalyTrainer,
+    engines: Engines,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ExportedModel] | dg.AssetCheckResult]:
-    """A deployable package with ONNX, OpenVINO and INT8 models and a manifest of their hashes
-    (anomaly task: one graph outputting the map and the score, ONNX and OpenVINO)."""
-    from resources.classify.model import load_inference_model
-    from resources.classify.package import build_package
-
+    """A deployable package written by the variant's engine (ONNX, OpenVINO and, where the task has
+    it, INT8) with a manifest of its files' hashes, parity-checked against the fitted model."""
     if validation_report.model_id != trained_model.id:
         raise dg.Failure(
             f"validation report {validation_report.id} is about {validation_report.model_id}, not "
             f"{trained_model.id}; materialize the graph in one run"
         )
-    if dataset_version.task == "anomaly":
-        from mfg_assets.anomaly_steps import anomaly_export
-
-        yield from anomaly_export(
-            context, config, trained_model, validation_report, dataset_version, artifact_store, lineage,
-            num_threads=anomaly_trainer.num_threads,
-        )
-        return
     size, resize = trained_model.image_size, trained_model.resize
-    model = load_inference_model(artifact_store.path(trained_model.checkpoint))
-    test_images, test_labels, _ = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
-    calibration = holdout = None
-    if config.int8:
-        train_images, _, _ = load_split_images(lineage, artifact_store, dataset_version, "train", size, resize)
-        calibration = train_images[: config.calibration_images]
-        # INT8 must decide like FP32 on validation images (the threshold was calibrated there); test
-        # stays for scoring, so choosing the INT8 precision cannot flatter the INT8 test accuracy.
-        holdout, _, _ = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
     manifest = {
         "model_id": trained_model.id,
         "dataset_version": dataset_version.id,
@@ -107,34 +92,34 @@ def exported_model(
         "good_class": dataset_version.good_class,
         "threshold": validation_report.threshold,
         "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "range": [0, 255], "channels": "RGB", "height": size, "width": size, "resize": resize},
-        "output": {"name": "probabilities", "classes": list(trained_model.classes)},
         "code_version": code_version(),
     }
-    with scratch_dir(artifact_store.root_path(), "export") as tmp:
-        build = build_package(
-            model, tmp, image_size=size, test_images=test_images, test_labels=test_labels,
-            calibration_images=calibration, holdout_images=holdout if holdout is not None and len(holdout) else None,
-            int8_max_disagreement=config.int8_max_disagreement, parity_tolerance=config.parity_tolerance,
-            latency_repeats=config.latency_repeats, manifest=manifest,
-        )
-        stored = artifact_store.put_tree(tmp, kind="packages")
+    data = StoredTaskData(lineage, artifact_store, dataset_version)
+    with engine_failures():
+        engine = engines.engine(dataset_version.task)
+        engine.refuse({"int8": config.int8 is True})
+        int8 = config.int8 if config.int8 is not None else engine.int8_default
+        with scratch_dir(artifact_store.root_path(), "export") as tmp:
+            build = engine.export(
+                trained_model, validation_report.threshold, data, config.model_copy(update={"int8": int8}), tmp, manifest,
+                engines.machine(context.log),
+            )
+            stored = artifact_store.put_tree(tmp, kind="packages")
     export_id = f"export:{stored.sha256}"
     record_lineage(
         context,
         lineage,
         output_id=export_id,
         input_ids=[trained_model.id, validation_report.id],
-        parameters=config.model_dump(),
+        parameters={**config.model_dump(), **build.lineage_parameters},
         input_hashes={trained_model.id: trained_model.checkpoint.sha256},
     )
-    parity, parity_dict = build.parity, build.parity_summary()
-    files, latency, int8_accuracy = build.files, build.latency_ms, build.int8_test_accuracy
-    int8 = build.int8
-    if int8 is not None and int8_accuracy is not None:
+    latency, int8_accuracy, int8_record = build.latency_ms, build.int8_test_accuracy, build.int8
+    if int8_record is not None and int8_accuracy is not None:
         # What INT8 costs on test against the validated FP32 model, and what the plant allows: deploy
         # refuses onnx_int8 beyond it unless a person accepts (mfg_assets.deployment.int8_shortfall).
-        int8 = {
-            **int8,
+        int8_record = {
+            **int8_record,
             "test_accuracy_drop": round(float(validation_report.accuracy) - float(int8_accuracy), 6),
             "max_test_accuracy_drop": config.int8_max_accuracy_drop,
         }
@@ -142,41 +127,43 @@ def exported_model(
         id=export_id,
         model_id=trained_model.id,
         package=stored,
-        files=files,
+        files=build.files,
         file_sha256=build.file_sha256,
         input_size=size,
         resize=resize,
-        parity_passed=parity.passed,
-        parity=parity_dict,
+        parity_passed=build.parity_passed,
+        parity=build.parity,
         latency_ms=latency,
         int8_test_accuracy=int8_accuracy,
-        int8=int8,
+        int8=int8_record,
     )
     store_handle(lineage, handle, context.partition_key)
     shown = ", ".join(f"{fmt} {ms:.1f}" for fmt, ms in latency.items() if isinstance(ms, int | float))
-    context.log.info(f"exported {', '.join(files)} to {artifact_store.path(stored)}; ms per image: {shown}")
+    context.log.info(f"exported {', '.join(build.files)} to {artifact_store.path(stored)}; ms per image: {shown}")
+    metadata = dict(build.metadata)
+    if "int8_precision" in metadata and int8_record is not None:
+        metadata["int8_precision"] = int8_record
     yield dg.Output(
         handle,
         metadata={
             "export_id": export_id,
             "package": dg.MetadataValue.path(str(artifact_store.path(stored))),
-            "parity_max_abs_diff": parity_dict["max_abs_diff"],
             **{f"latency_ms_{k}": float(v) for k, v in latency.items()},
-            "int8_test_accuracy": int8_accuracy if int8_accuracy is not None else float("nan"),
-            **({} if int8 is None else {"int8_precision": dg.MetadataValue.json(int8)}),
+            **json_metadata(metadata),
         },
     )
     yield blocking_check_result(
         "exported_model",
         "exports_match_trained_model",
-        passed=parity.passed,
-        description=parity.describe(),
-        metadata={"max_abs_diff": parity_dict["max_abs_diff"], "n_images": parity.n_images},
+        passed=build.parity_passed,
+        description=build.parity_description,
+        metadata=dict(build.parity_metadata),
     )
     # The reference is the validated model's test accuracy: the blocking parity check above holds the
     # FP32 exports to it, so scoring ONNX again would only repeat that work.
+    n_test = len(data.items().query("split == 'test'"))
     yield _int8_check(
-        int8_accuracy, validation_report.accuracy, config.int8_max_accuracy_drop, len(test_labels), int8
+        int8_accuracy, validation_report.accuracy, config.int8_max_accuracy_drop, n_test, int8_record, note=build.int8_note
     )
 
 
@@ -186,6 +173,7 @@ def _int8_check(
     max_drop: float,
     n_images: int,
     precision: dict[str, Any] | None = None,
+    note: str = "no INT8 model was built (ExportConfig.int8 is false)",
 ) -> dg.AssetCheckResult:
     """Warn (not block) when INT8 loses more than ``max_drop`` test accuracy: PTQ of a small network
     can flip borderline images, and a user choosing ``--format onnx_int8`` must see what it costs."""
@@ -194,7 +182,7 @@ def _int8_check(
             asset_key="exported_model",
             check_name="int8_keeps_accuracy",
             passed=True,
-            description="no INT8 model was built (ExportConfig.int8 is false)",
+            description=note,
         )
     drop = fp32_accuracy - int8_accuracy
     accuracy_held = drop <= max_drop + 1e-12

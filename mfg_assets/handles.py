@@ -126,7 +126,7 @@ class ValidationReport(_Handle):
     threshold: float | None
     release_passed: bool
     release_failures: tuple[str, ...]
-    task_metrics: dict[str, Any] = {}  # the task's own headline figures (anomaly: image_auroc, pixel_auroc, pro, threshold_rule)
+    task_metrics: dict[str, Any] = {}  # the task's own headline figures (TaskEngine.headline_keys, threshold_rule)
 
 
 class ExportedModel(_Handle):

@@ -85,6 +85,7 @@ def raw_images(
     ]
     for note in notes:
         context.log.warning(note)
+    label_suffixes = _label_suffixes(line, variant, lineage) if new_batches else frozenset()
     for batch in new_batches:
         context.log.info(f"ingesting batch {batch.batch_id} from {batch.path}")
         ingest = ingest_batch(
@@ -94,6 +95,7 @@ def raw_images(
             known_hashes=known_hashes,
             max_pixels=config.max_pixels,
             run_id=context.run_id,
+            label_suffixes=label_suffixes,
         )
         for folder in ingest.empty_folders:
             context.log.warning(f"{batch.batch_id}: folder {folder}/ holds no files; it contributes no images")
@@ -179,3 +181,16 @@ def raw_images(
             "dagster/row_count": len(images),
         },
     )
+
+
+def _label_suffixes(line: str, variant: str, lineage: LineageStore) -> frozenset[str]:
+    """The label-file suffixes the variant's task reads (none for a task whose labels are folders or
+    one CSV/JSON: then a ``.txt`` in a batch is not an image and is quarantined as one)."""
+    from resources.data.variants import UnknownVariant, load_variant
+    from resources.tasks import engine_for
+
+    try:
+        spec = load_variant(line, variant, lineage.home_path())
+    except UnknownVariant:  # a batch landed before its variant was registered: the annotations step says so
+        return frozenset()
+    return engine_for(spec.task).label_file_suffixes

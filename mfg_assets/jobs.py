@@ -1,12 +1,15 @@
-"""Jobs: one per task, over one line/variant partition."""
+"""Jobs: one per registered task engine, over one line/variant partition, and the deploy and edge jobs."""
+
+from typing import Any
 
 import dagster as dg
 
 from mfg_assets.partitions import line_variant_partitions
+from resources.tasks import engine_for, supported_tasks
 
-__all__ = ["CLASSIFY_ASSETS", "INSPECTION_ASSETS", "anomaly_job", "classify_job", "deploy_job", "edge_metrics_job", "job_for_task", "retrain_job"]
+__all__ = ["CLASSIFY_ASSETS", "INSPECTION_ASSETS", "TASK_JOBS", "deploy_job", "edge_metrics_job", "job_for_task", "retrain_job"]
 
-CLASSIFY_ASSETS = (
+INSPECTION_ASSETS = (
     "raw_images",
     "annotations",
     "dataset_version",
@@ -18,32 +21,33 @@ CLASSIFY_ASSETS = (
     "exported_model",
     "registered_model",
 )
-
-classify_job = dg.define_asset_job(
-    "classify_job",
-    selection=dg.AssetSelection.assets(*CLASSIFY_ASSETS),
-    partitions_def=line_variant_partitions,
-    description="Raw images to a registered classification model for one line/variant.",
-    tags={"task": "classify"},
-)
-
-anomaly_job = dg.define_asset_job(
-    "anomaly_job",
-    selection=dg.AssetSelection.assets(*CLASSIFY_ASSETS),
-    partitions_def=line_variant_partitions,
-    description=(
-        "Raw images to a registered anomaly detector (fitted on good parts only) for one line/variant: the same "
-        "assets as classify_job, each asking the variant's task engine for what differs."
-    ),
-    tags={"task": "anomaly"},
-)
-
-INSPECTION_ASSETS = CLASSIFY_ASSETS  # one graph: every task's job selects these assets
+CLASSIFY_ASSETS = INSPECTION_ASSETS  # the name older code and tests import: one graph for every task
 
 
 def job_for_task(task: str) -> str:
     """The name of the job that runs the inspection graph for a variant of ``task``."""
-    return {"classify": "classify_job", "anomaly": "anomaly_job"}[task]
+    return f"{task}_job"
+
+
+def _task_job(task: str) -> Any:
+    """The inspection graph for one task's variants: the same assets for every task, each asking
+    the variant's engine (``resources.tasks``) for what differs; the tag says which task it is for."""
+    engine = engine_for(task)
+    return dg.define_asset_job(
+        job_for_task(task),
+        selection=dg.AssetSelection.assets(*INSPECTION_ASSETS),
+        partitions_def=line_variant_partitions,
+        description=(
+            f"Raw images to a registered {task} model for one line/variant (labels: {engine.labels}; the device "
+            f"gets {engine.device_output}): the same assets for every task, each asking the variant's task engine "
+            "for what differs."
+        ),
+        tags={"task": task},
+    )
+
+
+TASK_JOBS: dict[str, Any] = {task: _task_job(task) for task in supported_tasks()}
+"""One job per registered engine, named ``<task>_job`` (the names the UI, sensors and runs have always used)."""
 
 
 deploy_job = dg.define_asset_job(
@@ -56,7 +60,7 @@ deploy_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=dg.AssetSelection.assets(*CLASSIFY_ASSETS, "deployment"),
+    selection=dg.AssetSelection.assets(*INSPECTION_ASSETS, "deployment"),
     partitions_def=line_variant_partitions,
     description="Retrain on the variant's current data, validate, export, register and deploy to the canary ring.",
     tags={"task": "retrain"},

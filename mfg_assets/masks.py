@@ -30,7 +30,7 @@ def split_off_masks(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the images without the masks, one row per usable mask with ``MASK_COLUMNS``)."""
     from mfg_assets.annotations import way_out
-    from resources.anomaly.layout import AnomalyLayoutError, read_mask
+    from resources.data.mask_files import MaskLayoutError, read_mask
     from resources.data.labels import LabelImportError
     from resources.data.mvtec_labels import is_mask_path, labels_from_mvtec
 
@@ -53,7 +53,7 @@ def split_off_masks(
             size = (int(image["width"]), int(image["height"]))
             try:
                 read_mask(store.path(mask["artifact"]), size)
-            except AnomalyLayoutError as exc:
+            except MaskLayoutError as exc:
                 detail = (
                     f"{batch}/{mask_path} (mask of {image_path}): {str(exc).split(': ', 1)[-1]}; the image keeps its "
                     "label and counts for image-level metrics only; fix the mask and replace the batch"

@@ -55,6 +55,7 @@ class OnboardRequest:
     min_accuracy: float | None = None
     max_test_escape_rate: float | None = None
     escape_budget: float | None = None
+    device: str | None = None  # torch device for fitting: auto | cpu | cuda (None: the engines resource's default, auto)
     min_images_per_class: int | None = None
     augment_copies: int | None = None
     anomaly_settings: dict[str, Any] | None = None
@@ -64,9 +65,12 @@ class OnboardRequest:
     no_good_class: bool = False
 
 
-def discover_classes(data_dir: Path, label_format: str) -> tuple[str, ...]:
-    """The taxonomy implied by the dataset: class folders, the MVTec layout's folders, or the labels
-    of the label file."""
+def discover_classes(data_dir: Path, label_format: str, task: str = "classify", good_class: str | None = None) -> tuple[str, ...]:
+    """The taxonomy implied by the dataset: class folders, the MVTec layout's folders, the labels of
+    the label file, or (a task with its own label format) the classes its labels name."""
+    own = engine_for(task).dataset_labels(data_dir, label_format, good_class)
+    if own is not None:
+        return tuple(sorted(set(own["label"]) | ({good_class} if good_class else set())))
     if label_format == "mvtec":
         from mfg_assets.onboard_checks import class_counts
 
@@ -148,7 +152,7 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
                 init_from=request.init_from,
                 hpo_trials=request.hpo_trials,
                 hpo_minutes=request.hpo_minutes,
-                anomaly=request.anomaly_settings,
+                task_settings=request.anomaly_settings,
             ),
         ),
     }
@@ -165,7 +169,10 @@ def _run_config(request: OnboardRequest) -> dg.RunConfig:
     # Every asset whose options onboard sets gets a config, empty or not: this command line is the
     # whole choice, so no asset falls back to an earlier onboard's saved options (saved_options).
     # A progress line, not Dagster's event stream (mfg_assets.progress); -v adds the stream.
-    return dg.RunConfig(ops=ops, loggers=run_loggers(logging.getLogger("mfgv").isEnabledFor(logging.DEBUG)))
+    resources = {"engines": {"config": {"device": request.device}}} if request.device else None
+    return dg.RunConfig(
+        ops=ops, resources=resources, loggers=run_loggers(logging.getLogger("mfgv").isEnabledFor(logging.DEBUG))
+    )
 
 
 def _chosen_options(run_config: dg.RunConfig) -> dict[str, Any]:
@@ -177,60 +184,42 @@ def _chosen_options(run_config: dg.RunConfig) -> dict[str, Any]:
 
 
 def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]) -> OnboardRequest:
-    """Refuse options that cannot work (folds, backbone, weights, --init-from) before landing anything."""
-    from mfg_assets.onboard_checks import PreflightError, check_cv_folds, check_start_options, class_counts
+    """Refuse options that cannot work (an option the task lacks, folds, backbone, weights,
+    --init-from) before landing anything; the task's engine says which and why."""
+    from mfg_assets.onboard_checks import check_cv_folds, class_counts
 
-    if request.task == "anomaly":
-        return _preflight_anomaly(request)
-    if request.anomaly_settings:
-        raise OnboardError("--anomaly-settings: for --task anomaly only; drop it for a classifier")
+    from resources.devices import resolve_device
+
+    engine = engine_for(request.task)
     try:
-        check_cv_folds(request.cv_folds, class_counts(data_dir, request.label_format))
-        start = check_start_options(
-            backbone=request.backbone,
-            arch=request.arch,
-            pretrained_weights=request.pretrained_weights,
-            init_from=request.init_from,
-            num_classes=len(classes),
+        if request.device:
+            resolve_device(request.device)  # --device cuda on a machine without one: refused before anything lands
+        engine.refuse(
+            {
+                "hpo_trials": request.hpo_trials is not None,
+                "hpo_minutes": request.hpo_minutes is not None,
+                "folds": request.cv_folds is not None,
+                "epochs": request.epochs is not None,
+                "escape_budget": request.escape_budget is not None,
+                "augment_copies": bool(request.augment_copies),
+            },
+            cli=True,
         )
-    except PreflightError as exc:
+        if "folds" not in engine.unsupported:
+            check_cv_folds(request.cv_folds, class_counts(data_dir, request.label_format))
+        start = engine.preflight(
+            {
+                "backbone": request.backbone,
+                "arch": request.arch,
+                "pretrained_weights": request.pretrained_weights,
+                "init_from": request.init_from,
+                "task_settings": request.anomaly_settings,
+            },
+            len(classes),
+        )
+    except MfgVisionError as exc:
         raise OnboardError(str(exc)) from exc
-    return dataclasses.replace(request, backbone=start["backbone"])
-
-
-def _preflight_anomaly(request: OnboardRequest) -> OnboardRequest:
-    """The detector is fitted, not trained: training options are refused by name, and the feature
-    source (bundled backbone, local weights file, registered classifier) is built once to check it."""
-    refused = [
-        option
-        for option, value in (
-            ("--hpo-trials", request.hpo_trials),
-            ("--hpo-minutes", request.hpo_minutes),
-            ("--cv-folds", request.cv_folds),
-            ("--epochs", request.epochs),
-            ("--escape-budget", request.escape_budget),
-            ("--augment-copies", request.augment_copies or None),
-        )
-        if value is not None
-    ]
-    if refused:
-        raise OnboardError(
-            f"{', '.join(refused)}: not available with --task anomaly in this release (the detector is fitted on "
-            "backbone features of good images, not trained); drop them"
-        )
-    from mfg_assets.onboard_checks import PreflightError, check_anomaly_start
-
-    try:
-        check_anomaly_start(
-            backbone=request.backbone,
-            arch=request.arch,
-            pretrained_weights=request.pretrained_weights,
-            init_from=request.init_from,
-            anomaly_settings=request.anomaly_settings or {},
-        )
-    except PreflightError as exc:
-        raise OnboardError(str(exc)) from exc
-    return request
+    return dataclasses.replace(request, backbone=start.get("backbone", request.backbone))
 
 
 def _same_variant(existing: VariantSpec, spec: VariantSpec) -> VariantSpec:
@@ -271,16 +260,20 @@ def onboard(request: OnboardRequest, echo: Callable[[str], None] = print) -> dic
     validate_name("line", request.line)
     validate_name("variant", request.variant)
     engine = engine_for(request.task)  # a task without an engine is refused before anything lands
-    if request.label_format == "mvtec" and request.good_class is None:
-        request = dataclasses.replace(request, good_class="good")  # the layout names its good parts
+    if request.good_class is None and (request.label_format == "mvtec" or engine.label_file_suffixes):
+        # the MVTec layout names its good parts; box and text labels mark a good part by having none
+        request = dataclasses.replace(request, good_class="good")
     from mfg_assets import onboard_checks as checks
 
     try:
         checks.scan_dataset(data_dir)
         checks.check_not_mvtec_as_folders(data_dir, request.label_format)
-        classes = discover_classes(data_dir, request.label_format)
-        checks.check_part_ids_of(data_dir, request.label_format, request.group_by or "auto")
-    except checks.PreflightError as exc:
+        classes = discover_classes(data_dir, request.label_format, request.task, request.good_class)
+        checks.check_part_ids_of(
+            data_dir, request.label_format, request.group_by or "auto",
+            labels=engine.dataset_labels(data_dir, request.label_format, request.good_class),
+        )
+    except MfgVisionError as exc:
         raise OnboardError(str(exc)) from exc
     if problems := engine.variant_problems(classes, request.good_class):
         raise OnboardError(f"{data_dir}: {'; '.join(problems)}, e.g. good parts and one defect type")

@@ -9,17 +9,15 @@ Dagster assets check the same things again (a run can be launched from the UI wi
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from resources.data.images import SUPPORTED_EXTENSIONS as IMAGE_SUFFIXES
-from resources.errors import MfgVisionError
+from resources.preflight import PreflightError
 
 __all__ = [
     "PreflightError",
     "check_cv_folds",
     "check_good_class_named",
     "check_part_ids_of",
-    "check_start_options",
     "class_counts",
     "check_not_mvtec_as_folders",
 ]
@@ -28,8 +26,6 @@ GOOD_WORDS = frozenset({"good", "ok", "okay", "pass", "passed", "normal", "free"
 """Words in a class name that say "acceptable parts" (``good``, ``OK``, ``MT_Free``, ``no_defect``...)."""
 
 
-class PreflightError(MfgVisionError, ValueError):
-    """An option cannot work with this dataset or this installation; the message says why."""
 
 
 def scan_dataset(data_dir: Path) -> None:
@@ -115,7 +111,7 @@ def dataset_labels(data_dir: Path, label_format: str):  # -> pd.DataFrame (rel_p
     return labels[["rel_path", "label"]].drop_duplicates("rel_path").reset_index(drop=True)
 
 
-def check_part_ids_of(data_dir: Path, label_format: str, group_by: str) -> None:
+def check_part_ids_of(data_dir: Path, label_format: str, group_by: str, labels=None) -> None:  # labels: pd.DataFrame | None
     """The part ids a dataset's ``metadata.csv`` gives must group its images: every image has one,
     no part has two labels; ``--group-by metadata`` needs them at all (the asset checks again)."""
     import pandas as pd
@@ -141,7 +137,8 @@ def check_part_ids_of(data_dir: Path, label_format: str, group_by: str) -> None:
     if "part_id" not in ids.columns and "serial" in ids.columns:
         ids = ids.rename(columns={"serial": "part_id"})
     keep = [c for c in ("rel_path", PART_ID_ALIASES[0], "capture_id") if c in ids.columns]
-    frame = dataset_labels(data_dir, label_format).merge(ids[keep], on="rel_path", how="left")
+    given = labels if labels is not None else dataset_labels(data_dir, label_format)
+    frame = given[["rel_path", "label"]].merge(ids[keep], on="rel_path", how="left")
     try:
         check_part_ids(frame, where=str(metadata_file), required=group_by == "metadata")
     except GroupingError as exc:
@@ -212,107 +209,3 @@ def check_cv_folds(folds: int | None, counts: Mapping[str, int]) -> None:
             f"--cv-folds {folds}: too few images for {folds} folds in class(es) {listed}; "
             f"use --cv-folds {fewest} or fewer, or add images of those classes"
         )
-
-
-def check_start_options(
-    *,
-    backbone: str | None,
-    arch: str | None,
-    pretrained_weights: str | None,
-    init_from: str | None,
-    num_classes: int,
-) -> dict[str, Any]:
-    """Refuse an unknown or missing backbone, an unusable weights file and a registered model that
-    does not exist or does not fit, by building the starting model once; returns the recipe fields."""
-    from resources.classify.backbones import BackboneError, get_spec, weights_path
-    from resources.classify.train_settings import SCRATCH, TrainSettings
-    from resources.classify.model_init import WeightsError, check_start, registered_start
-
-    if pretrained_weights and init_from:
-        raise PreflightError("--pretrained-weights and --init-from both given; start from one of them")
-    if init_from and (arch or backbone):
-        option = "--arch" if arch else "--backbone"
-        raise PreflightError(
-            f"{option} cannot be used with --init-from (the registered model fixes the architecture and the weights); "
-            f"drop {option}"
-        )
-    if arch and backbone is None:
-        backbone = SCRATCH  # --arch alone: that timm architecture, from scratch or from --pretrained-weights
-    fields: dict[str, Any] = {"backbone": backbone, "arch": arch, "pretrained_weights": pretrained_weights}
-    try:
-        if backbone not in (None, SCRATCH) and not (pretrained_weights or init_from):
-            weights_path(get_spec(backbone))
-        if init_from:
-            from resources.artifact_store import ArtifactStore
-            from resources.registry import ModelRegistry
-
-            start = registered_start(init_from, ModelRegistry(), ArtifactStore())
-            fields.update(init_checkpoint=start["init_checkpoint"], arch=start["arch"])
-        settings = TrainSettings.model_validate({k: v for k, v in fields.items() if v is not None})
-        check_start(settings, num_classes)
-    except (BackboneError, WeightsError) as exc:
-        raise PreflightError(str(exc)) from exc
-    except ValueError as exc:  # pydantic's ValidationError: a setting out of bounds
-        raise PreflightError(f"training options are invalid: {exc}") from exc
-    return {k: v for k, v in fields.items() if k in ("backbone", "arch", "pretrained_weights")}
-
-
-def check_anomaly_start(
-    *,
-    backbone: str | None,
-    arch: str | None,
-    pretrained_weights: str | None,
-    init_from: str | None,
-    anomaly_settings: dict[str, Any],
-) -> dict[str, Any]:
-    """Refuse an anomaly detector that cannot be built (unknown backbone, an architecture without
-    weights, a missing or foreign weights file, a registered model that does not exist or is not a
-    classifier, bad ``--anomaly-settings``) by building its feature extractor once; returns its provenance."""
-    from pydantic import ValidationError
-
-    from resources.anomaly.detector import GRAPH_OWNED_SETTINGS, AnomalyError, AnomalySettings, check_backbone
-    from resources.anomaly.feature_source import resolve_feature_source
-    from resources.artifact_store import ArtifactStore
-    from resources.classify.backbones import BackboneError
-    from resources.classify.model_init import WeightsError
-    from resources.classify.train_settings import DEFAULT_BACKBONE
-    from resources.registry import ModelRegistry
-
-    if pretrained_weights and init_from:
-        raise PreflightError("--pretrained-weights and --init-from both given; take the features from one of them")
-    ignored = [
-        option
-        for option, given in (
-            ("--arch", init_from and arch),
-            ("--backbone", init_from and backbone),
-            ("--backbone", pretrained_weights and arch and backbone),
-        )
-        if given
-    ]
-    if ignored:
-        source = "--init-from (the registered model fixes the architecture)" if init_from else "--arch with --pretrained-weights"
-        raise PreflightError(f"{ignored[0]} cannot be used with {source}; drop {ignored[0]}")
-    fixed = sorted(set(anomaly_settings) & set(GRAPH_OWNED_SETTINGS))
-    if fixed:
-        raise PreflightError(
-            f"--anomaly-settings sets {', '.join(fixed)}: use --backbone, --arch, --pretrained-weights, --init-from, "
-            "--image-size and --seed for those"
-        )
-    try:
-        source = resolve_feature_source(
-            backbone=backbone or DEFAULT_BACKBONE,
-            arch=arch,
-            pretrained_weights=pretrained_weights,
-            init_from=init_from,
-            registry=ModelRegistry() if init_from else None,
-            store=ArtifactStore() if init_from else None,
-        )
-        settings = AnomalySettings.model_validate({**source, **anomaly_settings})
-    except (BackboneError, WeightsError) as exc:
-        raise PreflightError(str(exc)) from exc
-    except ValidationError as exc:
-        raise PreflightError(f"--anomaly-settings or the backbone options are invalid: {exc}") from exc
-    try:
-        return check_backbone(settings)
-    except AnomalyError as exc:
-        raise PreflightError(str(exc)) from exc

@@ -1,35 +1,34 @@
 """``validation_report``: how good the trained model is, in the terms the line cares about.
 
-Test-split accuracy, per-class precision/recall and the confusion matrix; for the good-vs-defect
-decision, the false-reject rate (good parts rejected) and the escape rate (defective parts passed)
-at an operating threshold calibrated on the validation split (default target: zero escapes, then
-the lowest false-reject rate). Written as JSON and as a self-contained HTML page with plots. A
-blocking release check stops export and registration of a model that misses the release criteria.
+The variant's engine scores validation and test (``TaskEngine.evaluate``): its own figures (per-class
+precision and recall, AUROC, mAP, ...) and, for the good-vs-defect decision, the false-reject rate
+(good parts rejected) and the escape rate (defective parts passed) at an operating threshold
+calibrated on the validation split. This asset wraps them in the report frame every task shares,
+names the files behind the gallery, writes JSON and a self-contained HTML page, and runs the
+blocking release check that stops export and registration of a model that misses the criteria.
 """
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict
 from datetime import UTC, datetime
 
 import dagster as dg
-import numpy as np
 from pydantic import Field
 
 from mfg_assets.common import blocking_check_result, inspection_asset, per_product, record_lineage
-from mfg_assets.datasets import load_split_images, split_groups
 from mfg_assets.handle_store import store_handle
 from mfg_assets.handles import CrossValidation, DatasetVersion, TrainedModel, TrainingRecipe, ValidationReport
 from mfg_assets.saved_options import config_for_run
+from mfg_assets.task_data import StoredTaskData, engine_failures
 from resources.artifact_store import ArtifactStore
 from resources.reporting.format import pct_with_interval
 from resources.storage.code_version import code_version
 from resources.storage.scratch import scratch_dir
 from resources.lineage import LineageStore
 from resources.data.variants import split_partition_key
-from resources.trainers import AnomalyTrainer
+from resources.engines import Engines
 
-__all__ = ["ValidationConfig", "build_report", "release_verdict", "report_frame", "validation_report"]
+__all__ = ["ValidationConfig", "release_verdict", "report_frame", "validation_report"]
 
 RELEASE_CHECK = {"meets_release_criteria": "test accuracy and escape rate meet the release criteria"}
 
@@ -46,8 +45,8 @@ class ValidationConfig(dg.Config):
     release_without_defects: bool = Field(
         False,
         description=(
-            "anomaly task: release a detector whose test split holds no defective image (its escape rate is then "
-            "unmeasured); off by default, so that is a decision someone takes"
+            "tasks that train on good parts only: release a model whose test split holds no defective image (its "
+            "escape rate is then unmeasured); off by default, so that is a decision someone takes"
         ),
     )
     target_false_reject_rate: float = Field(
@@ -55,8 +54,8 @@ class ValidationConfig(dg.Config):
         ge=0.0,
         lt=1.0,
         description=(
-            "anomaly task: the false-reject rate the threshold aims at when validation holds no defective image "
-            "(or when passing none of them would reject every good one)"
+            "tasks that train on good parts only: the false-reject rate the threshold aims at when validation holds "
+            "no defective image (or when passing none of them would reject every good one)"
         ),
     )
 
@@ -64,81 +63,6 @@ class ValidationConfig(dg.Config):
 def _rate(value: float | None) -> str:
     """A rate or threshold for a log line: four significant digits, not seventeen."""
     return "n/a" if value is None else f"{value:.4g}"
-
-
-def _split_section(
-    probabilities: np.ndarray, labels: np.ndarray, classes, good_class, threshold, task: str, groups: np.ndarray | None
-) -> dict:
-    """The task's metrics on one split (its engine's), plus the decision rates every task reports
-    (their intervals counted in near-duplicate ``groups`` when given)."""
-    from resources.reporting.metrics import RATE_KEYS, decision_rates, defect_scores, roc_points
-    from resources.tasks import engine_for
-
-    section = engine_for(task).metrics(labels, probabilities, classes, good_class)
-    if good_class is not None:
-        scores = defect_scores(probabilities, classes, good_class)
-        is_defect = labels != list(classes).index(good_class)
-        section["decision"] = decision_rates(scores, is_defect, threshold, groups)
-        section.update({key: section["decision"][key] for key in RATE_KEYS})
-        section["roc"] = roc_points(scores, is_defect)
-        section["defect_scores"] = [round(float(v), 6) for v in scores]
-        section["is_defect"] = [bool(v) for v in is_defect]
-    else:
-        section.update(dict.fromkeys(RATE_KEYS))
-    return section
-
-
-def build_report(
-    *,
-    model: TrainedModel,
-    dataset: DatasetVersion,
-    partition: str,
-    val: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    config: ValidationConfig,
-    history: list[dict],
-    recipe: TrainingRecipe | None = None,
-    cv: CrossValidation | None = None,
-    groups: dict[str, np.ndarray] | None = None,
-) -> dict:
-    """The report dictionary from validation and test probabilities (pure; no I/O); ``groups``
-    holds each split's near-duplicate group ids (``"val"``, ``"test"``), which the rates'
-    intervals count instead of images."""
-    from resources.reporting.metrics import calibrate_threshold, defect_scores, threshold_setters, worst_errors
-
-    classes, good_class = list(dataset.classes), dataset.good_class
-    notes: list[str] = []
-    calibration = None
-    set_by: list[dict] = []
-    if good_class is not None:
-        val_scores = defect_scores(val[0], classes, good_class)
-        val_defect = val[1] != classes.index(good_class)
-        calibration = asdict(calibrate_threshold(val_scores, val_defect, max_escape_rate=config.max_escape_rate))
-        set_by = [{**row, "true": classes[val[1][row["index"]]]} for row in threshold_setters(val_scores, val_defect)]
-    else:
-        notes.append(
-            "No class is marked good (--good-class), so every class is a defect type: false-reject and "
-            "escape rates are not computed and no operating threshold is calibrated."
-        )
-    threshold = calibration["threshold"] if calibration else None
-    report = report_frame(
-        model=model,
-        dataset=dataset,
-        partition=partition,
-        config=config,
-        notes=notes,
-        threshold=calibration,
-        val=_split_section(val[0], val[1], classes, good_class, threshold, dataset.task, (groups or {}).get("val")),
-        test=_split_section(test[0], test[1], classes, good_class, threshold, dataset.task, (groups or {}).get("test")),
-        worst_errors=worst_errors(test[1], test[0], classes, k=config.gallery_size),
-        threshold_set_by=set_by,
-        training={"settings": model.settings, "best_epoch": model.best_epoch, "history": history},
-    )
-    if recipe is not None and recipe.search is not None:
-        report["hpo"] = {**recipe.search, "best_settings": recipe.settings}
-    if cv is not None and cv.summary is not None:
-        report["cv"] = dict(cv.summary)
-    return report
 
 
 def report_frame(
@@ -187,8 +111,10 @@ def report_frame(
 
 
 def release_verdict(report: dict, config: ValidationConfig) -> dict:
-    """The release check, the same for every task: test accuracy of the decision (for anomaly
-    detection, good vs defect at the threshold) and the test escape rate."""
+    """The release check: test accuracy of the decision and the test escape rate for every task,
+    then the task's own rules (``TaskEngine.release_problems``)."""
+    from resources.tasks import engine_for
+
     failures = []
     accuracy = report["test"]["accuracy"]
     if accuracy is None or accuracy < config.release_min_accuracy:
@@ -197,11 +123,7 @@ def release_verdict(report: dict, config: ValidationConfig) -> dict:
     escape = report["test"]["escape_rate"]
     if escape is not None and escape > config.release_max_escape_rate:
         failures.append(f"test escape rate {escape:.4f} > {config.release_max_escape_rate}")
-    if report.get("task") == "anomaly" and not report["test"].get("n_defect") and not config.release_without_defects:
-        failures.append(
-            "the test split holds no defective image, so escapes are not measured; add defect images (a few of "
-            "each type), or release it knowingly with --release-without-defects"
-        )
+    failures.extend(engine_for(report["task"]).release_problems(report, config))
     return {"passed": not failures, "failures": failures}
 
 
@@ -213,13 +135,12 @@ def validation_report(
     dataset_version: DatasetVersion,
     hyperparameter_search: TrainingRecipe,
     cross_validation: CrossValidation,
-    anomaly_trainer: AnomalyTrainer,
+    engines: Engines,
     artifact_store: ArtifactStore,
     lineage: LineageStore,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
-    """Per-class metrics, calibrated FRR/escape rate, ROC and worst errors, as JSON and HTML."""
+    """The task's figures, calibrated FRR/escape rate with intervals and worst errors, as JSON and HTML."""
     config = config_for_run(context, config, lineage.home_path())
-    from resources.classify.model import load_inference_model, predict_proba
     from resources.reporting.html import render_report_html
 
     if trained_model.recipe_id != hyperparameter_search.id or cross_validation.recipe_id != hyperparameter_search.id:
@@ -228,44 +149,25 @@ def validation_report(
             f"{cross_validation.id} (recipe {cross_validation.recipe_id}) do not both come from recipe "
             f"{hyperparameter_search.id}; materialize the graph in one run"
         )
-    val_rows = None
-    threshold_images: list = []
-    suspicious_images: list = []
-    if dataset_version.task == "anomaly":
-        from mfg_assets.anomaly_steps import anomaly_report
-
-        report, gallery, test_rows = anomaly_report(
-            context, config, trained_model, dataset_version, anomaly_trainer, artifact_store, lineage
-        )
-        from resources.data.images import load_rgb
-
-        fit = dict(trained_model.settings.get("fit") or {})
-        suspicious_images = [
-            load_rgb(artifact_store.path(entry["artifact"]))
-            for entry in fit.get("suspicious_training_images") or []
-            if entry.get("flagged") and entry.get("artifact")
-        ]
-    else:
-        model = load_inference_model(artifact_store.path(trained_model.checkpoint))
-        size, resize = trained_model.image_size, trained_model.resize
-        val_images, val_labels, val_rows = load_split_images(lineage, artifact_store, dataset_version, "val", size, resize)
-        test_images, test_labels, test_rows = load_split_images(lineage, artifact_store, dataset_version, "test", size, resize)
-        report = build_report(
-            model=trained_model,
-            dataset=dataset_version,
-            partition=context.partition_key,
-            val=(predict_proba(model, val_images), val_labels),
-            test=(predict_proba(model, test_images), test_labels),
-            config=config,
-            history=list(trained_model.history),
-            recipe=hyperparameter_search,
-            cv=cross_validation,
-            groups={"val": split_groups(val_rows), "test": split_groups(test_rows)},
-        )
-        gallery = [test_images[e["index"]] for e in report["worst_errors"]]
-        threshold_images = [val_images[row["index"]] for row in report.get("threshold_set_by") or []]
+    data = StoredTaskData(lineage, artifact_store, dataset_version)
+    with engine_failures():
+        engine = engines.engine(dataset_version.task)
+        engine.refuse({"escape_budget": config.max_escape_rate != ValidationConfig.model_fields["max_escape_rate"].default})
+        evaluation = engine.evaluate(trained_model, hyperparameter_search, data, config, engines.machine(context.log))
+    report = report_frame(
+        model=trained_model,
+        dataset=dataset_version,
+        partition=context.partition_key,
+        config=config,
+        notes=evaluation.notes,
+        training=evaluation.training,
+        **evaluation.sections,
+    )
+    if cross_validation.summary is not None:
+        report["cv"] = dict(cross_validation.summary)
+    gallery, test_rows, val_rows = evaluation.gallery, evaluation.test_rows, evaluation.val_rows
     named = [(report["worst_errors"], test_rows)]
-    if report.get("threshold_set_by"):  # classification with a good class: validation images
+    if report.get("threshold_set_by") and val_rows is not None:  # the validation images that set the threshold
         named.append((report["threshold_set_by"], val_rows))
     for entries, rows in named:
         for entry in entries:
@@ -284,8 +186,8 @@ def validation_report(
     with scratch_dir(artifact_store.root_path(), "report") as work:
         html_path = work / f"{json_artifact.sha256}.html"
         render_report_html(
-            report, gallery_images=gallery, out_path=html_path, search_plots=plots, threshold_images=threshold_images,
-            suspicious_images=suspicious_images,
+            report, gallery_images=gallery, out_path=html_path, search_plots=plots,
+            threshold_images=evaluation.threshold_images, suspicious_images=evaluation.suspicious_images,
         )
         html_artifact = artifact_store.put_file(html_path, kind="reports", suffix=".html")
     report_id = f"report:{json_artifact.sha256}"
@@ -310,9 +212,8 @@ def validation_report(
         release_passed=report["release"]["passed"],
         release_failures=tuple(report["release"]["failures"]),
         task_metrics=(
-            {f"test_{key}": test.get(key) for key in ("image_auroc", "pixel_auroc", "pro")}
-            | {"threshold_rule": report.get("threshold_rule")}
-            if dataset_version.task == "anomaly"
+            {f"test_{key}": test.get(key) for key in engine.headline_keys} | {"threshold_rule": report.get("threshold_rule")}
+            if engine.headline_keys
             else {}
         ),
     )
@@ -328,7 +229,7 @@ def validation_report(
         "false_reject_rate": handle.false_reject_rate,
         "escape_rate": handle.escape_rate,
         "threshold": handle.threshold,
-        **{key: test.get(key) for key in ("image_auroc", "pixel_auroc", "pro") if key in test},
+        **{key: test.get(key) for key in engine.headline_keys if key in test},
     }
     yield dg.Output(
         handle,

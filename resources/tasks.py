@@ -1,11 +1,13 @@
-"""The task seam: one graph for every inspection task, a task engine behind it for what differs.
+"""The task seam: one graph for every inspection task, one engine per task behind it.
 
-The assets (``raw_images → annotations → dataset_version → augmented_set → trained_model →
-validation_report → exported_model → registered_model → deployment``) are written once. Each asked
-the engine of its variant's task (:func:`engine_for`) for what differs by task:
+The assets (``raw_images → annotations → dataset_version → augmented_set → hyperparameter_search →
+trained_model → validation_report → exported_model → registered_model → deployment``) are written
+once and only orchestrate: they load handles, ask the variant's engine (:func:`engine_for`) for the
+work that differs by task, store artifacts, record lineage and yield checks. An engine lives in its
+task's package (``resources/<task>/engine.py``) and answers:
 
 =========  ======================================  =========================  ==========================
-task       labels                                  metric keys                device output
+task       labels                                  headline keys              device output
 =========  ======================================  =========================  ==========================
 classify   class per image                         accuracy, per_class        class scores
 anomaly    good-only training; masks for test      image_auroc, pixel_auroc   score + anomaly map
@@ -15,51 +17,103 @@ ocr        text fields + rules                     field_accuracy, cer        te
 =========  ======================================  =========================  ==========================
 
 Every task also reports the image-level false-reject and escape rates at a calibrated threshold
-(``resources.reporting.metrics``): that part is shared. What an engine owns: its label schema and
-the variant checks that follow from it, the split's stratification key, what augmentation must
-transform with the image, training (the ``trainer`` resource of its kind), the metrics and report
-sections, the export graph and its parity rule, and the device's post-processing and decision
-(``edge_sync.agent.AGENT_TASKS`` says which tasks a device runs; a manifest for another is refused).
+(``resources.reporting.metrics``), the report frame, handles, lineage and checks: that part is the
+assets' and is written once. What an engine owns: which run options it supports (one refusal for
+all, :meth:`TaskEngine.refusals`), its label rules and split key, its recipe and fit, inference and
+its report sections on validation and test, its release rules, its export with parity, and the
+decision fields its device decoder needs (``edge_sync.contract.decoders``).
 
-Classification and anomaly detection have engines in this release; asking for another task fails
-with a message that says so, before anything is trained or registered. Where a step's work differs
-wholly by task (training vs fitting, the report's sections, the export graph), the asset asks the
-engine's ``task`` and calls that task's package (``resources.classify`` / ``resources.anomaly``);
-the asset, its inputs, lineage and handles stay one.
+Adding a task: its package with an ``engine.py``, one line in :data:`_ENGINE_CLASSES`, one decoder
+line on the device side, and its label format.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from edge_sync.contract import Task
+from resources.engine_io import (
+    BatchFiles,
+    BatchLabels,
+    EngineMachine,
+    Evaluation,
+    ExportOutcome,
+    FitOutcome,
+    ModelRecord,
+    RecipeOutcome,
+    RecipeRecord,
+    TaskData,
+)
 from resources.errors import MfgVisionError
 
-__all__ = ["AnomalyEngine", "ClassifyEngine", "TaskEngine", "UnsupportedTask", "engine_for", "supported_tasks"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "OPTIONS",
+    "DeviceFieldsRefused",
+    "OptionRefused",
+    "TaskEngine",
+    "UnsupportedTask",
+    "engine_for",
+    "supported_tasks",
+]
 
 AugmentTarget = Literal["image", "boxes", "masks", "text"]
+
+# The run options a task may not support, with the flag `mfgv onboard` takes and the config field a
+# run from the UI or a sensor sets: one refusal names both, wherever the run was started.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "hpo_trials": ("--hpo-trials", "RecipeConfig.hpo_trials"),
+    "hpo_minutes": ("--hpo-minutes", "RecipeConfig.hpo_minutes"),
+    "folds": ("--cv-folds", "CrossValidationConfig.folds"),
+    "epochs": ("--epochs", "RecipeConfig.epochs"),
+    "escape_budget": ("--escape-budget", "ValidationConfig.max_escape_rate"),
+    "int8": ("--int8", "ExportConfig.int8"),
+    "augment_copies": ("--augment-copies", "AugmentConfig.copies_per_image"),
+}
 
 
 class UnsupportedTask(MfgVisionError, ValueError):
     """The task is unknown, or known but without an engine in this release."""
 
 
+class OptionRefused(MfgVisionError, ValueError):
+    """A run option the variant's task does not support in this release."""
+
+
+class DeviceFieldsRefused(MfgVisionError, ValueError):
+    """The model's calibrated decision cannot be written for its device (e.g. no positive threshold)."""
+
+
 class TaskEngine(ABC):
-    """What differs by task. One instance per task, stateless; the assets call it."""
+    """What differs by task. One instance per task; the machine it runs on is passed per call."""
 
     task: ClassVar[Task]
     labels: ClassVar[str]
     """What one label is, in words (for messages and the report)."""
-    metric_keys: ClassVar[tuple[str, ...]]
-    """The task's headline figures in the validation report, besides the shared decision rates."""
+    headline_keys: ClassVar[tuple[str, ...]] = ()
+    """The task's own figures of a split section that the report handle, the asset's metadata and
+    the summary carry, besides the shared accuracy and decision rates."""
     augment_targets: ClassVar[tuple[AugmentTarget, ...]]
     """What augmentation must transform together with the image."""
     device_output: ClassVar[str]
     """What the deployed model returns to the device, in words."""
     default_input_size: ClassVar[int | None] = None
     """The model's input side when the user sets none (None: chosen from the data)."""
+    labels_carry_more_than_class: ClassVar[bool] = False
+    """Whether a label is more than its class (masks, boxes, text): the dataset id then includes the
+    annotation set's id, since the same classes can come with other geometry."""
+    label_file_suffixes: ClassVar[frozenset[str]] = frozenset()
+    """Label files of this task's formats that land beside the images (``resources.data.ingest``)."""
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    """Run options (keys of :data:`OPTIONS`) this task does not support, each with why."""
+
+    # ---- data side ----------------------------------------------------------------------------
 
     def train_labels(self, good_class: str | None) -> frozenset[str] | None:
         """The labels the training split may hold (None: every label). A split moves the rest out."""
@@ -69,85 +123,124 @@ class TaskEngine(ABC):
     def variant_problems(self, classes: Sequence[str], good_class: str | None) -> list[str]:
         """Why a variant's taxonomy cannot be trained for this task (empty when it can)."""
 
-    @abstractmethod
+    def batch_labels(self, files: BatchFiles, label_format: str, good_class: str | None) -> BatchLabels | None:
+        """This task's labels of one batch when its label format is its own (boxes, text); None
+        for the platform's class-label formats (folders, labels.csv, COCO categories, MVTec)."""
+        return None
+
+    def dataset_labels(self, data_dir: Path, label_format: str, good_class: str | None) -> "pd.DataFrame | None":
+        """Each image's label (``rel_path``, ``label``) of a dataset folder in this task's own label
+        format, for the checks `mfgv onboard` makes before landing it; None for the platform's
+        class-label formats."""
+        return None
+
     def stratify_key(self, label: str) -> str:
         """The key a split and the folds stratify on, from one item's consensus label."""
+        return label
+
+    # ---- options ------------------------------------------------------------------------------
+
+    def refusals(self, asked: Mapping[str, bool], *, cli: bool = False) -> list[str]:
+        """One message per run option that was asked for (``asked[option]`` true) and that this
+        task does not support; the same words for `mfgv onboard` (``cli``) and for a run started from
+        the UI or a sensor."""
+        messages = []
+        for option, why in self.unsupported.items():
+            if asked.get(option):
+                flag, field = OPTIONS[option]
+                where = f"with --task {self.task.value}" if cli else f"for the {self.task.value} task"
+                messages.append(f"{flag if cli else field}: not available {where} in this release ({why})")
+        return messages
+
+    def refuse(self, asked: Mapping[str, bool], *, cli: bool = False) -> None:
+        """Raise :class:`OptionRefused` naming every refused option, or return."""
+        if messages := self.refusals(asked, cli=cli):
+            raise OptionRefused("; ".join(messages) + "; drop or reset it for this variant")
+
+    # ---- preflight (before anything lands) ------------------------------------------------------
+
+    def preflight(self, options: Mapping[str, Any], n_classes: int) -> dict[str, Any]:
+        """Refuse a start that cannot work (unknown backbone, a weights file that does not fit)
+        before data lands (raises ``resources.preflight.PreflightError``); returns the recipe fields
+        it settled (e.g. the backbone chosen). ``options`` holds RecipeConfig's fields."""
+        return {}
+
+    # ---- the steps ----------------------------------------------------------------------------
 
     @abstractmethod
-    def metrics(
-        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
+    def recipe(self, options: Mapping[str, Any], data: TaskData, machine: EngineMachine) -> RecipeOutcome:
+        """The settings the model is fitted with: ``options`` are RecipeConfig's fields (seed resolved)."""
+
+    @abstractmethod
+    def fit(self, recipe: RecipeRecord, data: TaskData, machine: EngineMachine, *, reuse_search_weights: bool) -> FitOutcome:
+        """The model, fitted with the recipe on the training split (checkpoint as bytes or a stored artifact)."""
+
+    def cross_validate(
+        self, recipe: RecipeRecord, data: TaskData, machine: EngineMachine, *, folds: int, seed: int
     ) -> dict[str, Any]:
-        """The task's figures on one split from the model's per-image outputs."""
+        """The recipe refitted on ``folds`` folds of train + val: the summary the report shows."""
+        raise OptionRefused(f"cross-validation is not available for the {self.task.value} task")
 
+    @abstractmethod
+    def evaluate(self, model: ModelRecord, recipe: RecipeRecord, data: TaskData, config: Any, machine: EngineMachine) -> Evaluation:
+        """The threshold from validation and the figures on test, as report sections, with the
+        images the HTML report shows."""
 
-class ClassifyEngine(TaskEngine):
-    """Image classification: one class per image, a good class optional."""
-
-    task = Task.CLASSIFY
-    labels = "one class per image"
-    metric_keys = ("accuracy", "per_class")
-    augment_targets = ("image",)
-    device_output = "class scores"
-
-    def variant_problems(self, classes: Sequence[str], good_class: str | None) -> list[str]:
-        problems = []
-        if len(classes) < 2:
-            problems.append(
-                f"{len(classes)} class(es) ({', '.join(classes) or 'none'}); a classifier needs at least two classes"
-            )
-        return problems
-
-    def stratify_key(self, label: str) -> str:
-        return label
-
-    def metrics(
-        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
-    ) -> dict[str, Any]:
-        from resources.reporting.metrics import classification_metrics
-
-        return classification_metrics(y_true, probabilities, classes)
-
-
-class AnomalyEngine(TaskEngine):
-    """Anomaly detection from good parts only: fitted on good images, a score and a map per image.
-
-    Defect types are labels of validation and test images only (they calibrate the threshold and
-    measure escapes); masks, where the layout has them, give the pixel metrics."""
-
-    task = Task.ANOMALY
-    labels = "good, or the defect type (validation and test only), with an optional defect mask"
-    metric_keys = ("image_auroc", "pixel_auroc", "pro")
-    augment_targets = ("image", "masks")
-    device_output = "anomaly score + anomaly map"
-    default_input_size = 224  # the bundled backbones' stage-3/4 features need it; measured in BENCHMARKS.md
-
-    def variant_problems(self, classes: Sequence[str], good_class: str | None) -> list[str]:
-        if good_class is None:
-            return ["an anomaly detector learns from good parts: name their class (--good-class, 'good' for --format mvtec)"]
+    def release_problems(self, report: Mapping[str, Any], config: Any) -> list[str]:
+        """The task's own release rules, besides the shared accuracy and escape-rate limits."""
         return []
 
-    def stratify_key(self, label: str) -> str:
-        return label
+    @abstractmethod
+    def export(
+        self,
+        model: ModelRecord,
+        threshold: float | None,
+        data: TaskData,
+        config: Any,
+        out_dir: Path,
+        package_manifest: dict[str, Any],
+        machine: EngineMachine,
+    ) -> ExportOutcome:
+        """Write the deployable package into ``out_dir`` (``package_manifest`` holds the fields every
+        task's package manifest carries) and check the runtimes against the fitted model."""
 
-    def train_labels(self, good_class: str | None) -> frozenset[str] | None:
-        return frozenset({good_class}) if good_class is not None else frozenset()
+    def device_fields(self, threshold: float | None) -> dict[str, Any]:
+        """The deployment manifest's decision fields (schema, the ``decoder`` block) from the
+        calibrated threshold, as this task's device decoder defines them (``edge_sync.contract.decoders``)."""
+        from edge_sync.contract.decoders import decoder_for
+
+        try:
+            return decoder_for(self.task).manifest_fields(threshold)
+        except ValueError as exc:
+            raise DeviceFieldsRefused(str(exc)) from exc
+
+    def device_scores(self, report: Mapping[str, Any]) -> list[float]:
+        """The report's test defect scores in the device's units (for the baseline histogram)."""
+        from edge_sync.contract.decoders import decoder_for
+
+        raw = report["test"].get("defect_scores") or []
+        threshold = (report.get("threshold") or {}).get("threshold")
+        return decoder_for(self.task).device_scores(raw, self.device_fields(threshold)) if raw else []
 
     def metrics(
-        self, y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], good_class: str | None = None
+        self, y_true: np.ndarray, outputs: np.ndarray, classes: Sequence[str], good_class: str | None = None
     ) -> dict[str, Any]:
-        """Image-level figures from the image scores (``probabilities`` is 1-D here); the pixel
-        metrics need the maps and masks and are added by ``resources.anomaly.evaluation``."""
-        from resources.anomaly.evaluation import image_level_metrics
-
-        return image_level_metrics(np.asarray(y_true), np.asarray(probabilities), classes, good_class)
+        """The task's figures on one split from the model's per-image outputs."""
+        raise NotImplementedError(f"the {self.task.value} engine computes its figures in evaluate()")
 
 
-_ENGINES: dict[Task, TaskEngine] = {Task.CLASSIFY: ClassifyEngine(), Task.ANOMALY: AnomalyEngine()}
+# One line per task: (module, class). Imported when first asked for, so loading the definitions
+# imports no task's heavy libraries.
+_ENGINE_CLASSES: dict[Task, tuple[str, str]] = {
+    Task.CLASSIFY: ("resources.classify.engine", "ClassifyEngine"),
+    Task.ANOMALY: ("resources.anomaly.engine", "AnomalyEngine"),
+}
+_ENGINES: dict[Task, TaskEngine] = {}
 
 
 def supported_tasks() -> tuple[str, ...]:
     """The tasks this platform can train, deploy and report on now."""
-    return tuple(task.value for task in _ENGINES)
+    return tuple(task.value for task in _ENGINE_CLASSES)
 
 
 def engine_for(task: str | Task) -> TaskEngine:
@@ -158,10 +251,12 @@ def engine_for(task: str | Task) -> TaskEngine:
         raise UnsupportedTask(
             f"task {task!r} is unknown; the platform's tasks are {', '.join(t.value for t in Task)}"
         ) from None
-    engine = _ENGINES.get(known)
-    if engine is None:
+    if known not in _ENGINE_CLASSES:
         raise UnsupportedTask(
             f"task {known.value!r} has no engine in this release (it is planned); supported now: "
             f"{', '.join(supported_tasks())}"
         )
-    return engine
+    if known not in _ENGINES:
+        module, name = _ENGINE_CLASSES[known]
+        _ENGINES[known] = getattr(import_module(module), name)()
+    return _ENGINES[known]

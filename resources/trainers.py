@@ -1,27 +1,23 @@
-"""Trainer resources: the abstract :class:`Trainer` the training assets annotate, one implementation per task.
+"""The classifier trainer the classification engine calls: train on arrays, predict with a checkpoint.
 
-The engines live in their task's package (``resources.classify.trainer``); a resource holds the
-machine-level settings (threads). Assets depend on :class:`Trainer` only, so a task plugs in its own
-trainer and a test binds a small fake one under the same ``trainer`` key.
+:class:`Trainer` is the seam the search, the folds and the fit use, so a test can hand the engine a
+small fake one (``ClassifyEngine(trainer=...)``) and run the graph's plumbing without training.
 """
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import dagster as dg
 import numpy as np
-from pydantic import Field
 
 if TYPE_CHECKING:
-    from resources.anomaly.detector import AnomalySettings, FitResult
-    from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+    from resources.models.train_settings import EpochRecord, TrainResult, TrainSettings
 
-__all__ = ["AnomalyTrainer", "ClassificationTrainer", "Trainer"]
+__all__ = ["ClassificationTrainer", "Trainer"]
 
 
-class Trainer(dg.ConfigurableResource, ABC):
-    """What the search, the folds and the training asset need: train on arrays, predict with a checkpoint."""
+class Trainer(ABC):
+    """What the search, the folds and the fit need: train on arrays, predict with a checkpoint."""
 
     @abstractmethod
     def train(
@@ -44,9 +40,11 @@ class Trainer(dg.ConfigurableResource, ABC):
 
 
 class ClassificationTrainer(Trainer):
-    """Trains timm image classifiers on the CPU (or a GPU when torch sees one)."""
+    """Trains timm image classifiers with ``num_threads`` CPU threads on ``device`` ('cpu' or 'cuda')."""
 
-    num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads used for training")
+    def __init__(self, num_threads: int = 2, device: str = "cpu") -> None:
+        self.num_threads = num_threads
+        self.device = device
 
     def train(
         self,
@@ -73,6 +71,7 @@ class ClassificationTrainer(Trainer):
             on_epoch=on_epoch,
             good_class=good_class,
             require_learning=require_learning,
+            device=self.device,
         )
 
     def predict(self, checkpoint: bytes, images: np.ndarray) -> np.ndarray:
@@ -80,28 +79,3 @@ class ClassificationTrainer(Trainer):
         from resources.classify.model import load_inference_model, predict_proba
 
         return predict_proba(load_inference_model(checkpoint), images)
-
-
-class AnomalyTrainer(dg.ConfigurableResource):
-    """Fits the anomaly task's detector on good images (``resources.anomaly``): a feature memory
-    bank, not gradient training, so it has its own resource and settings."""
-
-    num_threads: int = Field(2, ge=1, le=256, description="torch CPU threads used for fitting and scoring")
-
-    def fit(self, good_images: np.ndarray, settings: "AnomalySettings") -> "FitResult":
-        from resources.anomaly.detector import fit_detector
-
-        return fit_detector(good_images, settings.model_copy(update={"num_threads": self.num_threads}))
-
-    def score(self, checkpoint: bytes, images: np.ndarray, keep_maps: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """Anomaly maps (or None) and image scores of a checkpoint's detector."""
-        import torch
-
-        from resources.anomaly.detector import load_detector, score_images
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            return score_images(load_detector(checkpoint), images, keep_maps=keep_maps)
-        finally:
-            torch.set_num_threads(previous)

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from mfg_assets.jobs import anomaly_job, classify_job, job_for_task
+from mfg_assets.jobs import TASK_JOBS, job_for_task
 from mfg_assets.partitions import line_variant_partitions
 from resources.data.variants import VariantRefused, run_config_path, split_partition_key
 from resources.landing import LandingZone, find_complete_batches, invalid_folders
@@ -31,7 +31,7 @@ def _saved_at(lineage: LineageStore, partition: str) -> str:
 
 
 @dg.sensor(
-    jobs=[classify_job, anomaly_job],
+    jobs=list(TASK_JOBS.values()),
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new line/variant partitions and requests a run for each one with new complete batches.",

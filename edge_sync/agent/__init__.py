@@ -5,8 +5,8 @@ One agent runs on each inspection device beside a line camera. Its loop (:meth:`
 1. **sync**: ask the server for the line's signed manifest; verify the ed25519 signature and the
    schema version *before* downloading anything; download every file of the package resumably
    (``Range`` from the bytes already on disk), check each file's size and sha256, load the model and
-   run the package's self-test (``selftest.npz``: the platform's own torch probabilities on a few
-   images); only then switch atomically (rename ``models/<version>.partial`` to
+   run the package's self-test (``selftest.npz``: the platform's own torch outputs on a few images,
+   judged by the task's decoder); only then switch atomically (rename ``models/<version>.partial`` to
    ``models/<version>`` and replace ``active.json``). Whatever fails, the model that was running
    keeps running: the device never has a half-written or unverified model active.
 2. **inspect**: decide every new image in the camera folder, append the decision to
@@ -48,15 +48,13 @@ from edge_sync.agent.core import EdgeAgent
 from edge_sync.agent.errors import AgentError, DownloadError, DownloadInterrupted, SelfTestFailed, VerificationError
 from edge_sync.agent.feedback import FEEDBACK_OUTBOX_DIR, VERDICTS
 from edge_sync.agent.inspector import Decision
-from edge_sync.agent.installer import ACTIVE_FILE, FP32_SELFTEST_TOLERANCE, INT8_MIN_AGREEMENT
+from edge_sync.agent.installer import ACTIVE_FILE
 from edge_sync.contract import SELFTEST_FILE
 
 __all__ = [
     "ACTIVE_FILE",
     "AGENT_TASKS",
     "FEEDBACK_OUTBOX_DIR",
-    "FP32_SELFTEST_TOLERANCE",
-    "INT8_MIN_AGREEMENT",
     "SELFTEST_FILE",
     "VERDICTS",
     "AgentConfig",

@@ -7,14 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from edge_sync.contract import MAX_WINDOW_COUNT, NAME, Task
+from edge_sync.contract import DECODERS, MAX_WINDOW_COUNT, NAME, Task
 
 __all__ = ["AGENT_TASKS", "AgentConfig", "SyncOutcome", "SyncStatus", "utc_now"]
 
 SyncStatus = Literal["up_to_date", "activated", "hold", "no_deployment", "refused", "server_unreachable"]
 
-AGENT_TASKS: frozenset[Task] = frozenset({Task.CLASSIFY, Task.ANOMALY})
-"""The tasks this agent can run; a manifest for another task is refused before any download."""
+AGENT_TASKS: frozenset[Task] = frozenset(DECODERS)
+"""The tasks this agent can run (those with a decoder); a manifest for another task is refused before
+any download."""
 
 
 def utc_now() -> datetime:

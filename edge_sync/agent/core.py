@@ -28,12 +28,18 @@ from edge_sync.agent.errors import (
     VerificationError,
 )
 from edge_sync.agent.feedback import DECISIONS_FILE, PROCESSED_DIR, FeedbackLog, read_feedback_entry
-from edge_sync.agent.anomaly import anomaly_raw_score, decide_anomaly
 from edge_sync.agent.inspector import Decision, UnusableImage, decide, decode_image, pending_images
 from edge_sync.agent.installer import Installed, Installer
 from edge_sync.agent.outbox import Entry, Outbox
 from edge_sync.agent.windows import OpenWindow, StateFile, closed_window, count_decision, new_window
-from edge_sync.contract import ContractError, MetricWindow, SignedManifest, Task, is_hold_payload, load_public_key
+from edge_sync.contract import (
+    ContractError,
+    MetricWindow,
+    SignedManifest,
+    decoder_for,
+    is_hold_payload,
+    load_public_key,
+)
 from edge_sync.durable import move_unique, write_atomic
 from edge_sync.inference import InferenceError
 
@@ -361,6 +367,7 @@ class EdgeAgent:
                     self._waiting_logged = True
                 return []
             self._waiting_logged = False
+            decoder = decoder_for(active.manifest.task)  # the installer ran only tasks with a decoder
             decisions: list[Decision] = []
             try:
                 for path in pending:
@@ -373,18 +380,14 @@ class EdgeAgent:
                         logger.warning("%s disappeared before it was inspected (moved by another process?)", path)
                         continue
                     try:
-                        if active.manifest.task is Task.ANOMALY:
-                            output = anomaly_raw_score(active.predictor, pixels)
-                        else:
-                            output = active.predictor.predict(pixels[None])[0]
+                        outputs = decoder.run(active.predictor, pixels)
                     except InferenceError as exc:
                         raise AgentError(
                             f"model {active.version} failed on {path} ({exc}); the image stays in the camera "
                             "folder; roll back or redeploy if this repeats"
                         ) from exc
                     window = self._ensure_window(active)
-                    decide_task = decide_anomaly if active.manifest.task is Task.ANOMALY else decide
-                    decision = decide_task(path.name, output, brightness, active.manifest, window.window_id, self._now())
+                    decision = decide(path.name, outputs, brightness, active.manifest, window.window_id, self._now())
                     count_decision(
                         window, rejected=decision.rejected, defect_score=decision.defect_score, brightness=brightness
                     )

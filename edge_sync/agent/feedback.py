@@ -22,7 +22,7 @@ from typing import Any
 from edge_sync.agent.installer import Installed
 from edge_sync.agent.outbox import Entry
 from edge_sync.agent.windows import AgentState, OpenWindow
-from edge_sync.contract import DeploymentManifest, Task
+from edge_sync.contract import DeploymentManifest, decoder_for
 from edge_sync.durable import write_atomic
 
 __all__ = [
@@ -193,7 +193,9 @@ def read_feedback_entry(sidecar: Path) -> Entry:
 def feedback_label(
     manifest: DeploymentManifest, image: str, verdict: str, label: str | None, decision: dict[str, Any] | None
 ) -> tuple[str | None, str]:
-    """(label, "") for the image, or (None, why it cannot be labelled)."""
+    """(label, "") for the image, or (None, why it cannot be labelled). A confirmed defect without a
+    label takes what the device recorded, as the task's decoder maps it (a detector names no defect
+    type, so its operator must)."""
     if label is not None:
         return label, ""
     if verdict == "false_reject":
@@ -211,17 +213,7 @@ def feedback_label(
             f"'{image},confirmed_defect,<class>' to label it"
         )
     predicted = str(decision.get("predicted_class"))
-    if manifest.task is Task.ANOMALY:
-        return None, (
-            f"an anomaly model flags a part without naming its defect type; append '{image},confirmed_defect,<type>' "
-            f"with one of {[c for c in manifest.classes if c != manifest.good_class]}"
-        )
-    if predicted not in manifest.classes or predicted == manifest.good_class:
-        return None, (
-            f"the model predicted {predicted!r}, which is not a defect class of the active model; append "
-            f"'{image},confirmed_defect,<class>' to label it"
-        )
-    return predicted, ""
+    return decoder_for(manifest.task).confirmed_defect_label(manifest, image, predicted)
 
 
 def parse_feedback_line(raw: bytes) -> tuple[str | None, tuple[str, str, str | None] | None]:

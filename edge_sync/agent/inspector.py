@@ -1,5 +1,8 @@
 """Deciding one camera image: decode it as training did, score it, pass or reject it.
 
+How a model's outputs become a verdict is its task's decoder's business
+(:mod:`edge_sync.contract.decoders`); this module only records what the decoder said.
+
 The image is fitted to the model input by :func:`~edge_sync.contract.imaging.fit_to_input`, the
 function training used; its brightness is the mean of that model input
 (:func:`~edge_sync.contract.input_brightness`), the quantity the platform's baseline bins too.
@@ -8,6 +11,7 @@ the quarantined file; they never stop the loop.
 """
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edge_sync.contract import DeploymentManifest, InputSpec, input_brightness
+from edge_sync.contract import DeploymentManifest, InputSpec, decoder_for, input_brightness
 from edge_sync.contract.imaging import fit_to_input
 from edge_sync.inference import PIL_DECODE_ERRORS
 
@@ -41,10 +45,11 @@ class UnusableImage(Exception):
 class Decision:
     """The agent's decision on one image, as appended to ``decisions.jsonl``.
 
-    ``verdict`` is ``reject``/``pass`` for models with a good class (by threshold on the defect
-    score, or, without a threshold, by whether the top class is the good one) and ``recorded`` for
-    models without a good class, where only the class is recorded. ``brightness`` is the mean of the
-    model input.
+    ``verdict`` is ``reject``/``pass`` for models with a good class (as the task's decoder decides:
+    by threshold on the defect score, or, for a classifier without a threshold, by whether the top
+    class is the good one) and ``recorded`` for models without a good class, where only the class is
+    recorded. ``probabilities`` holds the decoder's audit numbers (class probabilities, or a raw
+    score). ``brightness`` is the mean of the model input.
     """
 
     image: str
@@ -120,34 +125,23 @@ def decode_image(path: Path, spec: InputSpec) -> tuple[np.ndarray, float]:
 
 def decide(
     image: str,
-    probabilities: np.ndarray,
+    outputs: Mapping[str, np.ndarray],
     brightness: float,
     manifest: DeploymentManifest,
     window_id: str,
     decided_at: datetime,
 ) -> Decision:
-    """Pass or reject one image from the model's class probabilities and the manifest's threshold."""
-    probs = np.asarray(probabilities, dtype=np.float64)
-    top = int(np.argmax(probs))
-    predicted = manifest.classes[top]
-    verdict: Literal["pass", "reject", "recorded"]
-    if manifest.good_class is not None:
-        score = 1.0 - float(probs[manifest.classes.index(manifest.good_class)])
-        if manifest.threshold is not None:
-            verdict = "reject" if score >= manifest.threshold else "pass"
-        else:
-            verdict = "pass" if predicted == manifest.good_class else "reject"
-    else:
-        score = 1.0 - float(probs[top])
-        verdict = "recorded"
+    """Pass or reject one image from the model's named outputs (as the task decoder's ``run`` gave
+    them), by the manifest's decision parameters."""
+    verdict = decoder_for(manifest.task).decode(outputs, manifest)
     return Decision(
         image=image,
         model_version=manifest.model_version,
         window_id=window_id,
-        predicted_class=predicted,
-        defect_score=min(max(score, 0.0), 1.0),
-        verdict=verdict,
-        probabilities=tuple(float(p) for p in probs),
+        predicted_class=verdict.label,
+        defect_score=verdict.defect_score,
+        verdict=verdict.outcome,
+        probabilities=verdict.detail,
         brightness=brightness,
         decided_at=decided_at,
     )

@@ -10,14 +10,12 @@ active. ``*.partial`` folders are never run.
 import logging
 import os
 import shutil
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_sync.agent.config import AGENT_TASKS
@@ -28,26 +26,21 @@ from edge_sync.contract import (
     ContractError,
     DeploymentManifest,
     HoldOrder,
+    SelfTestMismatch,
     SignedManifest,
-    Task,
+    decoder_for,
     package_layout_problem,
     verify_hold,
     verify_manifest,
 )
 from edge_sync.durable import fsync_dir, remove_tree, sha256_file, write_atomic
-from edge_sync.inference import InferenceError, ModelFormat, Predictor, load_predictor
+from edge_sync.inference import InferenceError, Predictor, load_predictor
 
-__all__ = ["ACTIVE_FILE", "FP32_SELFTEST_TOLERANCE", "INT8_MIN_AGREEMENT", "ActiveRecord", "Installed", "Installer"]
+__all__ = ["ACTIVE_FILE", "ActiveRecord", "Installed", "Installer", "self_test"]
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_FILE = "active.json"
-FP32_SELFTEST_TOLERANCE = 1e-3
-"""Largest accepted |p_device - p_torch| for FP32 formats; the platform's parity gate is tighter
-(1e-4), so this only catches a runtime that does not run the validated model (wrong file, FP16/bf16
-execution, a different runtime build), never honest rounding."""
-INT8_MIN_AGREEMENT = 0.9
-"""Share of self-test images on which an INT8 model must predict torch's class."""
 SIGNED_MANIFEST = "signed_manifest.json"
 
 
@@ -325,78 +318,11 @@ class Installer:
             ) from exc
 
 
-def read_selftest(path: Path, manifest: DeploymentManifest, reference: str) -> tuple[np.ndarray, np.ndarray]:
-    """The self-test's images (checked against the manifest's input) and its ``reference`` array
-    (the platform's outputs on them: ``probabilities`` or an anomaly model's ``scores``)."""
-    version = manifest.model_version
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images = np.asarray(data["images"])
-            expected = np.asarray(data[reference])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise SelfTestFailed(
-            f"model {version}: cannot read {SELFTEST_FILE} with arrays 'images' and {reference!r} ({exc})"
-        ) from exc
-    spec = manifest.input
-    want = (spec.height, spec.width, 3)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
-        raise SelfTestFailed(
-            f"model {version}: {SELFTEST_FILE} images must be uint8 N×{want[0]}×{want[1]}×3 with N >= 1, got "
-            f"{images.dtype} {images.shape}; regenerate the package's self-test"
-        )
-    return images, expected
-
-
 def self_test(predictor: Predictor, path: Path, manifest: DeploymentManifest) -> None:
-    """Run the package's self-test images and compare with the platform's torch probabilities.
-
-    FP32 formats must match within :data:`FP32_SELFTEST_TOLERANCE` and predict torch's class on every
-    image, except where torch itself scores the device's class within that tolerance of its top one
-    (a tie decided by rounding, the same exemption as the platform's parity check). INT8 must agree
-    on at least :data:`INT8_MIN_AGREEMENT` of the images.
-    """
-    if manifest.task is Task.ANOMALY:
-        from edge_sync.agent.anomaly import anomaly_self_test
-
-        anomaly_self_test(predictor, path, manifest)
-        return
-    version = manifest.model_version
-    images, expected = read_selftest(path, manifest, "probabilities")
-    n_classes = len(manifest.classes)
-    if expected.ndim != 2 or expected.shape != (len(images), n_classes) or not np.isfinite(expected).all():
-        raise SelfTestFailed(
-            f"model {version}: {SELFTEST_FILE} probabilities must be finite {len(images)}×{n_classes} "
-            f"(images × classes {list(manifest.classes)}), got {expected.shape}"
-        )
+    """Run the package's self-test (``path``) as the task's decoder judges it (each task compares its
+    own outputs with the platform's; see :mod:`edge_sync.contract.decoders`). Raises
+    :class:`SelfTestFailed` when the device does not run the validated model."""
     try:
-        got = predictor.predict(images)
-    except InferenceError as exc:
-        raise SelfTestFailed(f"model {version}: self-test inference failed: {exc}") from exc
-    if got.shape != expected.shape:
-        raise SelfTestFailed(
-            f"model {version}: the model returns {got.shape} probabilities for the self-test, the platform "
-            f"recorded {expected.shape}; the package's model and manifest do not belong together"
-        )
-    rows = np.arange(len(images))
-    reference_top = expected.argmax(axis=1)
-    device_top = got.argmax(axis=1)
-    if ModelFormat(manifest.model_format) is ModelFormat.ONNX_INT8:
-        agreement = float((reference_top == device_top).mean())
-        if agreement < INT8_MIN_AGREEMENT:
-            raise SelfTestFailed(
-                f"model {version} (onnx_int8): predicts torch's class on {agreement:.0%} of the {len(images)} "
-                f"self-test images, at least {INT8_MIN_AGREEMENT:.0%} required; the quantised model does not "
-                "run as validated on this device; keep the current model and report the device's CPU"
-            )
-        logger.info("self-test of %s passed: %.0f%% class agreement", version, agreement * 100)
-        return
-    difference = float(np.abs(got.astype(np.float64) - expected).max())
-    tie = expected[rows, device_top] >= expected[rows, reference_top] - FP32_SELFTEST_TOLERANCE
-    disagree = int(((reference_top != device_top) & ~tie).sum())
-    if difference > FP32_SELFTEST_TOLERANCE or disagree:
-        raise SelfTestFailed(
-            f"model {version} ({manifest.model_format}): self-test max |p_device - p_torch| = {difference:.2e} "
-            f"(limit {FP32_SELFTEST_TOLERANCE:.0e}), predicted class differs on {disagree} of {len(images)} "
-            "images; this device does not run the validated model; the current model keeps running"
-        )
-    logger.info("self-test of %s passed: max |diff| %.1e on %d images", version, difference, len(images))
+        decoder_for(manifest.task).self_test(predictor, path, manifest)
+    except (SelfTestMismatch, ContractError) as exc:
+        raise SelfTestFailed(str(exc)) from exc

@@ -6,20 +6,23 @@
 * :mod:`~edge_sync.contract.hold`: hold orders (run no model; parts go to manual inspection);
 * :mod:`~edge_sync.contract.signing`: ed25519 signatures over the manifest's canonical JSON;
 * :mod:`~edge_sync.contract.windows`: metric windows and how scores and brightness are binned;
-* :mod:`~edge_sync.contract.imaging`: how a decoded image becomes a model input.
+* :mod:`~edge_sync.contract.imaging`: how a decoded image becomes a model input;
+* :mod:`~edge_sync.contract.decoders`: one decoder per task (its manifest parameters, how its model
+  outputs become a verdict, its self-test); the only task-specific code of the device.
 
 The platform imports these to build what it sends; the device imports them to check what it gets.
 """
 
 from edge_sync.contract.hold import HOLD_KIND, HoldOrder, is_hold_payload
 from edge_sync.contract.manifest import (
+    DECODER_SCHEMA_VERSION,
     MAX_PACKAGE_PATH,
     MODEL_FORMATS,
-    ANOMALY_SCHEMA_VERSION,
     SCHEMA_VERSION,
     SELFTEST_FILE,
     SUPPORTED_SCHEMA_VERSIONS,
     ContractError,
+    DecoderBlock,
     DeploymentManifest,
     InputSpec,
     ModelFile,
@@ -28,7 +31,6 @@ from edge_sync.contract.manifest import (
     SignedManifest,
     Task,
     UnknownSchemaVersion,
-    anomaly_defect_score,
     package_layout_problem,
 )
 from edge_sync.contract.names import (
@@ -63,6 +65,9 @@ from edge_sync.contract.windows import (
     score_histogram,
 )
 
+# The decoders come last: they build on the manifest.
+from edge_sync.contract.decoders import DECODERS, Decoder, SelfTestMismatch, UnsupportedTask, Verdict, decoder_for  # noqa: E402
+
 __all__ = [
     "HOLD_KIND",
     "HoldOrder",
@@ -77,12 +82,15 @@ __all__ = [
     "MODEL_FORMATS",
     "MODEL_VERSION",
     "NAME",
-    "ANOMALY_SCHEMA_VERSION",
+    "DECODERS",
+    "DECODER_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "SCORE_BINS",
     "SELFTEST_FILE",
     "SUPPORTED_SCHEMA_VERSIONS",
     "ContractError",
+    "Decoder",
+    "DecoderBlock",
     "DeploymentManifest",
     "InputSpec",
     "InvalidName",
@@ -90,20 +98,23 @@ __all__ = [
     "ModelFile",
     "Ring",
     "SignatureInvalid",
+    "SelfTestMismatch",
     "SignedManifest",
     "Task",
     "UnknownSchemaVersion",
+    "UnsupportedTask",
+    "Verdict",
     "brightness_bin",
     "brightness_histogram",
     "canonical_json",
     "check_label",
     "check_model_version",
     "check_name",
+    "decoder_for",
     "generate_keypair",
     "input_brightness",
     "load_private_key",
     "load_public_key",
-    "anomaly_defect_score",
     "package_layout_problem",
     "score_bin",
     "score_histogram",

@@ -7,25 +7,33 @@ lives here, on the model itself where it can (a manifest that breaks one cannot 
 the two sides cannot drift.
 """
 
-import math
 from datetime import datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edge_sync.contract.names import MODEL_VERSION, NAME
 from edge_sync.errors import EdgeSyncError
 
 __all__ = [
+    "DECODER_SCHEMA_VERSION",
     "MAX_PACKAGE_PATH",
     "MODEL_FORMATS",
     "SCHEMA_VERSION",
     "SELFTEST_FILE",
     "SUPPORTED_SCHEMA_VERSIONS",
-    "ANOMALY_SCHEMA_VERSION",
     "ContractError",
+    "DecoderBlock",
     "DeploymentManifest",
     "InputSpec",
     "ModelFile",
@@ -34,17 +42,21 @@ __all__ = [
     "SignedManifest",
     "Task",
     "UnknownSchemaVersion",
-    "anomaly_defect_score",
     "package_layout_problem",
 ]
 
 # 2: InputSpec.resize (letterbox models). A version-1 manifest has no resize field and means squash;
 # an agent that knows only version 1 refuses version 2 with "update the edge agent".
-# 3: anomaly-detection models (task anomaly, score_scale). Classification manifests stay at 2, so an
-# agent that knows only 1 and 2 keeps running classifiers and refuses an anomaly model by its version.
+# 3: anomaly-detection models (task anomaly, score_scale; edge_sync.contract.decoders.anomaly).
+# Classification manifests stay at 2, so an agent that knows only 1 and 2 keeps running classifiers
+# and refuses an anomaly model by its version.
+# 4: the ``decoder`` block: the task decoder's own parameters (name, version, ...), validated by that
+# decoder and required to agree with the top-level fields, which stay for older logic. An agent that
+# knows only 1 to 3 refuses a version-4 manifest with "update the edge agent" and keeps its model.
+# SCHEMA_VERSION stays the default, so a manifest built without a decoder block still validates.
 SCHEMA_VERSION = 2
-ANOMALY_SCHEMA_VERSION = 3
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+DECODER_SCHEMA_VERSION = 4
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 MODEL_FORMATS = ("onnx", "openvino", "onnx_int8")
 """The files a deployment can tell devices to run (``DeploymentManifest.model_format``)."""
 SELFTEST_FILE = "selftest.npz"
@@ -75,6 +87,12 @@ class Task(StrEnum):
     SEGMENT = "segment"
     OCR = "ocr"
 
+    @classmethod
+    def unstated(cls) -> "Task":
+        """The task of a manifest that names none: manifests written before they named a task were all
+        classifiers', and callers that build one without a task still mean that."""
+        return cls.CLASSIFY
+
 
 class Ring(StrEnum):
     CANARY = "canary"
@@ -85,14 +103,19 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def anomaly_defect_score(raw_score: float, score_scale: float) -> float:
-    """An anomaly detector's defect score in [0, 1]: its raw image score over the manifest's
-    ``score_scale``, clipped. The platform sets the scale to twice the calibrated raw threshold, so
-    the threshold is 0.5 and the score histograms of every task share the bins over [0, 1]."""
-    raw, scale = float(raw_score), float(score_scale)
-    if not (math.isfinite(raw) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"anomaly score {raw} with score_scale {scale}: both must be finite and the scale positive")
-    return min(max(raw / scale, 0.0), 1.0)
+class DecoderBlock(BaseModel):
+    """A manifest's ``decoder`` block (schema 4): which decoder, which version of its block, and that
+    decoder's parameters as further keys. The task's decoder validates the parameters
+    (:mod:`edge_sync.contract.decoders`); here only the envelope is checked."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = Field(description="the task whose decoder reads the block; must be the manifest's task")
+    version: int = Field(ge=1, description="version of this decoder's block")
+
+    def params(self) -> dict[str, Any]:
+        """The decoder's parameters: every key besides ``name`` and ``version``."""
+        return dict(self.model_extra or {})
 
 
 class ModelFile(_Frozen):
@@ -121,7 +144,7 @@ class DeploymentManifest(_Frozen):
     deployment_id: str = Field(description="unique per deployment, e.g. line1-bracket-a-v2-canary-20261127T0412")
     line: str
     model_version: str
-    task: Task = Task.CLASSIFY
+    task: Task = Task.unstated()
     model_format: Literal["onnx", "openvino", "onnx_int8"] = Field(description="which file the device runs")
     model_path: str = Field(description="path inside the package of the model to load (OpenVINO: the .xml)")
     files: tuple[ModelFile, ...] = Field(description="every file of the package, all verified by sha256")
@@ -129,10 +152,14 @@ class DeploymentManifest(_Frozen):
     classes: tuple[str, ...]
     good_class: str | None = None
     threshold: float | None = Field(
-        None, description="reject when the defect score >= threshold (classify: 1 - P(good); anomaly: anomaly_defect_score)"
+        None, description="reject when the defect score >= threshold (the task's decoder defines the score)"
     )
     score_scale: float | None = Field(
-        None, gt=0.0, allow_inf_nan=False, description="anomaly only: the raw image score is divided by this for the defect score (schema 3)"
+        None, gt=0.0, allow_inf_nan=False,
+        description="for decoders that scale a raw score: the raw image score is divided by this (schema 3)",
+    )
+    decoder: DecoderBlock | None = Field(
+        None, description="schema 4: the task decoder's parameters; must agree with the top-level fields"
     )
     dataset_version: str
     ring: Ring = Ring.FLEET
@@ -149,27 +176,41 @@ class DeploymentManifest(_Frozen):
             )
         return value
 
+    @model_serializer(mode="wrap")
+    def _without_absent_decoder(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``decoder`` out when there is none, so a manifest without one serialises (and is
+        signed) byte for byte as before schema 4, and older agents still read it."""
+        data = handler(self)
+        if self.decoder is None:
+            data.pop("decoder", None)
+        return data
+
     @model_validator(mode="after")
     def _schema_features(self) -> "DeploymentManifest":
-        """What needs which schema version: letterbox input (2), anomaly models (3)."""
-        if self.task is Task.ANOMALY and (self.threshold is None or self.good_class is None):
-            raise ValueError(
-                "an anomaly model needs its threshold and good_class: a device decides by them; rebuild the manifest"
-            )
-        if (self.task is Task.ANOMALY) != (self.score_scale is not None):
-            raise ValueError(
-                f"task {self.task.value!r} with score_scale {self.score_scale}: an anomaly model needs its score_scale "
-                "and no other task has one; rebuild the manifest with the current platform"
-            )
-        if self.task is Task.ANOMALY and self.schema_version < ANOMALY_SCHEMA_VERSION:
-            raise ValueError(
-                f"an anomaly model needs manifest schema version {ANOMALY_SCHEMA_VERSION} (this one says "
-                f"{self.schema_version}); rebuild the manifest with the current platform"
-            )
+        """What needs which schema version: letterbox input (2), the task's fields (its decoder says
+        which version they need), the decoder block (4, and required from 4 on)."""
+        from edge_sync.contract.decoders import check_task_fields
+
+        check_task_fields(self)
         if self.schema_version < 2 and self.input.resize != "squash":
             raise ValueError(
                 f"input.resize {self.input.resize!r} needs manifest schema version 2 (this one says "
                 f"{self.schema_version}); rebuild the manifest with the current platform"
+            )
+        if self.decoder is not None and self.schema_version < DECODER_SCHEMA_VERSION:
+            raise ValueError(
+                f"a decoder block needs manifest schema version {DECODER_SCHEMA_VERSION} (this one says "
+                f"{self.schema_version}); rebuild the manifest with the current platform"
+            )
+        if self.decoder is None and self.schema_version >= DECODER_SCHEMA_VERSION:
+            raise ValueError(
+                f"manifest schema version {self.schema_version} needs its decoder block (the parameters of the "
+                f"{self.task.value!r} decoder); rebuild the manifest with the current platform"
+            )
+        if self.decoder is not None and self.decoder.name != self.task.value:
+            raise ValueError(
+                f"the decoder block is for {self.decoder.name!r} but the manifest's task is {self.task.value!r}; "
+                "rebuild the manifest with the current platform"
             )
         return self
 
@@ -194,6 +235,14 @@ class DeploymentManifest(_Frozen):
                 raise ValueError(
                     f"threshold must be in (0, 1] (reject when 1 - P(good) >= threshold), got {self.threshold}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _decoder_block(self) -> "DeploymentManifest":
+        """The task's decoder checks its block, once the fields it must agree with are known sound."""
+        from edge_sync.contract.decoders import check_decoder_block
+
+        check_decoder_block(self)
         return self
 
 

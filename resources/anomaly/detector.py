@@ -66,7 +66,7 @@ class AnomalySettings(BaseModel):
 
     backbone: str = Field(
         "mobilenetv2_100",
-        description="bundled ImageNet backbone (resources.classify.backbones), or 'none' with a weights file or a registered model",
+        description="bundled ImageNet backbone (resources.models.backbones), or 'none' with a weights file or a registered model",
     )
     arch: str | None = Field(
         None, description="timm architecture of pretrained_weights (default: the backbone's), set from init_checkpoint"
@@ -136,7 +136,7 @@ class AnomalySettings(BaseModel):
         """The timm architecture the backbone is built as."""
         if self.arch:
             return self.arch
-        from resources.classify.backbones import get_spec
+        from resources.models.backbones import get_spec
 
         return get_spec(self.backbone).timm_arch
 
@@ -183,8 +183,8 @@ def _build_net(settings: AnomalySettings, pretrained: bool) -> tuple["PatchCoreN
     import timm
 
     from resources.anomaly.network import BackboneBody, PatchCoreNet
-    from resources.classify.backbones import BackboneError
-    from resources.classify.model_init import WeightsError
+    from resources.models.backbones import BackboneError
+    from resources.models.model_init import WeightsError
 
     try:
         if pretrained:

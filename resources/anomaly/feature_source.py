@@ -10,7 +10,7 @@ backbone scores chance on magnetic tile). Three sources are offered, as the clas
   tuned to its own surfaces and defects.
 
 Both non-bundled sources are loaded and checked by the classifier's start code
-(:mod:`resources.classify.model_init`), so a missing file, a file of another architecture or an
+(:mod:`resources.models.model_init`), so a missing file, a file of another architecture or an
 unreadable checkpoint fails with the same message in both tasks.
 """
 
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from resources.classify.backbones import get_spec
-from resources.classify.model_init import registered_start
-from resources.classify.train_settings import SCRATCH
+from resources.models.backbones import get_spec
+from resources.models.model_init import registered_start
+from resources.models.train_settings import SCRATCH
 
 if TYPE_CHECKING:
     import torch
@@ -57,9 +57,9 @@ def resolve_feature_source(
 
 def pretrained_backbone(settings: "AnomalySettings") -> tuple["torch.nn.Module", list[float], list[float], dict[str, Any]]:
     """Model (no head), normalisation (0..255 pixel scale) and provenance of the settings' source."""
-    from resources.classify.backbones import load_backbone
-    from resources.classify.model_init import build_initial_model
-    from resources.classify.train_settings import TrainSettings
+    from resources.models.backbones import load_backbone
+    from resources.models.model_init import build_initial_model
+    from resources.models.train_settings import TrainSettings
 
     source = settings.weights_source()
     if source == "backbone":

@@ -22,10 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from resources.classify.train_settings import TrainResult, TrainSettings
+from resources.models.train_settings import TrainResult, TrainSettings
 from resources.errors import MfgVisionError
 
-__all__ = ["CrossValidationError", "CrossValidationOutcome", "check_folds_possible", "fold_indices", "run_cross_validation"]
+__all__ = [
+    "CrossValidationError",
+    "CrossValidationOutcome",
+    "check_folds_possible",
+    "cross_validate_recipe",
+    "fold_indices",
+    "run_cross_validation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +179,50 @@ def run_cross_validation(
         escape_rate_mean=escape_mean,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def cross_validate_recipe(
+    settings: dict[str, Any], data: Any, *, folds: int, seed: int, trainer: Any, log: Any
+) -> dict[str, Any]:
+    """The recipe's ``settings`` retrained on ``folds`` folds of a dataset version's train + val
+    (``data``: a ``resources.engine_io.TaskData``); the summary the report's cross-validation shows."""
+    from resources.data.images import load_rgb_batch
+
+    if folds == 1:
+        raise CrossValidationError("--cv-folds 1: cross-validation needs at least 2 folds (or 0 for none)")
+    train_settings = TrainSettings.model_validate(settings)
+    items = data.items()
+    pool = items[items["split"].isin(["train", "val"])].reset_index(drop=True)
+    check_folds_possible(list(pool["label"]), folds, groups=list(pool["group_id"]))
+    index = {name: i for i, name in enumerate(data.classes)}
+    labels = np.array([index[label] for label in pool["label"]], dtype=np.int64)
+    images = load_rgb_batch([data.store.path(p) for p in pool["artifact"]], train_settings.image_size, train_settings.resize)
+    log.info(
+        f"cross-validation: {folds} folds over {len(pool)} train + val images "
+        f"({pool['group_id'].nunique()} near-duplicate groups)"
+    )
+    outcome = run_cross_validation(
+        images=images,
+        labels=labels,
+        groups=pool["group_id"].to_numpy(),
+        classes=data.classes,
+        good_class=data.good_class,
+        settings=train_settings,
+        folds=folds,
+        seed=seed,
+        train=trainer.train,
+        predict=trainer.predict,
+        on_fold=lambda r: log.info(f"fold {r['fold']}/{folds}: {r}"),
+    )
+    return {
+        "folds": outcome.folds,
+        "accuracy_mean": outcome.accuracy_mean,
+        "accuracy_std": outcome.accuracy_std,
+        "false_reject_rate_mean": outcome.false_reject_rate_mean,
+        "false_reject_rate_std": outcome.false_reject_rate_std,
+        "escape_rate_mean": outcome.escape_rate_mean,
+        "per_fold": outcome.per_fold,
+        "seconds": outcome.seconds,
+        "seed": seed,
+        "method": "StratifiedGroupKFold over train + val, groups = near-duplicate groups; test split untouched",
+    }

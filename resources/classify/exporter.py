@@ -57,6 +57,7 @@ from resources.artifact_store import sha256_file
 from resources.storage.scratch import scratch_dir
 from resources.settings import apply_offline_switches
 from resources.errors import MfgVisionError
+from resources.export_limits import PARITY_TOLERANCE
 
 if TYPE_CHECKING:
     import torch
@@ -78,8 +79,6 @@ logger = logging.getLogger(__name__)
 ExportFormat = ModelFormat
 """The platform's name for the formats; the same enum the device runtime uses, so values never drift."""
 
-PARITY_TOLERANCE = 1e-4
-"""Largest accepted |p_torch - p_runtime| on softmax probabilities; measured in the module docstring."""
 
 FP32_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
 """Formats that must reproduce torch's numbers; INT8 is judged on accuracy, not parity."""

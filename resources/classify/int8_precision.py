@@ -25,6 +25,7 @@ import numpy as np
 from resources.classify.exporter import ExportError, prepare_for_quantisation, quantize_onnx_int8
 from resources.classify.parity import predict_in_batches
 from resources.storage.scratch import scratch_dir
+from resources.export_limits import INT8_MAX_DISAGREEMENT
 
 __all__ = [
     "INT8_MAX_DISAGREEMENT",
@@ -37,8 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INT8_MAX_DISAGREEMENT = 0.005
-"""Default share of held-out images on which INT8 may decide unlike FP32 (the export config's default too)."""
 
 
 @dataclass(frozen=True)

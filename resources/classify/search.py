@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+from resources.models.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.classify.trainer import TrainingDidNotLearn, selection_key
 
 __all__ = [

@@ -15,7 +15,13 @@ import pandas as pd
 from resources.artifact_store import ArtifactStore
 from resources.landing import SIDECAR_FILES, LandingBatch
 
-__all__ = ["METADATA_COLUMNS", "PART_ID_ALIASES", "BatchIngest", "ingest_batch"]
+__all__ = ["LABEL_FILE_SUFFIXES", "METADATA_COLUMNS", "PART_ID_ALIASES", "BatchIngest", "ingest_batch"]
+
+LABEL_FILE_SUFFIXES = frozenset({".txt", ".xml", ".yaml", ".yml", ".json"})
+"""Suffixes a label format with one file per image (or a folder of them) may use: YOLO
+``labels/*.txt`` with ``data.yaml`` or ``classes.txt``, Pascal VOC ``Annotations/*.xml``, a COCO JSON
+beside the images. A task's engine names the ones its formats read (``TaskEngine.label_file_suffixes``);
+only those are kept as sidecars, under their path in the batch; elsewhere such a file is not an image."""
 
 METADATA_COLUMNS = ("camera", "shift", "lighting", "capture_time")
 PART_ID_ALIASES = ("part_id", "serial")
@@ -78,8 +84,10 @@ def ingest_batch(
     known_hashes: set[str],
     max_pixels: int,
     run_id: str,
+    label_suffixes: frozenset[str] = frozenset(),
 ) -> BatchIngest:
-    """Check, store and describe every file of one batch; quarantine what cannot be used."""
+    """Check, store and describe every file of one batch; quarantine what cannot be used. Files
+    whose suffix is in ``label_suffixes`` are label files of the variant's task: kept as sidecars."""
     from resources.data.images import ImageRejected, inspect_image, perceptual_hash
 
     result = BatchIngest()
@@ -130,6 +138,10 @@ def ingest_batch(
                 f"{batch.batch_id}/{rel_path}: hidden file skipped (editor and OS artefacts start with '.'); "
                 "rename it without the dot to ingest it"
             )
+            continue
+        if path.suffix.lower() in label_suffixes:
+            stored = store.put_file(path, kind="sidecars", suffix=path.suffix.lower())
+            result.sidecars[rel_path] = stored.model_dump()
             continue
         try:
             facts = inspect_image(path, max_pixels=max_pixels)

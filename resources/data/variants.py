@@ -194,7 +194,21 @@ def load_run_config(line: str, variant: str, home: Path | None = None) -> dict[s
         ) from exc
     if not isinstance(loaded, dict):
         raise VariantRefused(f"{path}: the variant's saved run config must be a JSON object; rerun `mfgv onboard` for {line}/{variant}")
-    return loaded
+    return _renamed_fields(loaded)
+
+
+# Recipe fields saved under an older name: read under the current one, so a variant onboarded before
+# the rename keeps its choices (the file itself is left as it was written).
+_RENAMED_RECIPE_FIELDS = {"anomaly": "task_settings"}
+
+
+def _renamed_fields(config: dict[str, Any]) -> dict[str, Any]:
+    recipe = ((config.get("ops") or {}).get("hyperparameter_search") or {}).get("config")
+    if isinstance(recipe, dict):
+        for old, new in _RENAMED_RECIPE_FIELDS.items():
+            if old in recipe and new not in recipe:
+                recipe[new] = recipe.pop(old)
+    return config
 
 
 def load_variant(line: str, variant: str, home: Path | None = None) -> VariantSpec:

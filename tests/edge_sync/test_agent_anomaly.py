@@ -6,9 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sync.agent.anomaly import anomaly_self_test, decide_anomaly
 from edge_sync.agent.errors import SelfTestFailed
-from edge_sync.contract import ANOMALY_SCHEMA_VERSION, DeploymentManifest, InputSpec, ModelFile
+from edge_sync.agent.inspector import Decision, decide
+from edge_sync.agent.installer import self_test as anomaly_self_test  # the agent's self-test, by the task's decoder
+from edge_sync.contract import DeploymentManifest, InputSpec, ModelFile
+from edge_sync.contract.decoders.anomaly import ANOMALY_SCHEMA_VERSION
+
+
+def decide_anomaly(
+    image: str, raw_score: float, brightness: float, manifest: DeploymentManifest, window_id: str, decided_at: datetime
+) -> Decision:
+    """The agent's decision on a detector whose named ``score`` output is ``raw_score``."""
+    return decide(image, {"score": np.array([raw_score])}, brightness, manifest, window_id, decided_at)
 
 
 class FakeDetector:

@@ -82,7 +82,7 @@ def test_manifest_holds_its_decision_fields_to_the_classes() -> None:
 
 def test_tasks_are_one_list_and_an_unknown_task_is_refused() -> None:
     assert {t.value for t in Task} == {"classify", "anomaly", "detect", "segment", "ocr"}
-    assert _manifest(task="detect").task is Task.DETECT
+    assert _manifest(task="segment").task is Task.SEGMENT
     with pytest.raises(ValidationError, match="task"):
         _manifest(task="count")
 
@@ -126,12 +126,12 @@ def test_the_agent_refuses_a_manifest_for_a_task_it_cannot_run(tmp_path) -> None
     )
     files = (ModelFile(path="model.onnx", sha256="0" * 64, n_bytes=1), ModelFile(path="selftest.npz", sha256="1" * 64, n_bytes=1))
     installer.check_manifest(_manifest(files=files))
-    with pytest.raises(VerificationError, match="'detect' model; this agent runs anomaly, classify models only; update the edge agent"):
-        installer.check_manifest(_manifest(task="detect", files=files))
+    with pytest.raises(VerificationError, match="'segment' model; this agent runs anomaly, classify, detect models only; update the edge agent"):
+        installer.check_manifest(_manifest(task="segment", files=files))
 
 
 def test_an_anomaly_manifest_carries_its_score_scale_at_schema_3() -> None:
-    from edge_sync.contract import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
+    from edge_sync.contract.decoders.anomaly import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
 
     manifest = _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION, score_scale=6.0)
     assert manifest.score_scale == 6.0 and manifest.threshold == 0.5
@@ -145,7 +145,7 @@ def test_an_anomaly_manifest_carries_its_score_scale_at_schema_3() -> None:
 
 
 def test_an_anomaly_manifest_without_a_decision_or_with_a_broken_scale_is_refused() -> None:
-    from edge_sync.contract import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
+    from edge_sync.contract.decoders.anomaly import ANOMALY_SCHEMA_VERSION, anomaly_defect_score
 
     with pytest.raises(ValidationError, match="needs its threshold and good_class"):
         _manifest(task="anomaly", schema_version=ANOMALY_SCHEMA_VERSION, score_scale=6.0, threshold=None)

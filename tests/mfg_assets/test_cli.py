@@ -41,7 +41,7 @@ def test_every_platform_error_class_has_the_root() -> None:
     from mfg_assets.onboard import OnboardError
     from mfg_assets.onboard_checks import PreflightError
     from resources.data.sample_line import SampleLineError
-    from resources.classify.backbones import BackboneError
+    from resources.models.backbones import BackboneError
     from resources.classify.trainer import TrainingDidNotLearn
     from resources.classify.cross_validation import CrossValidationError
     from resources.edge import RollbackRefused
@@ -49,7 +49,7 @@ def test_every_platform_error_class_has_the_root() -> None:
     from resources.data.images import ImageRejected
     from resources.data.labels import LabelImportError
     from resources.lineage import LineageNotFound
-    from resources.classify.model_init import WeightsError
+    from resources.models.model_init import WeightsError
     from resources.data.variants import UnknownVariant
 
     for error in (

@@ -17,9 +17,12 @@ from mfg_assets.definitions import defs
 from mfg_assets.jobs import CLASSIFY_ASSETS
 from mfg_assets.onboard import OnboardRequest, _run_config, land_batch
 from mfg_assets.partitions import line_variant_partitions
-from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+from resources.models.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.data.variants import VariantSpec, partition_key, save_variant
+from resources.classify.engine import ClassifyEngine
+from resources.engines import Engines
 from resources.registry import ModelRegistry
+from resources.tasks import TaskEngine
 from resources.trainers import Trainer
 
 
@@ -41,7 +44,7 @@ class FakeTrainer(Trainer):
         import timm
         import torch
 
-        from resources.classify.model_init import checkpoint_bytes
+        from resources.models.model_init import checkpoint_bytes
 
         torch.manual_seed(settings.seed)
         model = timm.create_model(settings.timm_arch(), pretrained=False, num_classes=len(classes))
@@ -65,6 +68,14 @@ class FakeTrainer(Trainer):
         return predict_proba(load_inference_model(checkpoint), images)
 
 
+class FakeTrainerEngines(Engines):
+    """The ``engines`` resource with the classification engine's trainer replaced by :class:`FakeTrainer`."""
+
+    def engine(self, task: str) -> TaskEngine:
+        engine = super().engine(task)
+        return ClassifyEngine(trainer=FakeTrainer()) if isinstance(engine, ClassifyEngine) else engine
+
+
 def land_tiny_variant(mfg_home: Path, tiny_line: Path) -> str:
     """Register line1/bracket-a with the tiny line's classes (good class ``good``), land the tiny line as
     its batch, and return its partition key."""
@@ -83,7 +94,7 @@ def run_with_fake_trainer(instance: dg.DagsterInstance, key: str, tiny_line: Pat
     )
     instance.add_dynamic_partitions(line_variant_partitions.name, [key])
     assets = [a for a in defs.assets if a.key.to_user_string() in CLASSIFY_ASSETS]
-    resources = {**defs.resources, "trainer": FakeTrainer()}
+    resources = {**defs.resources, "engines": FakeTrainerEngines()}
     return dg.materialize(assets, resources=resources, instance=instance, partition_key=key, run_config=dg.RunConfig(ops=_run_config(request).ops))  # Dagster's console logger: an ephemeral job has no progress line
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 from mfg_assets.definitions import defs
 from mfg_assets.onboard import OnboardRequest, _run_config
 from mfg_assets.partitions import line_variant_partitions
-from tests.mfg_assets.test_graph_with_fake_trainer import FakeTrainer, land_tiny_variant
+from tests.mfg_assets.test_graph_with_fake_trainer import FakeTrainerEngines, land_tiny_variant
 
 
 UPSTREAM = ("raw_images", "annotations", "dataset_version", "augmented_set", "hyperparameter_search")
@@ -37,7 +37,7 @@ def test_a_run_without_config_takes_the_variants_saved_options_asset_by_asset(mf
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(line_variant_partitions.name, [key])
         assets = [a for a in defs.assets if a.key.to_user_string() in UPSTREAM]
-        resources = {**defs.resources, "trainer": FakeTrainer()}
+        resources = {**defs.resources, "engines": FakeTrainerEngines()}
         saved = dg.materialize(assets, resources=resources, instance=instance, partition_key=key)
         explicit = dg.materialize(
             assets, resources=resources, instance=instance, partition_key=key,

@@ -1,7 +1,7 @@
 """The recipe's defaults in the Dagster config are the trainer's: one place sets the product's recipe."""
 
 from mfg_assets.search import RecipeConfig
-from resources.classify.train_settings import TrainSettings
+from resources.models.train_settings import TrainSettings
 
 
 def test_every_recipe_field_shared_with_train_settings_has_its_default() -> None:

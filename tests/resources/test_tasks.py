@@ -7,7 +7,9 @@ from pydantic import ValidationError
 from edge_sync.contract import Task
 from resources.data.variants import VariantSpec
 from resources.errors import MfgVisionError
-from resources.tasks import AnomalyEngine, ClassifyEngine, UnsupportedTask, engine_for, supported_tasks
+from resources.anomaly.engine import AnomalyEngine
+from resources.classify.engine import ClassifyEngine
+from resources.tasks import UnsupportedTask, engine_for, supported_tasks
 
 
 def test_classification_is_the_first_tenant() -> None:
@@ -16,7 +18,7 @@ def test_classification_is_the_first_tenant() -> None:
     assert supported_tasks() == ("classify", "anomaly")
     assert engine.train_labels("good") is None and engine.default_input_size is None
     metrics = engine.metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["good", "scratch"])
-    assert set(engine.metric_keys) <= set(metrics) and metrics["accuracy"] == 1.0
+    assert set(engine.headline_keys) <= set(metrics) and metrics["accuracy"] == 1.0
     assert engine.stratify_key("scratch") == "scratch"
     assert engine.variant_problems(["good"], "good") and not engine.variant_problems(["good", "dent"], "good")
 

@@ -122,7 +122,7 @@ def test_a_checkpoint_in_the_earlier_body_layout_still_loads() -> None:
     import io
 
     from resources.anomaly.network import PatchCoreNet
-    from resources.classify.backbones import load_backbone
+    from resources.models.backbones import load_backbone
 
     settings = AnomalySettings(image_size=SIZE, feature_levels=(2, 3), max_bank=50)
     fit = fit_detector(_surfaces(2, seed=0), settings)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resources.classify.backbones import CATALOGUE, BackboneError, get_spec, load_backbone, weights_path
+from resources.models.backbones import CATALOGUE, BackboneError, get_spec, load_backbone, weights_path
 
 MILITARY_UNIFORM = 652  # ImageNet class of the public-domain Grace Hopper portrait (US Navy photograph)
 

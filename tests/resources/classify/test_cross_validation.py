@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+from resources.models.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.classify.cross_validation import CrossValidationError, check_folds_possible, fold_indices, run_cross_validation
 
 

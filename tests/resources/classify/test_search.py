@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from resources.classify.train_settings import EpochRecord, TrainResult, TrainSettings
+from resources.models.train_settings import EpochRecord, TrainResult, TrainSettings
 from resources.classify.search import PRUNE_AFTER_EPOCHS, SearchSpace, classification_space, objective_value, run_search
 
 CLASSES = ("good", "crack")

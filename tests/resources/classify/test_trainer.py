@@ -19,7 +19,7 @@ from resources.classify.trainer import (
     predict_proba,
     train_classifier,
 )
-from resources.classify.model_init import WeightsError
+from resources.models.model_init import WeightsError
 
 SIZE = 32
 CLASSES = ("dark", "bright")

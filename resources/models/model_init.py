@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from resources.artifact_store import sha256_file
-from resources.classify.train_settings import TrainSettings
+from resources.models.train_settings import TrainSettings
 from resources.errors import MfgVisionError
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def build_initial_model(
 
     source = settings.init_source()
     if source == "backbone":
-        from resources.classify.backbones import get_spec, load_backbone
+        from resources.models.backbones import get_spec, load_backbone
 
         spec = get_spec(settings.backbone)
         if settings.arch and settings.arch != spec.timm_arch:

@@ -46,7 +46,7 @@ class TrainSettings(BaseModel):
         DEFAULT_BACKBONE,
         min_length=1,
         description=(
-            "bundled ImageNet backbone to fine-tune (resources.classify.backbones.CATALOGUE), or 'none' to train "
+            "bundled ImageNet backbone to fine-tune (resources.models.backbones.CATALOGUE), or 'none' to train "
             "`arch` from scratch or from `pretrained_weights`"
         ),
     )
@@ -141,7 +141,7 @@ class TrainSettings(BaseModel):
         if self.arch:
             return self.arch
         if self.backbone != SCRATCH:
-            from resources.classify.backbones import get_spec
+            from resources.models.backbones import get_spec
 
             return get_spec(self.backbone).timm_arch
         return DEFAULT_SCRATCH_ARCH

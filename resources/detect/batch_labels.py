@@ -1,0 +1,143 @@
+"""A landed batch's box labels: COCO, YOLO or Pascal VOC files beside the images, read into the
+platform's tables.
+
+The batch's files are stored by content hash; the readers (``resources.detect.formats``) expect the
+folder a labelling tool wrote. So the batch is rebuilt as links in a scratch folder, read there, and
+each image gets:
+
+- one image-level label: the class with the most boxes (ties: the first by name), or the good class
+  for an image without a box (a good part) — what the split stratifies on and the label checks read;
+- its boxes as ``label_boxes`` rows in the image's own pixels;
+- or, when one of its items is wrong (a box outside the image, a class id without a name, ...), a
+  place in the quarantine with the reader's reason and fix: the rest of the batch goes on.
+"""
+
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from resources.detect.errors import LabelFileError
+from resources.engine_io import BatchFiles, BatchLabels
+
+if TYPE_CHECKING:
+    from resources.detect.boxes import BoxSet
+__all__ = ["BOX_COLUMNS", "BOX_FORMATS", "read_batch_boxes"]
+
+BOX_FORMATS = ("coco", "yolo", "voc")
+BOX_COLUMNS = ("rel_path", "class_name", "x_min", "y_min", "x_max", "y_max", "reviewer", "image_width", "image_height")
+_REVIEWER = "default"
+
+
+def read_batch_boxes(files: BatchFiles, label_format: str, good_class: str | None) -> BatchLabels:
+    """The batch's image labels, ``label_boxes`` rows and quarantined images (see the module doc)."""
+    from resources.detect.formats import read_labels
+
+    if label_format not in BOX_FORMATS:
+        raise LabelFileError(
+            f"batch {files.batch}: label format {label_format!r} has no boxes; a detection variant reads "
+            f"{', '.join(BOX_FORMATS)}: re-register it with --format"
+        )
+    if good_class is None:
+        raise LabelFileError(
+            f"batch {files.batch}: a detection variant needs a good class for images without boxes; register it with --good-class"
+        )
+    with tempfile.TemporaryDirectory(prefix="mfgv-boxes-") as scratch:
+        root = Path(scratch)
+        for rel_path, stored in [*files.images.items(), *files.sidecars.items()]:
+            target = root / rel_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(stored, target)
+        source, images_dir = _layout(root, label_format, files)
+        dataset, problems = read_labels(label_format, source, images_dir=images_dir)
+        prefix = images_dir.relative_to(root).as_posix() if images_dir is not None and images_dir != root else ""
+    to_batch = (lambda path: f"{prefix}/{path}" if prefix else path)
+    quarantined: dict[str, dict[str, str]] = {}
+    for problem in problems:
+        rel = to_batch(problem.image) if problem.image else _source_rel(problem.file, root)
+        quarantined.setdefault(rel, {"rel_path": rel, "reason": "bad_box_label", "detail": problem.message.replace(str(root) + "/", "")})
+    return _tables(dataset, to_batch, files.images, quarantined, good_class)
+
+
+def _source_rel(file: str, root: Path) -> str:
+    try:
+        return Path(file).relative_to(root).as_posix()
+    except ValueError:
+        return Path(file).name
+
+
+def _layout(root: Path, label_format: str, files: BatchFiles) -> tuple[Path, Path | None]:
+    """(the source the format's reader takes, the images folder) in the rebuilt batch."""
+    sidecars = sorted(files.sidecars)
+    if label_format == "coco":
+        jsons = [name for name in sidecars if name.endswith(".json")]
+        if len(jsons) != 1:
+            raise LabelFileError(
+                f"batch {files.batch}: a COCO batch holds one .json annotation file, found {len(jsons)} "
+                f"({', '.join(jsons) or 'none'}); deliver exactly one"
+            )
+        return root / jsons[0], _images_folder(root, files, ("images", ""))
+    if label_format == "yolo":
+        texts = [name for name in sidecars if name.endswith(".txt") and Path(name).name != "classes.txt"]
+        folders = Counter(Path(name).parent.as_posix() for name in texts)
+        labels_dir = root / (folders.most_common(1)[0][0] if folders else "labels")
+        return labels_dir, _images_folder(root, files, ("images", ""))
+    xmls = [name for name in sidecars if name.endswith(".xml")]
+    folders = Counter(Path(name).parent.as_posix() for name in xmls)
+    annotations_dir = root / (folders.most_common(1)[0][0] if folders else "Annotations")
+    return annotations_dir, _images_folder(root, files, ("JPEGImages", "images", ""))
+
+
+def _images_folder(root: Path, files: BatchFiles, candidates: tuple[str, ...]) -> Path:
+    """The first candidate folder that holds images of the batch (the batch root last)."""
+    for name in candidates:
+        if not name:
+            return root
+        if any(rel.startswith(f"{name}/") for rel in files.images):
+            return root / name
+    return root
+
+
+def _tables(
+    dataset: "BoxSet",
+    to_batch: Callable[[str], str],
+    images: Mapping[str, Path],
+    quarantined: dict[str, dict[str, str]],
+    good_class: str,
+) -> BatchLabels:
+    label_rows, box_rows = [], []
+    for info in dataset.images:
+        rel = to_batch(info.path)
+        if rel in quarantined:
+            continue
+        if rel not in images:
+            quarantined[rel] = {
+                "rel_path": rel,
+                "reason": "label_without_image",
+                "detail": f"{rel}: labelled, but the batch has no such image; deliver the image or drop its label",
+            }
+            continue
+        boxes = dataset.boxes_for(info.path)
+        counts = Counter(box.class_name for box in boxes)
+        label = min(counts, key=lambda name: (-counts[name], name)) if counts else good_class
+        label_rows.append((rel, label, _REVIEWER, "boxes"))
+        for box in boxes:
+            box_rows.append(
+                (rel, box.class_name, box.x_min, box.y_min, box.x_max, box.y_max, box.reviewer or _REVIEWER, info.width, info.height)
+            )
+    unlabelled = sorted(set(images) - {row[0] for row in label_rows} - set(quarantined))
+    for rel in unlabelled:
+        quarantined[rel] = {
+            "rel_path": rel,
+            "reason": "no_box_label",
+            "detail": f"{rel}: the batch's labels do not list this image, so it is neither a good part nor a labelled defect; "
+            "label it (an empty label file or an image entry without boxes marks a good part)",
+        }
+    import pandas as pd
+
+    from resources.data.labels import label_frame
+
+    boxes = pd.DataFrame(box_rows, columns=list(BOX_COLUMNS))
+    return BatchLabels(labels=label_frame(label_rows), tables={"label_boxes": boxes}, quarantined=list(quarantined.values()))
