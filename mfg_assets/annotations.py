@@ -163,7 +163,7 @@ def annotations(
     """Every reviewer's label for every ingested image of the line/variant, with blocking checks."""
     config = config_for_run(context, config, lineage.home_path())
     from resources.data.batches import current_batches
-    from resources.data.label_quality import run_all
+    from resources.data.label_quality import TaskCounts, run_all
     from resources.tasks import engine_for
 
     spec = variant_for(context, lineage)
@@ -175,6 +175,7 @@ def annotations(
     engine = engine_for(spec.task)
     frames = []
     geometry: dict[str, list[pd.DataFrame]] = {}
+    set_aside: set[tuple[str, str]] = set()
     for _, batch_row in batches.iterrows():
         batch_images = images[images["batch"] == batch_row["batch"]]
         try:
@@ -188,11 +189,15 @@ def annotations(
                 for table, rows in own.tables.items():
                     geometry.setdefault(table, []).append(rows.assign(batch=batch_row["batch"]))
                 _quarantine_labels(context, lineage, raw_images.partition, batch_row["batch"], own.quarantined)
+                set_aside |= {(batch_row["batch"], item["rel_path"]) for item in own.quarantined}
         except MfgVisionError as exc:
             raise dg.Failure(f"{exc}; {way_out(raw_images.partition, batch_row['batch'])}") from exc
         labels = labels.assign(batch=batch_row["batch"])
         frames.append(labels)
     labels = pd.concat(frames, ignore_index=True)
+    if set_aside:  # images the task's label reader quarantined are no longer images to label
+        keys = pd.Series(list(zip(images["batch"], images["rel_path"], strict=True)), index=images.index)
+        images = images[~keys.isin(set_aside)].reset_index(drop=True)
     by_path = images.drop_duplicates(["batch", "rel_path"]).set_index(["batch", "rel_path"])["sha256"]
     keys = list(zip(labels["batch"], labels["rel_path"], strict=True))
     labels["sha256"] = [by_path.get(key, "") for key in keys]
@@ -250,6 +255,8 @@ def annotations(
             **{f"n_{name}": len(table) for name, table in tables.items()},
         },
     )
+    matched_labels = labels[labels["sha256"] != ""]
+    own_counts = engine.class_image_counts(matched_labels, tables, spec.good_class)
     outcomes = run_all(
         images,
         labels,
@@ -257,6 +264,7 @@ def annotations(
         min_images_per_class=config.min_images_per_class,
         min_kappa=config.min_kappa,
         good_only=spec.good_class if engine.train_labels(spec.good_class) is not None else None,
+        task_counts=None if own_counts is None else TaskCounts(*own_counts),
     )
     for name in CHECK_DESCRIPTIONS:
         outcome = outcomes[name]

@@ -34,6 +34,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_line(args: argparse.Namespace) -> int:
+    if args.boxes is not None:
+        return _sample_box_line(args)
     from resources.data.sample_line import generate_sample_line
 
     summary = generate_sample_line(
@@ -46,6 +48,29 @@ def _cmd_sample_line(args: argparse.Namespace) -> int:
     )
     counts = ", ".join(f"{k}={v}" for k, v in summary.counts.items())
     print(f"wrote a sample line to {summary.out_dir} (seed {summary.seed}): {counts}")
+    return 0
+
+
+def _sample_box_line(args: argparse.Namespace) -> int:
+    """``sample-line --boxes FORMAT``: the line's parts with defect boxes, labelled in FORMAT."""
+    from resources.data.sample_boxes import write_box_line
+
+    if args.colour:
+        print("note: --colour does not apply to --boxes (the boxed line is rendered in colour)")
+    summary = write_box_line(
+        Path(args.out_dir),
+        seed=args.seed,
+        good_images=args.good_images if args.good_images is not None else args.images_per_class,
+        images_per_class=args.images_per_class,
+        image_size=args.image_size,
+        fmt=args.boxes,
+    )
+    boxes = ", ".join(f"{k}={v}" for k, v in summary.boxes.items())
+    print(
+        f"wrote a sample line with boxes to {summary.out_dir} ({summary.fmt}, seed {args.seed}): {summary.images} images, "
+        f"{summary.good_images} good; boxes {boxes}. Onboard it with: mfgv onboard {summary.out_dir} --task detect "
+        f"--format {summary.fmt} --line LINE --variant VARIANT"
+    )
     return 0
 
 

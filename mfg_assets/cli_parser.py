@@ -87,6 +87,10 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     sample.add_argument("--good-images", type=int, default=None, help="images of good parts (default: as many)")
     sample.add_argument("--image-size", type=int, default=128, help="image side in pixels (default 128)")
     sample.add_argument("--colour", action="store_true", help="RGB images instead of greyscale")
+    sample.add_argument(
+        "--boxes", choices=["coco", "yolo", "voc"], default=None,
+        help="write a line for object detection instead: defect boxes labelled in this format (for --task detect)",
+    )
     sample.set_defaults(func=handlers["sample_line"])
 
     anomaly_sample = commands.add_parser(

@@ -132,7 +132,7 @@ def exported_model(
         input_size=size,
         resize=resize,
         parity_passed=build.parity_passed,
-        parity=build.parity,
+        parity={**build.parity, "passed": build.parity_passed},
         latency_ms=latency,
         int8_test_accuracy=int8_accuracy,
         int8=int8_record,

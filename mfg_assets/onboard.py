@@ -405,6 +405,7 @@ def _summary(request: OnboardRequest, full: dict[str, Any], result: Any, started
                 "false_reject_rate_ci95", "escape_rate_ci95", "decision",  # with a good class: intervals, counts
                 "per_class", "confusion_matrix",  # classify
                 "image_auroc", "pixel_auroc", "pro", "per_type", "n_masked",  # anomaly
+                "map50", "map50_95", "per_class_ap", "n_boxes",  # detect
             )
             if key in test
         },

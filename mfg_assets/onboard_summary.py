@@ -13,11 +13,17 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+HEADLINE_NAMES = (
+    ("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO"), ("map50", "mAP50"), ("map50_95", "mAP50-95"),
+)
+"""The tasks' headline figures (``TaskEngine.headline_keys``) as the summary names them."""
+
+
 def figures_line(report: dict) -> str:
     """One line of the test split's headline figures, as the report JSON has them."""
     test = report["test"]
     parts = [f"test accuracy {_pct(test.get('accuracy'))}"]
-    for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO")):
+    for key, name in HEADLINE_NAMES:
         if key in test:
             parts.append(f"{name} {'n/a' if test[key] is None else format(test[key], '.3f')}")
     parts += [
@@ -87,8 +93,8 @@ def summary_table(report: dict, report_path: Path | None) -> list[str]:
         ("dataset version", str(report["dataset_version"])),
         ("test accuracy", f"{_pct(test.get('accuracy'))} on {test.get('n_images', '?')} images"),
     ]
-    for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC")):
-        if test.get(key) is not None:
+    for key, name in HEADLINE_NAMES:
+        if test.get(key) is not None and key != "pro":
             rows.append((name, f"{test[key]:.3f}"))
     rows += [
         ("false-reject rate", pct_with_interval(test.get("false_reject_rate"), test.get("false_reject_rate_ci95"), "n/a")),

@@ -7,6 +7,7 @@ itself turns off every update check and telemetry call it knows of instead of tr
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["OFFLINE_ENVIRONMENT", "apply_offline_switches", "mfg_home", "dagster_home"]
@@ -22,9 +23,21 @@ OFFLINE_ENVIRONMENT: dict[str, str] = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "OPENVINO_TELEMETRY": "0",
     "OV_TELEMETRY": "0",
+    # onnxruntime >= 1.2x on Linux: without it, `import onnxruntime` writes a device id and an event
+    # database under ~/.cache/Microsoft/DeveloperTools (its 1DS telemetry); read at import
+    "ORT_DISABLE_TELEMETRY": "1",
     "NNCF_TELEMETRY": "0",
-    "YOLO_OFFLINE": "1",
+    "YOLO_OFFLINE": "1",  # ultralytics: no online checks, no downloads of fonts or assets
+    "YOLO_AUTOINSTALL": "false",  # ultralytics: never `pip install` a missing requirement at run time
     "TORCH_HOME": "",  # filled in by apply_offline_switches: caches stay under MFG_HOME
+    # filled in by apply_offline_switches: ultralytics keeps settings.json and fonts here (it appends
+    # "Ultralytics"), not in ~/.config; resources/detect/yolo_env.py writes both before importing it
+    "YOLO_CONFIG_DIR": "",
+}
+_TELEMETRY_WARNED: list[bool] = []  # warn once per process that openvino-telemetry was already imported
+_FILLED_UNDER_HOME: dict[str, tuple[str, ...]] = {
+    "TORCH_HOME": ("cache", "torch"),
+    "YOLO_CONFIG_DIR": ("cache", "ultralytics"),
 }
 
 
@@ -37,18 +50,43 @@ def dagster_home(home: Path | None = None) -> Path:
     return (home or mfg_home()) / "dagster"
 
 
-def apply_offline_switches(home: Path | None = None) -> None:
+def apply_offline_switches(home: Path | None = None, *, write_home_consent: bool = True) -> None:
     """Set the offline and no-telemetry switches of every library the platform uses.
 
-    Values a user already exported are left alone, except empty ones.
+    Values a user already exported are left alone, except empty ones. ``write_home_consent=False``
+    replaces the one switch that is a file in the user's home (the OpenVINO opt-out below) by
+    :func:`_block_openvino_telemetry`, for callers that must leave the home untouched: the detection
+    layer (``resources/detect/yolo_env.py``).
     """
     base = home or mfg_home()
     for key, value in OFFLINE_ENVIRONMENT.items():
-        if key == "TORCH_HOME":
-            value = str(base / "cache" / "torch")
+        if key in _FILLED_UNDER_HOME:
+            value = str(base.joinpath(*_FILLED_UNDER_HOME[key]))
         if not os.environ.get(key):
             os.environ[key] = value
-    _disable_openvino_telemetry()
+    if write_home_consent:
+        _disable_openvino_telemetry()
+    else:
+        _block_openvino_telemetry()
+
+
+def _block_openvino_telemetry() -> None:
+    """Make ``openvino_telemetry`` unimportable in this process, before openvino is imported.
+
+    ``import openvino`` imports its converter, which starts openvino-telemetry and sends an "import"
+    event; without a consent file that counts as consent, and it writes a client id and stats under
+    ``~/intel``. OpenVINO falls back to its own no-op stub when the package cannot be imported, which a
+    ``None`` entry in ``sys.modules`` causes, so nothing is sent and nothing is written. Too late once
+    openvino is imported; then this only warns.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
+    elif sys.modules["openvino_telemetry"] is not None and not _TELEMETRY_WARNED:
+        _TELEMETRY_WARNED.append(True)
+        logging.getLogger(__name__).warning(
+            "openvino-telemetry was imported before the offline switches were applied; its consent "
+            "file under ~/intel decides whether OpenVINO sends telemetry in this process"
+        )
 
 
 def _disable_openvino_telemetry() -> None:

@@ -128,6 +128,13 @@ class TaskEngine(ABC):
         for the platform's class-label formats (folders, labels.csv, COCO categories, MVTec)."""
         return None
 
+    def class_image_counts(
+        self, labels: "pd.DataFrame", tables: Mapping[str, "pd.DataFrame"], good_class: str | None
+    ) -> "tuple[dict[str, int], frozenset[str]] | None":
+        """Images per class as this task counts them for the minimum-images check, and the classes
+        that may be empty; None: one class per image, as the labels say."""
+        return None
+
     def dataset_labels(self, data_dir: Path, label_format: str, good_class: str | None) -> "pd.DataFrame | None":
         """Each image's label (``rel_path``, ``label``) of a dataset folder in this task's own label
         format, for the checks `mfgv onboard` makes before landing it; None for the platform's
@@ -234,6 +241,7 @@ class TaskEngine(ABC):
 _ENGINE_CLASSES: dict[Task, tuple[str, str]] = {
     Task.CLASSIFY: ("resources.classify.engine", "ClassifyEngine"),
     Task.ANOMALY: ("resources.anomaly.engine", "AnomalyEngine"),
+    Task.DETECT: ("resources.detect.engine", "DetectEngine"),
 }
 _ENGINES: dict[Task, TaskEngine] = {}
 

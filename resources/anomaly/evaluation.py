@@ -103,27 +103,10 @@ def anomaly_split_section(
 def worst_anomaly_errors(
     y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], good_class: str, threshold: float, k: int = 12
 ) -> list[dict[str, Any]]:
-    """Up to ``k`` images to look at first: escapes (lowest-scored defects) and false rejects
-    (highest-scored good parts) first, then the correct decisions nearest the threshold."""
-    classes = list(classes)
-    s = np.asarray(scores, dtype=np.float64)
-    is_defect = _is_defect(y_true, classes, good_class)
-    rejected = s >= threshold
-    margin = np.abs(s - threshold)
-    wrong = np.flatnonzero(rejected != is_defect)
-    right = np.flatnonzero(rejected == is_defect)
-    order = list(wrong[np.argsort(-margin[wrong], kind="stable")]) + list(right[np.argsort(margin[right], kind="stable")])
-    return [
-        {
-            "index": int(i),
-            "true": classes[int(np.asarray(y_true)[i])],
-            "predicted": "defect" if rejected[i] else good_class,
-            "score": float(s[i]),
-            "confidence": None,
-            "correct": bool(rejected[i] == is_defect[i]),
-        }
-        for i in order[:k]
-    ]
+    """Up to ``k`` images to look at first (``resources.reporting.decisions.worst_decisions``)."""
+    from resources.reporting.decisions import worst_decisions
+
+    return worst_decisions(y_true, scores, classes, good_class, threshold, k)
 
 
 def map_overlay(

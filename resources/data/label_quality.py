@@ -20,7 +20,8 @@ the output of ``resources.data.labels.import_batch_labels`` joined to the ingest
 import difflib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckOutcome",
+    "TaskCounts",
     "consensus_labels",
     "every_image_labelled",
     "labels_in_taxonomy",
@@ -300,7 +302,11 @@ def no_conflicting_duplicates(labels: pd.DataFrame) -> CheckOutcome:
 
 
 def min_images_per_class(
-    consensus: pd.DataFrame, classes: Sequence[str], minimum: int, good_only: str | None = None
+    consensus: pd.DataFrame,
+    classes: Sequence[str],
+    minimum: int,
+    good_only: str | None = None,
+    task_counts: "TaskCounts | None" = None,
 ) -> CheckOutcome:
     """Each taxonomy class has at least ``minimum`` images (by consensus label), and two classes exist.
 
@@ -309,6 +315,10 @@ def min_images_per_class(
 
     ``good_only`` (an anomaly detector's good class): the minimum is for that class alone, which the
     detector learns from; defect types are rare by nature and only test it, so any number will do.
+
+    ``task_counts`` (a task whose label is more than one class per image, e.g. boxes): images per
+    class as the task counts them (an image with boxes of two classes counts for both), and the
+    classes that may be empty (a detector's good class: images without boxes are welcome, not needed).
     """
     require_columns(consensus, ("sha256", "label"), "consensus")
     if minimum < 0:
@@ -316,8 +326,12 @@ def min_images_per_class(
     taxonomy = [str(c) for c in classes]
     counts = consensus.drop_duplicates("sha256")["label"].value_counts()
     per_class = {c: int(counts.get(c, 0)) for c in taxonomy}
+    if task_counts is not None:
+        per_class = {c: int(task_counts.images.get(c, 0)) for c in taxonomy}
     present = [c for c, n in per_class.items() if n > 0]
-    if good_only is not None:
+    if task_counts is not None:
+        short = {c: n for c, n in per_class.items() if c not in task_counts.optional and (n < minimum or n == 0)}
+    elif good_only is not None:
         short = {c: n for c, n in per_class.items() if c == good_only and (n < minimum or n == 0)}
     else:
         short = {c: n for c, n in per_class.items() if n < minimum or n == 0}
@@ -332,7 +346,7 @@ def min_images_per_class(
             f"{len(short)} of {len(taxonomy)} classes have fewer than {max(minimum, 1)} images "
             f"({listed}); label more images of those classes or remove unused classes from the variant"
         )
-    if good_only is None and len(present) < 2:
+    if good_only is None and task_counts is None and len(present) < 2:
         which = f"only {present[0]!r} is present" if present else "no class of the taxonomy is present"
         parts.append(
             f"{which}: a classifier needs at least two classes; add labelled images of at least two "
@@ -449,6 +463,15 @@ def reviewer_agreement(labels: pd.DataFrame, min_kappa: float) -> CheckOutcome:
 _min_images_check = min_images_per_class
 
 
+@dataclass(frozen=True)
+class TaskCounts:
+    """Images per class as a task counts them, and the classes that may be empty (see
+    :func:`min_images_per_class`)."""
+
+    images: Mapping[str, int]
+    optional: frozenset[str] = frozenset()
+
+
 def run_all(
     images: pd.DataFrame,
     labels: pd.DataFrame,
@@ -457,6 +480,7 @@ def run_all(
     min_images_per_class: int,
     min_kappa: float,
     good_only: str | None = None,
+    task_counts: "TaskCounts | None" = None,
 ) -> dict[str, CheckOutcome]:
     """Every label check, keyed by check name, with one great-expectations context for the call
     (``good_only``: see :func:`min_images_per_class`)."""
@@ -466,7 +490,7 @@ def run_all(
         every_image_labelled(images, labels),
         labels_in_taxonomy(labels, classes, context=context),
         no_conflicting_duplicates(labels),
-        _min_images_check(consensus, classes, min_images_per_class, good_only),
+        _min_images_check(consensus, classes, min_images_per_class, good_only, task_counts),
         reviewer_agreement(labels, min_kappa),
     ]
     for outcome in outcomes:

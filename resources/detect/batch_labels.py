@@ -49,16 +49,37 @@ def read_batch_boxes(files: BatchFiles, label_format: str, good_class: str | Non
         for rel_path, stored in [*files.images.items(), *files.sidecars.items()]:
             target = root / rel_path
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(stored, target)
+            os.symlink(Path(stored).resolve(), target)
         source, images_dir = _layout(root, label_format, files)
         dataset, problems = read_labels(label_format, source, images_dir=images_dir)
         prefix = images_dir.relative_to(root).as_posix() if images_dir is not None and images_dir != root else ""
-    to_batch = (lambda path: f"{prefix}/{path}" if prefix else path)
+    to_batch = _batch_paths(prefix, files.images)
     quarantined: dict[str, dict[str, str]] = {}
     for problem in problems:
         rel = to_batch(problem.image) if problem.image else _source_rel(problem.file, root)
         quarantined.setdefault(rel, {"rel_path": rel, "reason": "bad_box_label", "detail": problem.message.replace(str(root) + "/", "")})
     return _tables(dataset, to_batch, files.images, quarantined, good_class)
+
+
+def _batch_paths(prefix: str, images: Mapping[str, Path]) -> Callable[[str], str]:
+    """A label's image path as the batch's: under the images folder the reader was given, else the
+    one batch image of that file name (VOC files name the file only; datasets keep several folders)."""
+    by_name: dict[str, list[str]] = {}
+    by_stem: dict[str, list[str]] = {}
+    for rel in images:
+        by_name.setdefault(Path(rel).name, []).append(rel)
+        by_stem.setdefault(Path(rel).stem, []).append(rel)
+
+    def to_batch(path: str) -> str:
+        candidate = f"{prefix}/{path}" if prefix else path
+        if candidate in images:
+            return candidate
+        named = by_name.get(Path(path).name, [])
+        if not named and not Path(path).suffix:  # VOC files that name the image without its extension (NEU-DET does)
+            named = by_stem.get(Path(path).name, [])
+        return named[0] if len(named) == 1 else candidate
+
+    return to_batch
 
 
 def _source_rel(file: str, root: Path) -> str:
@@ -68,7 +89,7 @@ def _source_rel(file: str, root: Path) -> str:
         return Path(file).name
 
 
-def _layout(root: Path, label_format: str, files: BatchFiles) -> tuple[Path, Path | None]:
+def _layout(root: Path, label_format: str, files: BatchFiles) -> tuple[Path, Path | None]:  # noqa: C901
     """(the source the format's reader takes, the images folder) in the rebuilt batch."""
     sidecars = sorted(files.sidecars)
     if label_format == "coco":
@@ -86,8 +107,18 @@ def _layout(root: Path, label_format: str, files: BatchFiles) -> tuple[Path, Pat
         return labels_dir, _images_folder(root, files, ("images", ""))
     xmls = [name for name in sidecars if name.endswith(".xml")]
     folders = Counter(Path(name).parent.as_posix() for name in xmls)
+    if len(folders) > 1:  # e.g. ANNOTATIONS/ and Validation_Annotations/: read them all, match images by file name
+        return root, None
     annotations_dir = root / (folders.most_common(1)[0][0] if folders else "Annotations")
-    return annotations_dir, _images_folder(root, files, ("JPEGImages", "images", ""))
+    images = _images_folder(root, files, ("JPEGImages", "images", ""))
+    return annotations_dir, None if images == root and not _names_resolve(root, files, xmls) else images
+
+
+def _names_resolve(root: Path, files: BatchFiles, xmls: list[str]) -> bool:
+    """Whether the VOC files' images lie beside the batch root under their own stems (else they are
+    matched by file name wherever they are)."""
+    stems = {Path(rel).stem for rel in files.images if "/" not in rel}
+    return bool(stems) and all(Path(name).stem in stems for name in xmls[:50])
 
 
 def _images_folder(root: Path, files: BatchFiles, candidates: tuple[str, ...]) -> Path:

@@ -65,6 +65,18 @@ class DetectEngine(TaskEngine):
 
         return read_batch_boxes(files, label_format, good_class)
 
+    def class_image_counts(
+        self, labels: "pd.DataFrame", tables: Mapping[str, "pd.DataFrame"], good_class: str | None
+    ) -> tuple[dict[str, int], frozenset[str]]:
+        """An image counts for every class it has a box of; the good class (images without boxes) may be empty."""
+        boxes = tables.get("label_boxes")
+        counts: dict[str, int] = {}
+        if boxes is not None and not boxes.empty:
+            counts = {str(k): int(v) for k, v in boxes.drop_duplicates(["image_sha256", "class_name"])["class_name"].value_counts().items()}
+        if good_class is not None:
+            counts[good_class] = int((labels.drop_duplicates("sha256")["label"] == good_class).sum())
+        return counts, frozenset({good_class} if good_class else set())
+
     def dataset_labels(self, data_dir: Path, label_format: str, good_class: str | None) -> "pd.DataFrame":
         from resources.data.images import SUPPORTED_EXTENSIONS
         from resources.detect.batch_labels import read_batch_boxes

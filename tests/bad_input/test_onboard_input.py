@@ -126,7 +126,7 @@ CASES = [
     Onboard("empty class folder", _empty_class, (), "scratch/ hold no images"),
     Onboard("one class only", lambda r: (_images(r), __import__("shutil").rmtree(r / "bad"))[0], (), "at least two classes"),
     Onboard("good class not a class", _images, ("--good-class", "ok"), "--good-class 'ok' is not a class"),
-    Onboard("task without an engine", _images, ("--task", "detect"), "no engine in this release"),
+    Onboard("task without an engine", _images, ("--task", "segment"), "no engine in this release"),
     Onboard("folds more than images", _images, ("--cv-folds", "8"), "--cv-folds"),
     Onboard("unknown backbone", _images, ("--backbone", "resnet9000"), "resnet9000"),
     Onboard("missing weights file", _images, ("--arch", "resnet10t", "--pretrained-weights", "/nope.pth"), "/nope.pth"),

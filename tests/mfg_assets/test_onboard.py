@@ -189,8 +189,8 @@ def test_onboard_configures_every_asset_it_has_options_for_and_saves_only_what_i
 
 
 def test_a_task_without_an_engine_exits_2_before_anything_lands(mfg_home: Path, tiny_line: Path, capsys) -> None:
-    assert main(["onboard", str(tiny_line), "--line", "l1", "--variant", "a", "--task", "detect"]) == 2
-    assert "task 'detect' has no engine in this release (it is planned); supported now: classify" in capsys.readouterr().err
+    assert main(["onboard", str(tiny_line), "--line", "l1", "--variant", "a", "--task", "segment"]) == 2
+    assert "task 'segment' has no engine in this release (it is planned); supported now: classify" in capsys.readouterr().err
     _nothing_landed_or_registered(mfg_home)
 
 

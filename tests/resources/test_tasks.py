@@ -15,7 +15,7 @@ from resources.tasks import UnsupportedTask, engine_for, supported_tasks
 def test_classification_is_the_first_tenant() -> None:
     engine = engine_for("classify")
     assert isinstance(engine, ClassifyEngine) and engine.task is Task.CLASSIFY
-    assert supported_tasks() == ("classify", "anomaly")
+    assert supported_tasks() == ("classify", "anomaly", "detect")
     assert engine.train_labels("good") is None and engine.default_input_size is None
     metrics = engine.metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["good", "scratch"])
     assert set(engine.headline_keys) <= set(metrics) and metrics["accuracy"] == 1.0
@@ -36,8 +36,8 @@ def test_anomaly_engine_trains_on_good_parts_and_scores_images() -> None:
 
 
 def test_a_planned_task_and_an_unknown_one_are_refused_with_why() -> None:
-    with pytest.raises(UnsupportedTask, match="'detect' has no engine in this release .*supported now: classify, anomaly"):
-        engine_for("detect")
+    with pytest.raises(UnsupportedTask, match="'segment' has no engine in this release .*supported now: classify, anomaly, detect"):
+        engine_for("segment")
     with pytest.raises(UnsupportedTask, match="'count' is unknown; the platform's tasks are classify, anomaly"):
         engine_for("count")
     assert issubclass(UnsupportedTask, MfgVisionError)

@@ -130,7 +130,7 @@ def assemble(
     bad = {p.image for p in problems if p.image}
     kept_images = [info for info in images if info.path not in bad]
     kept_boxes = [box for box in placed if box.image not in bad]
-    if problems:
-        logger.warning("%d label item(s) quarantined, %d image(s) set aside; first: %s",
+    if problems:  # the caller reports each one where its user reads (the step's log, the quarantine table)
+        logger.debug("%d label item(s) quarantined, %d image(s) set aside; first: %s",
                        len(problems), len(bad), problems[0].message)
     return LabelRead(BoxSet(tuple(kept_images), tuple(kept_boxes), tuple(class_names)), problems)

@@ -9,9 +9,12 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_importing_every_module_loads_no_dagster_and_no_heavy_library() -> None:
+    # engine_parts/ holds torch modules (an nn.Module subclass needs torch when its class is defined):
+    # only the functions that build a graph import them, so they are left out here
     modules = sorted(
         ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
         for p in (REPO / "resources" / "detect").rglob("*.py")
+        if "engine_parts" not in p.relative_to(REPO).parts or p.name == "__init__.py"
     )
     code = (
         "import importlib, json, sys\n"

@@ -1,0 +1,359 @@
+"""The detection engine's steps: recipe, fit, report sections and package.
+
+Every step works in the model's input space: the dataset's images fitted to ``image_size`` the way
+the device fits camera images (letterbox or squash, ``edge_sync.contract.imaging``), with the label
+boxes moved by the same transform. So what the report measures is what the device will see, and the
+exported graph's boxes need no conversion on the line.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from resources.detect.yolo_errors import DetectorConfigError
+from resources.engine_io import EngineMachine, Evaluation, ExportOutcome, FitOutcome, ModelRecord, RecipeOutcome, RecipeRecord, TaskData
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "check_detector_options",
+    "defect_classes",
+    "detector_package",
+    "detector_recipe",
+    "evaluate_detector",
+    "fit_detector",
+    "input_boxes",
+]
+
+DEFAULT_EPOCHS = 30
+SCORE_FLOOR = 1e-3
+"""The lowest box score the detector reports (``predict_boxes``' conf); a threshold never goes below it."""
+_TASK_SETTINGS = ("model", "batch", "patience", "optimizer", "lr0")
+_NOT_FOR_DETECT = ("arch", "pretrained_weights", "init_from")
+_PARITY_IMAGES = 8
+_SELFTEST_IMAGES = 4
+
+
+def defect_classes(classes: Sequence[str], good_class: str | None) -> tuple[str, ...]:
+    """The classes boxes can have, in the variant's order: the device decoder's class ids index them."""
+    return tuple(c for c in classes if c != good_class)
+
+
+def _settings(options: Mapping[str, Any], image_size: int) -> dict[str, Any]:
+    """DetectorSettings' fields from RecipeConfig's options (``task_settings`` for the detector's own)."""
+    given = dict(options.get("task_settings") or {})
+    unknown = sorted(set(given) - set(_TASK_SETTINGS))
+    if unknown:
+        raise DetectorConfigError(
+            f"--task-settings {', '.join(unknown)}: not a detector setting; the detector takes {', '.join(_TASK_SETTINGS)} "
+            "there, and --epochs, --image-size and --seed as every task does"
+        )
+    refused = [name for name in _NOT_FOR_DETECT if options.get(name)]
+    if refused:
+        raise DetectorConfigError(
+            f"--{refused[0].replace('_', '-')}: not for --task detect in this release; choose the detector with "
+            "--task-settings '{\"model\": \"yolo26n.yaml\"}' (or 'mobilenetv2-yolo26n' for the bundled ImageNet body)"
+        )
+    fields: dict[str, Any] = {
+        "epochs": options.get("epochs") or DEFAULT_EPOCHS,
+        "image_size": image_size,
+        "seed": int(options.get("seed") or 0),
+        **given,
+    }
+    if options.get("learning_rate") and "lr0" not in given:
+        fields["lr0"] = options["learning_rate"]
+    return fields
+
+
+def check_detector_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse a detector that cannot be built (unknown model, a setting it lacks) before data lands."""
+    from pydantic import ValidationError
+
+    from resources.detect.yolo_train import DetectorSettings
+    from resources.preflight import PreflightError
+
+    try:
+        DetectorSettings.model_validate(_settings(options, 320))
+    except (DetectorConfigError, ValidationError) as exc:
+        raise PreflightError(f"detector options are invalid: {exc}") from exc
+    return {}
+
+
+def detector_recipe(options: Mapping[str, Any], data: TaskData) -> RecipeOutcome:
+    """The detector's settings, recorded as they will be trained (no search in this release)."""
+    from pydantic import ValidationError
+
+    from resources.detect.yolo_train import DetectorSettings
+
+    try:
+        settings = DetectorSettings.model_validate(_settings(options, data.augmented_size))
+    except ValidationError as exc:
+        raise DetectorConfigError(f"detector settings are invalid: {exc}") from exc
+    dumped = {**settings.model_dump(mode="json", exclude={"num_threads", "device"}), "resize": data.augmented_resize}
+    return RecipeOutcome(
+        settings=dumped,
+        id_fields={"settings": dumped},
+        lineage_parameters={"settings": dumped, "searched": False, "search": None},
+    )
+
+
+def input_boxes(data: TaskData, rows: "pd.DataFrame", size: int, resize: str) -> list[np.ndarray]:
+    """Per split row, its label boxes as (K, 5) float32 ``x_min, y_min, x_max, y_max, class_id`` in
+    the fitted input's pixels (the letterbox or squash the device applies)."""
+    from edge_sync.contract.imaging import letterbox_box
+
+    names = defect_classes(data.classes, data.good_class)
+    index = {name: i for i, name in enumerate(names)}
+    table = data.geometry("label_boxes")
+    columns = ["x_min", "y_min", "x_max", "y_max"]
+    by_image = {
+        sha: group.drop_duplicates(["class_name", *columns]) for sha, group in table.groupby("image_sha256")
+    } if not table.empty else {}
+    out = []
+    for sha in rows["sha256"]:
+        group = by_image.get(sha)
+        if group is None or group.empty:
+            out.append(np.zeros((0, 5), dtype=np.float32))
+            continue
+        width, height = float(group["image_width"].iloc[0]), float(group["image_height"].iloc[0])
+        if resize == "squash":
+            left, top, new_w, new_h = 0, 0, size, size
+        else:
+            left, top, new_w, new_h = letterbox_box(int(width), int(height), size, size)
+        sx, sy = new_w / width, new_h / height
+        boxes = np.stack(
+            [
+                left + group["x_min"].to_numpy(float) * sx,
+                top + group["y_min"].to_numpy(float) * sy,
+                left + group["x_max"].to_numpy(float) * sx,
+                top + group["y_max"].to_numpy(float) * sy,
+                group["class_name"].map(index).to_numpy(float),
+            ],
+            axis=1,
+        )
+        out.append(boxes.astype(np.float32))
+    return out
+
+
+def fit_detector(recipe: RecipeRecord, data: TaskData, machine: EngineMachine) -> FitOutcome:
+    """Train the detector on the training split, choosing its best epoch on validation."""
+    from resources.detect.yolo_data import write_yolo_dataset
+    from resources.detect.yolo_train import DetectorSettings, train_detector
+    from resources.storage.scratch import scratch_dir
+
+    size, resize = int(recipe.settings["image_size"]), str(recipe.settings["resize"])
+    settings = DetectorSettings.model_validate(
+        {k: v for k, v in recipe.settings.items() if k != "resize"} | {"num_threads": machine.num_threads, "device": machine.device}
+    )
+    names = defect_classes(data.classes, data.good_class)
+    splits = {}
+    for split in ("train", "val"):
+        part = data.split(split, size, resize)
+        splits[split] = list(zip(part.images, input_boxes(data, part.rows, size, resize), strict=True))
+    n_boxes = sum(len(boxes) for _, boxes in splits["train"])
+    machine.log.info(
+        f"training {settings.model} at {size} px on {len(splits['train'])} images ({n_boxes} boxes), "
+        f"{len(splits['val'])} validation images, {len(names)} defect classes ({machine.device})"
+    )
+
+    def log_epoch(record: dict[str, float]) -> None:
+        machine.log.info(
+            f"epoch {int(record.get('epoch', 0))}/{settings.epochs}: "
+            + " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
+        )
+
+    with scratch_dir(data.store.root_path(), "detect-train") as work:
+        data_yaml = write_yolo_dataset(work / "data", splits, names)
+        result = train_detector(data_yaml, work / "run", settings, on_epoch=log_epoch)
+    init = {"source": "scratch", "model": result.model}
+    if result.backbone is not None:
+        init = {"source": "backbone", "model": result.model, **result.backbone.model_dump(mode="json")}
+    dumped = dict(recipe.settings)
+    history = tuple(dict(r) for r in result.history)
+    best = history[result.best_epoch - 1] if history else {}
+    return FitOutcome(
+        arch=result.model,
+        init=init,
+        train_seconds=result.seconds,
+        best_epoch=result.best_epoch,
+        settings=dumped,
+        history=history,
+        lineage_parameters={**dumped, "init": init},
+        metadata={
+            "best_epoch": result.best_epoch,
+            "val_map50": float(best.get("map50", float("nan"))),
+            "val_map50_95": float(best.get("map50_95", float("nan"))),
+            "history": list(history),
+        },
+        checkpoint_bytes=result.checkpoint,
+        device=machine.device,
+    )
+
+
+def _section(
+    data: TaskData, split: Any, boxes: list[np.ndarray], predictions: list[np.ndarray], threshold: float
+) -> dict[str, Any]:
+    """One split's figures: mAP per class and the image-level decision at ``threshold``."""
+    from resources.detect.yolo_metrics import detection_metrics, image_defect_scores
+    from resources.reporting.metrics import RATE_KEYS, decision_rates, roc_points
+
+    classes, good = list(data.classes), str(data.good_class)
+    scores = image_defect_scores(predictions)
+    is_defect = split.labels != classes.index(good)
+    maps = detection_metrics(predictions, [b for b in boxes], defect_classes(classes, good))
+    decision = decision_rates(scores, is_defect, threshold, split.groups)
+    rejected = scores >= threshold
+    section = {
+        "accuracy": float((rejected == is_defect).mean()) if len(scores) else None,
+        "map50": _finite(maps["map50"]),
+        "map50_95": _finite(maps["map50_95"]),
+        "per_class_ap": {
+            name: {k: _finite(v) if isinstance(v, float) else v for k, v in figures.items()}
+            for name, figures in maps["per_class"].items()
+        },
+        "n_images": int(len(scores)),
+        "n_defect": int(is_defect.sum()),
+        "n_good": int((~is_defect).sum()),
+        "n_boxes": int(sum(len(b) for b in boxes)),
+        "decision": decision,
+        "roc": roc_points(scores, is_defect),
+        "defect_scores": [round(float(v), 6) for v in scores],
+        "is_defect": [bool(v) for v in is_defect],
+    }
+    section.update({key: decision[key] for key in RATE_KEYS})
+    return section
+
+
+def _finite(value: Any) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+
+
+def evaluate_detector(model: ModelRecord, data: TaskData, config: Any, machine: EngineMachine) -> Evaluation:
+    """Boxes on validation and test; the image-level threshold from validation (zero escapes unless
+    an escape budget is set), mAP and the decision rates on both."""
+    from resources.detect.gallery import draw_boxes
+    from resources.detect.yolo_metrics import image_defect_scores
+    from resources.detect.yolo_predict import load_detector, predict_boxes
+    from resources.reporting.decisions import worst_decisions
+    from resources.reporting.metrics import calibrate_threshold
+
+    size, resize = model.image_size, model.resize
+    detector = load_detector(data.store.read_bytes(model.checkpoint))
+    val, test = data.split("val", size, resize), data.split("test", size, resize)
+    val_pred, test_pred = predict_boxes(detector, val.images), predict_boxes(detector, test.images)
+    val_boxes, test_boxes = input_boxes(data, val.rows, size, resize), input_boxes(data, test.rows, size, resize)
+    classes, good = list(data.classes), str(data.good_class)
+    val_scores = image_defect_scores(val_pred)
+    calibration = asdict(
+        calibrate_threshold(val_scores, val.labels != classes.index(good), max_escape_rate=config.max_escape_rate)
+    )
+    notes = [
+        "An image is rejected when any defect box scores at or over the threshold; its defect score is its highest "
+        "box score. mAP is COCO's (faster-coco-eval), in the model's input pixels.",
+        "Gallery: label boxes in green, the model's boxes at or over the threshold in red.",
+    ]
+    if calibration["threshold"] < SCORE_FLOOR:
+        notes.append(
+            f"The validation threshold {calibration['threshold']:.3g} was below the lowest score the detector reports; "
+            f"raised to {SCORE_FLOOR} (images with no box at all pass)."
+        )
+        calibration["threshold"] = SCORE_FLOOR
+    threshold = float(calibration["threshold"])
+    test_section = _section(data, test, test_boxes, test_pred, threshold)
+    errors = worst_decisions(test.labels, image_defect_scores(test_pred), classes, good, threshold, k=config.gallery_size)
+    gallery = [draw_boxes(test.images[e["index"]], test_boxes[e["index"]], test_pred[e["index"]], threshold) for e in errors]
+    machine.log.info(
+        f"detection test: mAP50 {test_section['map50']}, mAP50-95 {test_section['map50_95']}, threshold {threshold:.4g}"
+    )
+    return Evaluation(
+        sections={
+            "threshold": calibration,
+            "threshold_rule": "highest threshold with validation escapes within the budget",
+            "score_label": "defect score (the highest box score of the image)",
+            "val": _section(data, val, val_boxes, val_pred, threshold),
+            "test": test_section,
+            "worst_errors": errors,
+        },
+        notes=notes,
+        training={"settings": model.settings, "best_epoch": model.best_epoch, "history": list(model.history)},
+        gallery=gallery,
+        test_rows=test.rows,
+    )
+
+
+def detector_package(
+    model: ModelRecord,
+    threshold: float | None,
+    data: TaskData,
+    config: Any,
+    out_dir: Path,
+    package_manifest: dict[str, Any],
+    machine: EngineMachine,
+) -> ExportOutcome:
+    """ONNX and OpenVINO graphs with the box post-processing inside, parity-checked against torch,
+    with the self-test the device replays before it activates the model."""
+    from edge_sync.contract import SELFTEST_FILE
+    from resources.artifact_store import sha256_file
+    from resources.detect.yolo_parity import SCORE_TOLERANCE, check_detector_parity, measure_detector_latency
+    from resources.detect.yolo_export import export_detector
+    from resources.detect.yolo_predict import build_graph, load_detector
+
+    import torch
+
+    detector = load_detector(data.store.read_bytes(model.checkpoint))
+    images = data.split("test", model.image_size, model.resize).images[:_PARITY_IMAGES]
+
+    export = export_detector(detector, out_dir)
+    exports = {"onnx": export.onnx, "openvino": export.openvino}
+    parity = check_detector_parity(detector, exports, images, score_threshold=threshold or 0.25)
+    latency = measure_detector_latency(
+        detector, exports, images[0], runs=config.latency_repeats, num_threads=machine.num_threads
+    )
+    graph = build_graph(detector, max_det=export.max_det, iou=export.iou)
+    selftest = images[:_SELFTEST_IMAGES]
+    with torch.inference_mode():
+        expected = graph(torch.from_numpy(np.ascontiguousarray(selftest.transpose(0, 3, 1, 2))).float()).numpy()
+    np.savez(out_dir / SELFTEST_FILE, images=selftest, detections=expected.astype(np.float32))
+    files = {fmt: path.relative_to(out_dir).as_posix() for fmt, path in exports.items()}
+    manifest = {
+        "task": "detect",
+        **package_manifest,
+        "output": {
+            "name": "detections",
+            "layout": "x_min, y_min, x_max, y_max, score, class_id (defect classes, in order); zero rows pad",
+            "defect_classes": list(defect_classes(data.classes, data.good_class)),
+            "max_det": export.max_det,
+            "iou": export.iou,
+            "end_to_end": export.end_to_end,
+            "decision": "reject when any box scores >= threshold",
+        },
+    }
+    hashes = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
+    (out_dir / "manifest.json").write_text(
+        json.dumps({**manifest, "int8": None, "files": files, "sha256": hashes}, indent=2, sort_keys=True)
+    )
+    runtimes = {r.runtime: r for r in parity.runtimes}
+    max_diff = max((r.max_score_diff for r in parity.runtimes), default=0.0)
+    return ExportOutcome(
+        files=files,
+        file_sha256=hashes,
+        parity_passed=parity.passed,
+        parity={"max_abs_diff": max_diff, "max_score_diff": max_diff, "score_tolerance": SCORE_TOLERANCE, "runtimes": {k: asdict(v) for k, v in runtimes.items()}},
+        parity_description=(
+            f"ONNX Runtime and OpenVINO reproduce the detector's boxes (IoU >= {parity.iou_match}, scores within "
+            f"{parity.score_tolerance:g}) on {len(images)} test images: {parity.summary()}"
+            if parity.passed
+            else f"{parity.summary()} — do not deploy: re-export from the same checkpoint and check the runtime runs in FP32"
+        ),
+        parity_metadata={"max_score_diff": max_diff, "n_images": len(images)},
+        latency_ms=latency,
+        int8_note="no INT8 model: the detector's package is FP32 ONNX and OpenVINO in this release",
+        metadata={"parity_max_score_diff": max_diff},
+        lineage_parameters={"task": "detect", "int8": False, "max_det": export.max_det, "iou": export.iou},
+    )
