@@ -166,8 +166,11 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                               "cpu or cuda (fails when there is none); recorded in lineage")
     onboard.add_argument("--min-images-per-class", type=_bounded(int, 1, 10**6), default=None,
                          help="annotation check: fewest images a class may have")
-    onboard.add_argument("--anomaly-settings", type=_json_object, default=None, metavar="JSON",
-                         help='--task anomaly: detector settings, e.g. \'{"feature_levels": [2, 3]}\' (resources.anomaly.detector)')
+    onboard.add_argument("--task-settings", "--anomaly-settings", dest="anomaly_settings", type=_json_object, default=None,
+                         metavar="JSON",
+                         help='settings of the task\'s own model: --task anomaly e.g. \'{"feature_levels": [2, 3]}\'; '
+                              '--task detect e.g. \'{"model": "yolo26n.yaml", "batch": 16}\' (model: a YOLO yaml of '
+                              'ultralytics, or mobilenetv2-yolo26n for the bundled ImageNet body)')
     onboard.add_argument("--group-by", default=None, choices=["auto", "metadata", "phash", "none"],
                          help="what keeps one part's images in one split: metadata (part_id or capture_id column in "
                               "metadata.csv), phash (near-copies of one picture), none (identical files only); default "

@@ -98,11 +98,11 @@ def exported_model(
     with engine_failures():
         engine = engines.engine(dataset_version.task)
         engine.refuse({"int8": config.int8 is True})
-        int8 = config.int8 if config.int8 is not None else engine.int8_default
+        # None means the task's default; lineage records what was done
+        config = config.model_copy(update={"int8": config.int8 if config.int8 is not None else engine.int8_default})
         with scratch_dir(artifact_store.root_path(), "export") as tmp:
             build = engine.export(
-                trained_model, validation_report.threshold, data, config.model_copy(update={"int8": int8}), tmp, manifest,
-                engines.machine(context.log),
+                trained_model, validation_report.threshold, data, config, tmp, manifest, engines.machine(context.log)
             )
             stored = artifact_store.put_tree(tmp, kind="packages")
     export_id = f"export:{stored.sha256}"

@@ -70,7 +70,8 @@ def discover_classes(data_dir: Path, label_format: str, task: str = "classify", 
     the label file, or (a task with its own label format) the classes its labels name."""
     own = engine_for(task).dataset_labels(data_dir, label_format, good_class)
     if own is not None:
-        return tuple(sorted(set(own["label"]) | ({good_class} if good_class else set())))
+        named = set(own["label"]) | {c for row in own.get("box_classes", []) for c in row}
+        return tuple(sorted(named | ({good_class} if good_class else set())))
     if label_format == "mvtec":
         from mfg_assets.onboard_checks import class_counts
 

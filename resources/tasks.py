@@ -108,6 +108,8 @@ class TaskEngine(ABC):
     labels_carry_more_than_class: ClassVar[bool] = False
     """Whether a label is more than its class (masks, boxes, text): the dataset id then includes the
     annotation set's id, since the same classes can come with other geometry."""
+    int8_default: ClassVar[bool] = False
+    """Whether the package gets an INT8 model when ExportConfig.int8 is unset (None)."""
     label_file_suffixes: ClassVar[frozenset[str]] = frozenset()
     """Label files of this task's formats that land beside the images (``resources.data.ingest``)."""
     unsupported: ClassVar[Mapping[str, str]] = {}

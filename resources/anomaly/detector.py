@@ -312,7 +312,7 @@ def _suspicious_training_images(scores: np.ndarray) -> list[dict[str, Any]]:
         z = (scores[index] - median) / spread if spread > 0 else 0.0
         listed.append({"index": int(index), "score": float(scores[index]), "robust_z": float(z), "flagged": bool(z > SUSPICIOUS_Z)})
     flagged = [entry for entry in listed if entry["flagged"]]
-    if flagged:  # the asset names them by their files (mfg_assets.anomaly_steps); here only their positions are known
+    if flagged:  # the asset names them by their files (resources.anomaly.steps); here only their positions are known
         logger.info(
             "%d training image(s) look unlike the other good parts (robust z > %.0f): positions %s",
             len(flagged), SUSPICIOUS_Z, [entry["index"] for entry in flagged],

@@ -36,7 +36,7 @@ class AnomalyEngine(TaskEngine):
     unsupported: ClassVar[Mapping[str, str]] = {
         "hpo_trials": f"{_FITTED}; set detector settings with --anomaly-settings / RecipeConfig.task_settings",
         "hpo_minutes": f"{_FITTED}; set detector settings with --anomaly-settings / RecipeConfig.task_settings",
-        "folds": "its validation report measures it on held-out good and defective images: use --cv-folds 0",
+        "folds": "its validation report measures it on held-out good and defective images: drop --cv-folds",
         "epochs": _FITTED,
         "escape_budget": "its threshold aims at ValidationConfig.target_false_reject_rate when validation holds no defect",
         "int8": "the detector's package is FP32 ONNX and OpenVINO in this release",

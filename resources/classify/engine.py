@@ -81,6 +81,7 @@ class ClassifyEngine(TaskEngine):
             outcome = FitOutcome(
                 arch=settings.timm_arch(), init=init, train_seconds=sum(float(r["seconds"]) for r in history),
                 best_epoch=best_epoch, settings={}, history=history, lineage_parameters={}, checkpoint_artifact=checkpoint,
+                device=machine.device,
             )
         else:
             train_images, train_labels, val_images, val_labels = data.training_arrays(settings.image_size)

@@ -23,7 +23,7 @@ def check_start_options(
     from resources.models.model_init import WeightsError, check_start, registered_start
 
     if task_settings:
-        raise PreflightError("--anomaly-settings: for --task anomaly only; drop it for a classifier")
+        raise PreflightError("--anomaly-settings / --task-settings: for --task anomaly or detect only; drop it for a classifier")
     if pretrained_weights and init_from:
         raise PreflightError("--pretrained-weights and --init-from both given; start from one of them")
     if init_from and (arch or backbone):

@@ -103,7 +103,10 @@ def _layout(root: Path, label_format: str, files: BatchFiles) -> tuple[Path, Pat
     if label_format == "yolo":
         texts = [name for name in sidecars if name.endswith(".txt") and Path(name).name != "classes.txt"]
         folders = Counter(Path(name).parent.as_posix() for name in texts)
-        labels_dir = root / (folders.most_common(1)[0][0] if folders else "labels")
+        common = folders.most_common(1)[0][0] if folders else "labels"
+        # ultralytics' own layout splits into labels/train, labels/val beside images/train, ...: read the
+        # top labels folder (the reader pairs label and image by their path below it)
+        labels_dir = root / ("labels" if common.split("/")[0] == "labels" else common)
         return labels_dir, _images_folder(root, files, ("images", ""))
     xmls = [name for name in sidecars if name.endswith(".xml")]
     folders = Counter(Path(name).parent.as_posix() for name in xmls)

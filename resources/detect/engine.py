@@ -2,7 +2,7 @@
 
 Labels come as COCO, YOLO or Pascal VOC files beside the images (``batch_labels.py``); each image's
 image-level label is its most frequent box class (or the good class), which the split stratifies
-on. The model is an ultralytics YOLO trained from its yaml, offline (``yolo.py``); the image-level
+on. The model is an ultralytics YOLO trained from its yaml, offline (``yolo_train.py`` and its neighbours); the image-level
 defect score is the highest box score, so the shared threshold calibration, false-reject and escape
 rates apply unchanged; mAP50 and mAP50-95 per class come beside them (``steps.py``). The package holds
 ONNX and OpenVINO graphs with the box post-processing inside, which the device's detect decoder reads.
@@ -47,7 +47,7 @@ class DetectEngine(TaskEngine):
     unsupported: ClassVar[Mapping[str, str]] = {
         "hpo_trials": "a search over detector settings is not in this release; set --epochs and --image-size",
         "hpo_minutes": "a search over detector settings is not in this release; set --epochs and --image-size",
-        "folds": "its validation report measures it on held-out images: use --cv-folds 0",
+        "folds": "its validation report measures it on held-out images: drop --cv-folds",
         "int8": "the detector's package is FP32 ONNX and OpenVINO in this release",
         "augment_copies": "the detector augments on the fly (mosaic, flips, HSV) with boxes moved alike: use --augment-copies 0",
     }
@@ -96,7 +96,12 @@ class DetectEngine(TaskEngine):
         if read.labels.empty:
             first = read.quarantined[0]["detail"] if read.quarantined else "no image is labelled"
             raise LabelFileError(f"{data_dir}: no usable box labels ({first}); check --format and the label files")
-        return read.labels[["rel_path", "label"]]
+        boxes = read.tables["label_boxes"]
+        classes = boxes.groupby("rel_path")["class_name"].agg(lambda names: tuple(sorted(set(names)))).to_dict()
+        labels = read.labels[["rel_path", "label"]].copy()
+        # every class a box names belongs to the taxonomy, not only the images' most frequent ones
+        labels["box_classes"] = [classes.get(rel, ()) for rel in labels["rel_path"]]
+        return labels
 
     def preflight(self, options: Mapping[str, Any], n_classes: int) -> dict[str, Any]:
         from resources.detect.steps import check_detector_options

@@ -234,6 +234,46 @@ def _finite(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 6)
 
 
+def _calibrate(scores: np.ndarray, is_defect: np.ndarray, max_escape_rate: float, groups: Any) -> dict[str, Any]:
+    """The operating threshold on validation: the shared rule (highest threshold whose escapes stay
+    within the budget, so the fewest false rejects) where validation has good and defective images;
+    with defective images only (a dataset without box-free images, e.g. NEU-DET), the highest
+    threshold within the budget, its false-reject rate unmeasured. Never below :data:`SCORE_FLOOR`:
+    the rates are then measured again at the threshold that is used."""
+    from resources.reporting.metrics import calibrate_threshold, decision_rates
+
+    n_defect, n_good = int(is_defect.sum()), int((~is_defect).sum())
+    if n_defect == 0:
+        raise DetectorConfigError(
+            f"threshold calibration: the validation split holds {n_good} images and none with a defect box; add "
+            "labelled defect images (a few of each class) so the threshold can be set"
+        )
+    if n_good:
+        calibration = asdict(calibrate_threshold(scores, is_defect, max_escape_rate=max_escape_rate))
+    else:
+        ranked = np.sort(scores[is_defect])
+        allowed = int(np.floor(max_escape_rate * n_defect + 1e-9))
+        calibration = {
+            "threshold": float(ranked[min(allowed, n_defect - 1)]),
+            "escape_rate": None,
+            "false_reject_rate": None,
+            "max_escape_rate": max_escape_rate,
+            "n_good": 0,
+            "n_defect": n_defect,
+            "method": "defect images only (validation has no box-free image): the highest threshold whose escapes stay "
+            "within the budget; the false-reject rate is not measured",
+        }
+    if calibration["threshold"] < SCORE_FLOOR:
+        calibration["method"] += (
+            f"; raised from {calibration['threshold']:.3g} to {SCORE_FLOOR}, the lowest score the detector reports "
+            "(an image with no box at all passes)"
+        )
+        calibration["threshold"] = SCORE_FLOOR
+    rates = decision_rates(scores, is_defect, calibration["threshold"], groups)
+    calibration["escape_rate"], calibration["false_reject_rate"] = rates["escape_rate"], rates["false_reject_rate"]
+    return calibration
+
+
 def evaluate_detector(model: ModelRecord, data: TaskData, config: Any, machine: EngineMachine) -> Evaluation:
     """Boxes on validation and test; the image-level threshold from validation (zero escapes unless
     an escape budget is set), mAP and the decision rates on both."""
@@ -241,7 +281,6 @@ def evaluate_detector(model: ModelRecord, data: TaskData, config: Any, machine: 
     from resources.detect.yolo_metrics import image_defect_scores
     from resources.detect.yolo_predict import load_detector, predict_boxes
     from resources.reporting.decisions import worst_decisions
-    from resources.reporting.metrics import calibrate_threshold
 
     size, resize = model.image_size, model.resize
     detector = load_detector(data.store.read_bytes(model.checkpoint))
@@ -250,20 +289,13 @@ def evaluate_detector(model: ModelRecord, data: TaskData, config: Any, machine: 
     val_boxes, test_boxes = input_boxes(data, val.rows, size, resize), input_boxes(data, test.rows, size, resize)
     classes, good = list(data.classes), str(data.good_class)
     val_scores = image_defect_scores(val_pred)
-    calibration = asdict(
-        calibrate_threshold(val_scores, val.labels != classes.index(good), max_escape_rate=config.max_escape_rate)
-    )
+    calibration = _calibrate(val_scores, val.labels != classes.index(good), config.max_escape_rate, val.groups)
     notes = [
         "An image is rejected when any defect box scores at or over the threshold; its defect score is its highest "
         "box score. mAP is COCO's (faster-coco-eval), in the model's input pixels.",
         "Gallery: label boxes in green, the model's boxes at or over the threshold in red.",
+        f"Threshold: {calibration['method']}.",
     ]
-    if calibration["threshold"] < SCORE_FLOOR:
-        notes.append(
-            f"The validation threshold {calibration['threshold']:.3g} was below the lowest score the detector reports; "
-            f"raised to {SCORE_FLOOR} (images with no box at all pass)."
-        )
-        calibration["threshold"] = SCORE_FLOOR
     threshold = float(calibration["threshold"])
     test_section = _section(data, test, test_boxes, test_pred, threshold)
     errors = worst_decisions(test.labels, image_defect_scores(test_pred), classes, good, threshold, k=config.gallery_size)
@@ -274,7 +306,7 @@ def evaluate_detector(model: ModelRecord, data: TaskData, config: Any, machine: 
     return Evaluation(
         sections={
             "threshold": calibration,
-            "threshold_rule": "highest threshold with validation escapes within the budget",
+            "threshold_rule": "zero_escapes" if not config.max_escape_rate else "escape_budget",
             "score_label": "defect score (the highest box score of the image)",
             "val": _section(data, val, val_boxes, val_pred, threshold),
             "test": test_section,

@@ -154,7 +154,7 @@ CASES = [
     Onboard("anomaly init from unknown version", _images, ("--task", "anomaly", "--good-class", "good", "--init-from", "l9-x-v1"),
             "--init-from l9-x-v1: no such registered model version"),
     Onboard("anomaly settings for a classifier", _images, ("--anomaly-settings", '{"top_share": 0.1}'),
-            "--anomaly-settings: for --task anomaly only"),
+            "--anomaly-settings / --task-settings: for --task anomaly or detect only"),
     Onboard("part id with two labels", lambda r: _metadata(r, "path,camera,part_id", ONE_PART_TWO_LABELS), (),
             "carry more than one label, first part_id 'p-shared': bad/bad0.png (bad), good/good0.png (good)"),
     Onboard("part id empty for some images", lambda r: _metadata(r, "path,camera,serial", SOME_WITHOUT_PART), (),

@@ -66,4 +66,4 @@ def test_a_format_without_boxes_and_a_missing_good_class_are_refused(tmp_path: P
     with pytest.raises(LabelFileError, match="needs a good class"):
         DetectEngine().batch_labels(_files(root), "coco", None)
     labels = DetectEngine().dataset_labels(root, "coco", "good")
-    assert set(labels.columns) == {"rel_path", "label"} and "good" in set(labels["label"])
+    assert set(labels.columns) == {"rel_path", "label", "box_classes"} and "good" in set(labels["label"])
