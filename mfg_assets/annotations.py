@@ -103,6 +103,7 @@ def _batch_files(batch_row: pd.Series, batch_images: pd.DataFrame, store: Artifa
         batch=str(batch_row["batch"]),
         images={row.rel_path: store.path(row.artifact) for row in batch_images.drop_duplicates("rel_path").itertuples()},
         sidecars={name: store.path(entry["relpath"]) for name, entry in sidecars.items()},
+        sizes={row.rel_path: (int(row.width), int(row.height)) for row in batch_images.drop_duplicates("rel_path").itertuples()},
     )
 
 

@@ -215,6 +215,8 @@ def _preflight(request: OnboardRequest, data_dir: Path, classes: tuple[str, ...]
                 "pretrained_weights": request.pretrained_weights,
                 "init_from": request.init_from,
                 "task_settings": request.anomaly_settings,
+                "image_size": request.image_size,
+                "epochs": request.epochs,
             },
             len(classes),
         )

@@ -106,6 +106,8 @@ class BatchFiles:
     batch: str
     images: Mapping[str, Path]
     sidecars: Mapping[str, Path]
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """(width, height) of each image as the platform decodes it, where known (ingested batches)."""
 
 
 @dataclass

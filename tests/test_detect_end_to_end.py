@@ -6,10 +6,6 @@ package, the device's self-test of the boxes, decisions, a metric window), throu
 commands a user runs."""
 
 import json
-import os
-import shutil
-import signal
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +13,8 @@ import pytest
 
 from resources.lineage import LineageStore
 from resources.registry import ModelRegistry
-from tests.processes import free_port, mfgv, start_edge_server
+from tests.edge_round_trip import edge_round_trip
+from tests.processes import mfgv
 
 pytestmark = pytest.mark.e2e
 
@@ -68,37 +65,9 @@ def test_detect_onboard_export_register_and_edge_round_trip(mfg_home: Path, tmp_
     with dg.DagsterInstance.from_config(str(mfg_home / "dagster")) as instance:
         assert [r.dagster_run.job_name for r in instance.get_run_records()] == ["detect_job"]
 
-    _edge_round_trip(mfg_home, data, tmp_path)
-
-
-def _edge_round_trip(home: Path, data: Path, tmp_path: Path) -> None:
-    from edge_sync.server_state import ServerState
-
-    canary = mfgv(home, "edge-device", "add", "cam-9", "--line", "line4", "--canary")
-    assert canary.returncode == 0, canary.stderr
-    token = next(line.split()[-1] for line in canary.stdout.splitlines() if line.startswith("token"))
-    deployed = mfgv(home, "deploy", "--line", "line4", "--variant", "plate", "--ring", "canary")
-    assert deployed.returncode == 0, deployed.stderr[-3000:]
-    port = free_port()
-    server = start_edge_server(home, port)
-    camera = tmp_path / "camera"
-    camera.mkdir()
-    for source in sorted((data / "images").iterdir())[:5]:
-        shutil.copy(source, camera / source.name)
-    agent_args = ["edge-agent", "--device", "cam-9", "--server", f"http://127.0.0.1:{port}", "--camera-dir", str(camera),
-                  "--token", token, "--state-dir", str(tmp_path / "agent"), "--once", "--window-seconds", "0.01"]
-    try:
-        agent = mfgv(home, *agent_args)
-        assert agent.returncode == 0, agent.stderr[-3000:]
-        assert "self-test of line4-plate-v1 passed" in agent.stderr
-        time.sleep(0.2)  # the window is due: a second pass closes and uploads it
-        agent = mfgv(home, *agent_args)
-        assert agent.returncode == 0, agent.stderr[-3000:]
-        decisions = [json.loads(line) for line in (tmp_path / "agent" / "decisions.jsonl").read_text().splitlines()]
-        assert len(decisions) == 5 and {d["verdict"] for d in decisions} <= {"pass", "reject"}
-        assert all(0.0 <= d["defect_score"] <= 1.0 for d in decisions)
-        windows = ServerState(home / "edge").windows("line4")
-        assert sum(w["inspected"] for w in windows) == 5
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(timeout=30)
+    decisions, windows = edge_round_trip(
+        mfg_home, tmp_path, line="line4", variant="plate", device="cam-9", images=sorted((data / "images").iterdir())[:5]
+    )
+    assert len(decisions) == 5 and {d["verdict"] for d in decisions} <= {"pass", "reject"}
+    assert all(0.0 <= d["defect_score"] <= 1.0 for d in decisions)
+    assert sum(w["inspected"] for w in windows) == 5

@@ -58,7 +58,7 @@ def read_batch_boxes(files: BatchFiles, label_format: str, good_class: str | Non
     for problem in problems:
         rel = to_batch(problem.image) if problem.image else _source_rel(problem.file, root)
         quarantined.setdefault(rel, {"rel_path": rel, "reason": "bad_box_label", "detail": problem.message.replace(str(root) + "/", "")})
-    return _tables(dataset, to_batch, files.images, quarantined, good_class)
+    return _tables(dataset, to_batch, files, quarantined, good_class)
 
 
 def _batch_paths(prefix: str, images: Mapping[str, Path]) -> Callable[[str], str]:
@@ -137,10 +137,11 @@ def _images_folder(root: Path, files: BatchFiles, candidates: tuple[str, ...]) -
 def _tables(
     dataset: "BoxSet",
     to_batch: Callable[[str], str],
-    images: Mapping[str, Path],
+    files: BatchFiles,
     quarantined: dict[str, dict[str, str]],
     good_class: str,
 ) -> BatchLabels:
+    images = files.images
     label_rows, box_rows = [], []
     for info in dataset.images:
         rel = to_batch(info.path)
@@ -151,6 +152,16 @@ def _tables(
                 "rel_path": rel,
                 "reason": "label_without_image",
                 "detail": f"{rel}: labelled, but the batch has no such image; deliver the image or drop its label",
+            }
+            continue
+        decoded = files.sizes.get(rel)
+        if decoded is not None and decoded != (info.width, info.height):
+            quarantined[rel] = {
+                "rel_path": rel,
+                "reason": "box_label_size",
+                "detail": f"{rel}: its labels are for a {info.width}×{info.height} image but the file decodes as "
+                f"{decoded[0]}×{decoded[1]} (an EXIF rotation, or labels of another image); boxes would land in the wrong "
+                "place: save the image with its pixels upright (no EXIF orientation) and label it again",
             }
             continue
         boxes = dataset.boxes_for(info.path)

@@ -79,7 +79,7 @@ def check_detector_options(options: Mapping[str, Any]) -> dict[str, Any]:
     from resources.preflight import PreflightError
 
     try:
-        DetectorSettings.model_validate(_settings(options, 320))
+        DetectorSettings.model_validate(_settings(options, int(options.get("image_size") or 320)))
     except (DetectorConfigError, ValidationError) as exc:
         raise PreflightError(f"detector options are invalid: {exc}") from exc
     return {}

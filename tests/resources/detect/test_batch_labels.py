@@ -67,3 +67,15 @@ def test_a_format_without_boxes_and_a_missing_good_class_are_refused(tmp_path: P
         DetectEngine().batch_labels(_files(root), "coco", None)
     labels = DetectEngine().dataset_labels(root, "coco", "good")
     assert set(labels.columns) == {"rel_path", "label", "box_classes"} and "good" in set(labels["label"])
+
+
+def test_an_image_that_decodes_at_another_size_than_its_labels_is_set_aside(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    write_box_line(root, seed=9, good_images=2, images_per_class=1, image_size=96, fmt="coco")
+    files = _files(root)
+    sizes = {rel: (96, 96) for rel in files.images}
+    turned = sorted(files.images)[0]
+    sizes[turned] = (72, 96)  # e.g. an EXIF-rotated phone picture: its labels assume other pixels
+    read = DetectEngine().batch_labels(BatchFiles(files.batch, files.images, files.sidecars, sizes), "coco", "good")
+    assert [(q["rel_path"], q["reason"]) for q in read.quarantined] == [(turned, "box_label_size")]
+    assert "decodes as 72×96" in read.quarantined[0]["detail"]
