@@ -21,14 +21,16 @@ from resources.lineage import LineageStore
 __all__ = ["edge_feedback", "edge_metrics", "load_edge_windows", "screen_window"]
 
 HISTOGRAM_COLUMNS = ("score_histogram", "input_brightness_histogram")
+JSON_COLUMNS = (*HISTOGRAM_COLUMNS, "counters")
+"""Window fields stored as JSON text: the histograms and the task decoder's counters (``{}`` when none)."""
 
 
 def load_edge_windows(lineage: LineageStore, line: str | None = None):
     """The landed windows (histograms decoded back to lists), optionally of one line."""
     rows = lineage.read_table("edge_windows", "line = ?", [line]) if line else lineage.read_table("edge_windows")
-    for column in HISTOGRAM_COLUMNS:
-        if column in rows:
-            rows[column] = [json.loads(value) for value in rows[column]]
+    for column in JSON_COLUMNS:
+        if column in rows:  # windows landed before counters existed read as {}
+            rows[column] = [json.loads(value) if isinstance(value, str) else {} for value in rows[column]]
     return rows
 
 
@@ -93,7 +95,8 @@ def edge_metrics(context: dg.AssetExecutionContext, edge: EdgeSync, lineage: Lin
             )
             continue
         good.append(window)
-        row = {key: (json.dumps(value) if key in HISTOGRAM_COLUMNS else value) for key, value in window.items()}
+        row = {key: (json.dumps(value) if key in JSON_COLUMNS else value) for key, value in window.items()}
+        row.setdefault("counters", "{}")
         rows.append({k: (str(v) if k.endswith("_at") else v) for k, v in row.items()})
     if quarantined:
         lineage.append_table("edge_windows_quarantine", quarantined, prefix="windows")

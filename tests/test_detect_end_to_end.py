@@ -71,3 +71,5 @@ def test_detect_onboard_export_register_and_edge_round_trip(mfg_home: Path, tmp_
     assert len(decisions) == 5 and {d["verdict"] for d in decisions} <= {"pass", "reject"}
     assert all(0.0 <= d["defect_score"] <= 1.0 for d in decisions)
     assert sum(w["inspected"] for w in windows) == 5
+    counted = sum(d.get("counts", {}).get("boxes", 0) for d in decisions)  # boxes over the threshold, per image
+    assert sum(w.get("counters", {}).get("boxes", 0) for w in windows) == counted

@@ -389,7 +389,8 @@ class EdgeAgent:
                     window = self._ensure_window(active)
                     decision = decide(path.name, outputs, brightness, active.manifest, window.window_id, self._now())
                     count_decision(
-                        window, rejected=decision.rejected, defect_score=decision.defect_score, brightness=brightness
+                        window, rejected=decision.rejected, defect_score=decision.defect_score, brightness=brightness,
+                        counts=decision.counts,
                     )
                     with (self._state_dir / DECISIONS_FILE).open("a", encoding="utf-8") as log:
                         log.write(decision.to_json() + "\n")

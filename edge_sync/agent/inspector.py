@@ -12,7 +12,7 @@ the quarantined file; they never stop the loop.
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -61,6 +61,8 @@ class Decision:
     probabilities: tuple[float, ...]
     brightness: float
     decided_at: datetime
+    counts: Mapping[str, int] = field(default_factory=dict)
+    """What this image adds to the window's task counters (the decoder's ``window_counts``)."""
 
     @property
     def rejected(self) -> bool:
@@ -78,6 +80,7 @@ class Decision:
                 "probabilities": list(self.probabilities),
                 "brightness": self.brightness,
                 "decided_at": self.decided_at.isoformat(),
+                **({"counts": dict(self.counts)} if self.counts else {}),
             },
             separators=(",", ":"),
         )
@@ -133,7 +136,8 @@ def decide(
 ) -> Decision:
     """Pass or reject one image from the model's named outputs (as the task decoder's ``run`` gave
     them), by the manifest's decision parameters."""
-    verdict = decoder_for(manifest.task).decode(outputs, manifest)
+    decoder = decoder_for(manifest.task)
+    verdict = decoder.decode(outputs, manifest)
     return Decision(
         image=image,
         model_version=manifest.model_version,
@@ -144,4 +148,5 @@ def decide(
         probabilities=verdict.detail,
         brightness=brightness,
         decided_at=decided_at,
+        counts=decoder.window_counts(verdict, manifest),
     )

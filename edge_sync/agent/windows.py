@@ -10,6 +10,7 @@ cursor never disagree after a crash (a crash loses at most the pass in progress)
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class OpenWindow(BaseModel):
     escapes_found: int = 0
     score_histogram: list[int] = Field(default_factory=lambda: [0] * SCORE_BINS)
     input_brightness_histogram: list[int] = Field(default_factory=lambda: [0] * INPUT_BINS)
+    counters: dict[str, int] = Field(default_factory=dict)
 
 
 class AgentState(BaseModel):
@@ -94,8 +96,12 @@ def new_window(state: AgentState, device_id: str, model_version: str, line: str,
     return state.window
 
 
-def count_decision(window: OpenWindow, *, rejected: bool, defect_score: float, brightness: float) -> None:
-    """Add one inspected image to the window, in the contract's bins."""
+def count_decision(
+    window: OpenWindow, *, rejected: bool, defect_score: float, brightness: float, counts: Mapping[str, int] | None = None
+) -> None:
+    """Add one inspected image to the window, in the contract's bins, with the task decoder's own counts."""
+    for name, count in (counts or {}).items():
+        window.counters[name] = window.counters.get(name, 0) + int(count)
     window.inspected += 1
     window.rejected += rejected
     window.score_histogram[score_bin(defect_score)] += 1
@@ -118,4 +124,5 @@ def closed_window(window: OpenWindow, device_id: str, ended_at: datetime) -> Met
         escapes_found=window.escapes_found,
         score_histogram=tuple(window.score_histogram),
         input_brightness_histogram=tuple(window.input_brightness_histogram),
+        counters=dict(window.counters),
     )

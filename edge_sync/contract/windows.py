@@ -11,12 +11,23 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edge_sync.contract.names import MODEL_VERSION, NAME
 
 __all__ = [
+    "COUNTER_NAME",
     "INPUT_BINS",
+    "MAX_COUNTERS",
     "MAX_WINDOW_COUNT",
     "MAX_WINDOW_DURATION",
     "SCORE_BINS",
@@ -34,6 +45,11 @@ MAX_WINDOW_COUNT = 10_000_000
 above is a device bug, and unbounded counts would overflow the warehouse's 64-bit columns."""
 MAX_WINDOW_DURATION = timedelta(days=7)
 """Longest a window may span (the agent closes one after at most a day; a week allows for downtime)."""
+MAX_COUNTERS = 64
+"""Most task counters one window may carry (a detector's boxes, in all and per class)."""
+COUNTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,99}$"
+"""A task counter's name: ``boxes``, ``boxes:scratch`` (a class name after the colon)."""
+
 INPUT_BINS = 16  # mean-brightness histogram of model inputs: 16 equal bins of 16 grey levels over [0, 256)
 
 
@@ -92,6 +108,33 @@ class MetricWindow(BaseModel):
     input_brightness_histogram: tuple[int, ...] = Field(
         description=f"{INPUT_BINS} bins of the model input's mean brightness (brightness_bin)"
     )
+    counters: dict[str, StrictInt] = Field(
+        default_factory=dict,
+        description="the task decoder's own counts (its window_counters), e.g. a detector's boxes in all and per class",
+    )
+
+    @field_validator("counters")
+    @classmethod
+    def _counters(cls, value: dict[str, int]) -> dict[str, int]:
+        import re
+
+        if len(value) > MAX_COUNTERS:
+            raise ValueError(f"counters holds {len(value)} names; at most {MAX_COUNTERS}")
+        for name, count in value.items():
+            if not re.fullmatch(COUNTER_NAME, name):
+                raise ValueError(f"counter name {name!r} is not valid (letters, digits, '_', '.', ':', '+', '-'; up to 100)")
+            if not 0 <= count <= 1000 * MAX_WINDOW_COUNT:
+                raise ValueError(f"counter {name!r} is {count}; it must be in 0..{1000 * MAX_WINDOW_COUNT}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_counters(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """No ``counters`` key when a task counts nothing of its own: such a window serialises as before,
+        so a sync server that predates counters still takes it."""
+        data = handler(self)
+        if not self.counters:
+            data.pop("counters", None)
+        return data
 
     @field_validator("score_histogram")
     @classmethod

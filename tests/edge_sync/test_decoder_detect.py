@@ -62,7 +62,7 @@ def _detections(*rows: tuple[float, ...], k: int = 8) -> dict[str, np.ndarray]:
 
 
 def test_detect_is_registered_and_its_fields_are_schema_4_with_a_block() -> None:
-    assert isinstance(DETECT, DetectDecoder) and DETECT.window_counters == ()
+    assert isinstance(DETECT, DetectDecoder) and DETECT.window_counters == ("boxes", "boxes:")
     fields = DETECT.manifest_fields(0.4, min_box_area=12.0)
     assert fields == {
         "schema_version": DECODER_SCHEMA_VERSION,
@@ -251,3 +251,39 @@ def test_a_confirmed_defect_takes_the_class_of_the_strongest_box() -> None:
     assert label is None and "'a.png,confirmed_defect,<class>'" in why and "['dent', 'scratch', 'stain']" in why
     label, why = DETECT.confirmed_defect_label(_manifest(), "b.png", "crack")
     assert label is None and "'crack'" in why
+
+
+def test_a_window_counts_the_boxes_over_the_threshold_in_all_and_per_class() -> None:
+    from datetime import UTC, datetime
+
+    from edge_sync.agent.windows import AgentState, closed_window, count_decision, new_window
+
+    outputs = _detections((1, 1, 4, 3, 0.62, 2), (0, 0, 2, 2, 0.91, 1), (5, 5, 7, 7, 0.30, 0))
+    counts = DETECT.window_counts(DETECT.decode(outputs, _manifest()), _manifest())
+    assert counts == {"boxes": 2, "boxes:scratch": 1, "boxes:stain": 1} and DETECT.window_counters == ("boxes", "boxes:")
+    assert decoder_for(Task.CLASSIFY).window_counts(None, None) == {}  # type: ignore[arg-type]
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    window = new_window(AgentState(), "cam-1", "l1-a-v1", "l1", now)
+    for _ in range(3):
+        count_decision(window, rejected=True, defect_score=0.91, brightness=120.0, counts=counts)
+    closed = closed_window(window, "cam-1", now)
+    assert closed.counters == {"boxes": 6, "boxes:scratch": 3, "boxes:stain": 3}
+    assert "counters" in closed.model_dump() and "counters" not in closed.model_copy(update={"counters": {}}).model_dump()
+
+
+def test_a_window_refuses_counters_that_are_not_counts() -> None:
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from edge_sync.contract import MetricWindow
+
+    base = dict(
+        window_id="w1", device_id="cam-1", line="l1", model_version="l1-a-v1", started_at=datetime(2026, 12, 7, tzinfo=UTC),
+        ended_at=datetime(2026, 12, 7, tzinfo=UTC), inspected=0, rejected=0, confirmed_defects=0, false_rejects=0,
+        escapes_found=0, score_histogram=(0,) * 20, input_brightness_histogram=(0,) * 16,
+    )
+    assert MetricWindow(**base, counters={"boxes:scratch": 4}).counters == {"boxes:scratch": 4}
+    for bad in ({"boxes": True}, {"boxes": "3"}, {"boxes": -1}, {"bad name!": 1}, {f"c{i}": 1 for i in range(65)}):
+        with pytest.raises(ValidationError):
+            MetricWindow(**base, counters=bad)

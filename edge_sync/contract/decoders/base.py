@@ -64,12 +64,17 @@ class Decoder(ABC):
     block_version: ClassVar[int] = 1
     """The version the platform writes (:meth:`manifest_fields`)."""
     window_counters: ClassVar[tuple[str, ...]] = ()
-    """Counters a metric window carries for this task beyond the shared ones (none so far)."""
+    """Counters a metric window carries for this task beyond the shared ones (``MetricWindow.counters``);
+    a name ending in ``:`` stands for one counter per class (``boxes:`` → ``boxes:scratch``, ...)."""
     owned_fields: ClassVar[tuple[str, ...]] = ()
     """Top-level manifest fields only this task's manifests may set (another task's manifest with one
     set was built by a broken platform and is refused)."""
 
     # ------------------------------------------------------------------------------ manifest
+
+    def window_counts(self, verdict: Verdict, manifest: "DeploymentManifest") -> dict[str, int]:
+        """What one decided image adds to the window's task counters (none for most tasks)."""
+        return {}
 
     def check_legacy(self, manifest: "DeploymentManifest") -> None:
         """Raise ValueError when the manifest's top-level decision fields do not suit this task."""

@@ -178,15 +178,18 @@ def _box_differences(expected: np.ndarray, got: np.ndarray, floor: float) -> lis
 class DetectDecoder(Decoder):
     """Decides by the detector's boxes (see the module docstring).
 
-    ``window_counters`` stays empty: a metric window (``MetricWindow``) has a fixed set of counters and
-    refuses unknown keys, so counting boxes (in all, or per class) there needs a contract change (a
-    counters field and a schema version). Until then the shared counters serve (inspected, rejected,
-    the histogram of the defect score, i.e. of the strongest box) and each decision keeps its box
-    counts per class in its ``detail`` (:func:`unpack_detail`).
+    A metric window counts, besides the shared counters, the boxes that passed the threshold: in all
+    (``boxes``) and per defect class (``boxes:<class>``); each decision keeps its boxes in ``detail``
+    (:func:`unpack_detail`).
     """
 
     task = Task.DETECT
     params_model = DetectParams
+    window_counters = ("boxes", "boxes:")
+
+    def window_counts(self, verdict: Verdict, manifest: "DeploymentManifest") -> dict[str, int]:
+        counts, _ = unpack_detail(verdict.detail, manifest)
+        return {"boxes": int(sum(counts.values())), **{f"boxes:{name}": n for name, n in counts.items() if n}}
 
     # ------------------------------------------------------------------------------ manifest
 
