@@ -177,6 +177,7 @@ def annotations(
     frames = []
     geometry: dict[str, list[pd.DataFrame]] = {}
     set_aside: set[tuple[str, str]] = set()
+    summaries: dict[str, dict] = {}
     for _, batch_row in batches.iterrows():
         batch_images = images[images["batch"] == batch_row["batch"]]
         try:
@@ -191,6 +192,9 @@ def annotations(
                     geometry.setdefault(table, []).append(rows.assign(batch=batch_row["batch"]))
                 _quarantine_labels(context, lineage, raw_images.partition, batch_row["batch"], own.quarantined)
                 set_aside |= {(batch_row["batch"], item["rel_path"]) for item in own.quarantined}
+                if own.summary:
+                    summaries[str(batch_row["batch"])] = own.summary
+                    context.log.info(f"batch {batch_row['batch']} labels: {own.summary}")
         except MfgVisionError as exc:
             raise dg.Failure(f"{exc}; {way_out(raw_images.partition, batch_row['batch'])}") from exc
         labels = labels.assign(batch=batch_row["batch"])
@@ -254,6 +258,7 @@ def annotations(
             "images_per_class": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
             "n_masks": len(masks),
             **{f"n_{name}": len(table) for name, table in tables.items()},
+            **({"label_review": dg.MetadataValue.json(summaries)} if summaries else {}),
         },
     )
     matched_labels = labels[labels["sha256"] != ""]

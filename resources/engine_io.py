@@ -120,6 +120,8 @@ class BatchLabels:
     labels: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    """What the task's label reader found worth showing (reviewer agreement, warnings), for the asset's metadata."""
 
 
 class RecipeRecord(Protocol):

@@ -141,8 +141,13 @@ def _tables(
     quarantined: dict[str, dict[str, str]],
     good_class: str,
 ) -> BatchLabels:
+    from resources.detect.review import review_boxes
+
     images = files.images
-    label_rows, box_rows = [], []
+    reviewed = review_boxes(dataset, good_class)
+    label_rows: list[tuple[str, str, str, str]] = []
+    box_rows: list[tuple] = []
+    consensus = reviewed.training is not dataset
     for info in dataset.images:
         rel = to_batch(info.path)
         if rel in quarantined:
@@ -164,11 +169,10 @@ def _tables(
                 "place: save the image with its pixels upright (no EXIF orientation) and label it again",
             }
             continue
-        boxes = dataset.boxes_for(info.path)
-        counts = Counter(box.class_name for box in boxes)
-        label = min(counts, key=lambda name: (-counts[name], name)) if counts else good_class
-        label_rows.append((rel, label, _REVIEWER, "boxes"))
-        for box in boxes:
+        for reviewer, label in reviewed.labels[info.path].items():
+            label_rows.append((rel, label, reviewer, "boxes"))
+        kept = [*dataset.boxes_for(info.path), *(reviewed.training.boxes_for(info.path) if consensus else ())]
+        for box in kept:
             box_rows.append(
                 (rel, box.class_name, box.x_min, box.y_min, box.x_max, box.y_max, box.reviewer or _REVIEWER, info.width, info.height)
             )
@@ -185,4 +189,14 @@ def _tables(
     from resources.data.labels import label_frame
 
     boxes = pd.DataFrame(box_rows, columns=list(BOX_COLUMNS))
-    return BatchLabels(labels=label_frame(label_rows), tables={"label_boxes": boxes}, quarantined=list(quarantined.values()))
+    kept_images = {row[0] for row in label_rows}
+    by_batch = {info.path: to_batch(info.path) for info in dataset.images}
+    tables = {"label_boxes": boxes}
+    for name, rows in (("box_disagreements", reviewed.disagreements), ("box_findings", reviewed.findings)):
+        placed = [{"rel_path": by_batch.get(row["image"], row["image"]), **row} for row in rows]
+        placed = [row for row in placed if row["rel_path"] in kept_images]
+        if placed:
+            tables[name] = pd.DataFrame(placed)
+    return BatchLabels(
+        labels=label_frame(label_rows), tables=tables, quarantined=list(quarantined.values()), summary=reviewed.summary
+    )

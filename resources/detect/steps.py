@@ -103,6 +103,15 @@ def detector_recipe(options: Mapping[str, Any], data: TaskData) -> RecipeOutcome
     )
 
 
+def _training_boxes(group: "pd.DataFrame", columns: list[str]) -> "pd.DataFrame":
+    """An image's boxes to learn from: the reviewers' consensus where several drew, else all (one reviewer)."""
+    from resources.detect.agreement import CONSENSUS_REVIEWER
+
+    agreed = group[group["reviewer"] == CONSENSUS_REVIEWER] if "reviewer" in group else group.iloc[0:0]
+    chosen = agreed if not agreed.empty else group
+    return chosen.drop_duplicates(["class_name", *columns])
+
+
 def input_boxes(data: TaskData, rows: "pd.DataFrame", size: int, resize: str) -> list[np.ndarray]:
     """Per split row, its label boxes as (K, 5) float32 ``x_min, y_min, x_max, y_max, class_id`` in
     the fitted input's pixels (the letterbox or squash the device applies)."""
@@ -112,9 +121,7 @@ def input_boxes(data: TaskData, rows: "pd.DataFrame", size: int, resize: str) ->
     index = {name: i for i, name in enumerate(names)}
     table = data.geometry("label_boxes")
     columns = ["x_min", "y_min", "x_max", "y_max"]
-    by_image = {
-        sha: group.drop_duplicates(["class_name", *columns]) for sha, group in table.groupby("image_sha256")
-    } if not table.empty else {}
+    by_image = {sha: _training_boxes(group, columns) for sha, group in table.groupby("image_sha256")} if not table.empty else {}
     out = []
     for sha in rows["sha256"]:
         group = by_image.get(sha)

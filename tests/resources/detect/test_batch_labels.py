@@ -79,3 +79,23 @@ def test_an_image_that_decodes_at_another_size_than_its_labels_is_set_aside(tmp_
     read = DetectEngine().batch_labels(BatchFiles(files.batch, files.images, files.sidecars, sizes), "coco", "good")
     assert [(q["rel_path"], q["reason"]) for q in read.quarantined] == [(turned, "box_label_size")]
     assert "decodes as 72×96" in read.quarantined[0]["detail"]
+
+
+def test_two_reviewers_are_compared_and_the_detector_learns_their_consensus(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "coco"
+    write_box_line(root, seed=10, good_images=2, images_per_class=2, image_size=96, fmt="coco")
+    coco = json.loads((root / "annotations.json").read_text())
+    first = [dict(a, reviewer="ana") for a in coco["annotations"]]
+    second = [dict(a, id=a["id"] + 10_000, reviewer="ben") for a in coco["annotations"][1:]]  # ben missed one box
+    coco["annotations"] = first + second
+    (root / "annotations.json").write_text(json.dumps(coco))
+    read = DetectEngine().batch_labels(_files(root), "coco", "good")
+    assert read.quarantined == []
+    assert set(read.labels["reviewer"]) == {"ana", "ben"} and len(read.labels) == 2 * 8
+    boxes = read.tables["label_boxes"]
+    assert set(boxes["reviewer"]) == {"ana", "ben", "consensus"}
+    (missed,) = read.tables["box_disagreements"].itertuples()
+    assert missed.reason == "unmatched" and {missed.reviewer_a, missed.reviewer_b} == {"ana", "ben"}
+    assert read.summary["reviewers"] == ["ana", "ben"] and 0 < read.summary["agreement_f1"] < 1
