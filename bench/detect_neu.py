@@ -37,7 +37,7 @@ def run_one(data: Path, fmt: str, model: str, epochs: int, seed: int, out: Path,
     if done.returncode != 0:
         return {"model": model, "failed": done.stderr[-2000:], "onboard_minutes": round(minutes, 1)}
     summary = json.loads(report.read_text())
-    full = json.loads(Path(summary["report_json"]).read_text())
+    full = json.loads(Path(summary["report_json_full"]).read_text())
     history = full["training"].get("history") or []
     elapsed, curve = 0.0, []
     for record in history:
