@@ -133,6 +133,6 @@ class DetectEngine(TaskEngine):
         package_manifest: dict[str, Any],
         machine: EngineMachine,
     ) -> ExportOutcome:
-        from resources.detect.steps import detector_package
+        from resources.detect.package import detector_package
 
         return detector_package(model, threshold, data, config, out_dir, package_manifest, machine)
