@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from resources.detect.boxes import Box, BoxSet, ImageInfo
-from resources.detect.errors import LabelFileError, Problem
+from resources.detect.errors import BoxSetError, LabelFileError, Problem
 
 __all__ = [
+    "one_file_per_image",
     "DEFAULT_TOLERANCE_PX",
     "IMAGE_SUFFIXES",
     "LabelRead",
@@ -134,3 +135,18 @@ def assemble(
         logger.debug("%d label item(s) quarantined, %d image(s) set aside; first: %s",
                        len(problems), len(bad), problems[0].message)
     return LabelRead(BoxSet(tuple(kept_images), tuple(kept_boxes), tuple(class_names)), problems)
+
+
+def one_file_per_image(folder: Path, dataset: BoxSet, suffix: str, what: str) -> dict[Path, str]:
+    """Where a per-image format writes each image's label file (``<rel path><suffix>`` under ``folder``).
+    Refuses a folder already holding such files (``what`` names them in the message) and two images
+    that would share one file (``a.png``/``a.jpg``)."""
+    if folder.is_dir() and any(folder.rglob(f"*{suffix}")):
+        raise LabelFileError(f"{folder}: already holds {what}; write into an empty folder")
+    targets: dict[Path, str] = {}
+    for info in dataset.images:
+        target = folder / Path(info.path).with_suffix(suffix)
+        if target in targets:
+            raise BoxSetError(f"images {targets[target]} and {info.path} would share {target}; rename one")
+        targets[target] = info.path
+    return targets

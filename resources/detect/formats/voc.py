@@ -30,8 +30,9 @@ from xml.etree import ElementTree as ET
 from xml.parsers import expat
 
 from resources.detect.boxes import Box, BoxSet, ImageInfo
-from resources.detect.errors import BoxSetError, LabelFileError, Problem, raise_for_problems
+from resources.detect.errors import LabelFileError, Problem, raise_for_problems
 from resources.detect.formats._common import (
+    one_file_per_image,
     DEFAULT_TOLERANCE_PX,
     IMAGE_SUFFIXES,
     LabelRead,
@@ -174,14 +175,7 @@ def write_voc(dataset: BoxSet, annotations_dir: Path, *, integer_coordinates: bo
     """One ``<rel path>.xml`` per image (no ``object`` for a good part). Refuses a folder already
     holding ``.xml`` files and two images that would share one file (``a.png``/``a.jpg``)."""
     annotations_dir = Path(annotations_dir)
-    if annotations_dir.is_dir() and any(annotations_dir.rglob("*.xml")):
-        raise LabelFileError(f"{annotations_dir}: already holds .xml files; write into an empty folder")
-    targets: dict[Path, str] = {}
-    for info in dataset.images:
-        target = annotations_dir / Path(info.path).with_suffix(".xml")
-        if target in targets:
-            raise BoxSetError(f"images {targets[target]} and {info.path} would share {target}; rename one")
-        targets[target] = info.path
+    targets = one_file_per_image(annotations_dir, dataset, ".xml", ".xml files")
     written = []
     for target, image in targets.items():
         info = dataset.image(image)

@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 
 from resources.detect.boxes import Box, BoxSet, ImageInfo
-from resources.detect.errors import BoxSetError, LabelFileError, Problem
+from resources.detect.errors import LabelFileError, Problem
 from resources.detect.formats._common import (
+    one_file_per_image,
     DEFAULT_TOLERANCE_PX,
     IMAGE_SUFFIXES,
     LabelRead,
@@ -140,14 +141,7 @@ def write_yolo(
     import yaml
 
     labels_dir = Path(labels_dir)
-    if labels_dir.is_dir() and any(labels_dir.rglob("*.txt")):
-        raise LabelFileError(f"{labels_dir}: already holds .txt label files; write into an empty folder")
-    targets: dict[Path, str] = {}
-    for info in dataset.images:
-        target = labels_dir / Path(info.path).with_suffix(".txt")
-        if target in targets:
-            raise BoxSetError(f"images {targets[target]} and {info.path} would share {target}; rename one")
-        targets[target] = info.path
+    targets = one_file_per_image(labels_dir, dataset, ".txt", ".txt label files")
     written: list[Path] = []
     for target, image in targets.items():
         info = dataset.image(image)
