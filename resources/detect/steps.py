@@ -173,9 +173,11 @@ def fit_detector(recipe: RecipeRecord, data: TaskData, machine: EngineMachine) -
     )
 
     def log_epoch(record: dict[str, float]) -> None:
+        shown = ("train/box_loss", "train/cls_loss", "map50", "map50_95")  # the full record is in the model's history
         machine.log.info(
             f"epoch {int(record.get('epoch', 0))}/{settings.epochs}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
+            + " ".join(f"{k.removeprefix('train/')}={record[k]:.4f}" for k in shown if isinstance(record.get(k), float))
+            + f" ({float(record.get('seconds', 0.0)):.0f}s)"
         )
 
     with scratch_dir(data.store.root_path(), "detect-train") as work:
